@@ -1,0 +1,42 @@
+"""vaekit: variational autoencoders trained by maximising the ELBO,
+
+    log p(x) = ELBO(x) + KL(q(z|x) || p(z|x)),
+
+with every term of that identity measurable. Every number vaekit reports is in nats per
+example, summed over data (or latent) dimensions.
+
+Quick start::
+
+    import vaekit
+    data = vaekit.load_dataset("digits")
+    model = vaekit.VAE(data.shape, latent_dim=8)
+    vaekit.fit(model, data, epochs=50, run_dir="runs/digits")
+    q = model.encode(data.test_x)           # q(z|x), a torch Distribution
+    terms = model.elbo(data.test_x)         # per-example elbo, reconstruction, rate
+    model = vaekit.load("runs/digits")
+"""
+
+from vaekit.config import ModelConfig, TrainConfig
+from vaekit.data import Dataset, load_dataset
+from vaekit.errors import VaekitError
+from vaekit.model import VAE
+from vaekit.objectives import ELBOTerms, elbo, iwae_bound, log_px
+from vaekit.training import fit, load, resume
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "VAE",
+    "Dataset",
+    "ELBOTerms",
+    "ModelConfig",
+    "TrainConfig",
+    "VaekitError",
+    "elbo",
+    "fit",
+    "iwae_bound",
+    "load",
+    "load_dataset",
+    "log_px",
+    "resume",
+]

@@ -1,0 +1,260 @@
+"""The ``vaekit`` command line: train, sample, reconstruct, encode.
+
+User mistakes print one line, ``vaekit: error: <what is wrong and what to do>``, and exit
+with status 2 (``--debug`` shows the traceback instead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+import torch
+
+from vaekit.config import ACTIVATIONS, BINARIZE, LIKELIHOODS, LR_SCHEDULES, NETWORKS, TrainConfig
+from vaekit.data import Dataset, fixed_binarization, load_dataset
+from vaekit.errors import ConfigError, VaekitError
+from vaekit.model.vae import VAE
+from vaekit.training.checkpoint import load, read_config
+from vaekit.training.trainer import fit, resume
+from vaekit.visuals.grids import save_examples, save_reconstructions
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"vaekit: error: {message} (see '{self.prog} --help')\n")
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one layer size")
+    return values
+
+
+def _add_data_options(parser: argparse.ArgumentParser, default_help: str) -> None:
+    parser.add_argument("--dataset", help=f"digits, mnist, fashion-mnist, a .npy/.npz file or an "
+                        f"image folder ({default_help})")
+    parser.add_argument("--data-dir", help="folder holding the four MNIST-style .gz IDX files "
+                        "(default: download once into ~/.cache/vaekit)")
+    parser.add_argument("--image-size", type=int, help="resize every image of a folder to N x N")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="skip the SHA-256 check of MNIST-style files")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="vaekit", description="Variational autoencoders: train by maximising "
+                     "the ELBO, then encode, reconstruct and generate. All terms are in nats "
+                     "per example, summed over dimensions.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = commands.add_parser("train", help="train a VAE (default: on the embedded digits)")
+    _add_data_options(train, "default: digits")
+    train.add_argument("--run-dir", help="where to write the run (default: runs/<dataset>-<time>)")
+    train.add_argument("--resume", metavar="RUN", help="continue the run in RUN from its last "
+                       "checkpoint (with --epochs: to that many epochs in all)")
+    model = train.add_argument_group("model")
+    model.add_argument("--network", choices=NETWORKS, default="mlp")
+    model.add_argument("--hidden", type=_int_list, default=[400],
+                       help="hidden layer sizes, e.g. 400 or 200,200 (conv: dense layer width)")
+    model.add_argument("--latent-dim", type=int, default=20)
+    model.add_argument("--activation", choices=ACTIVATIONS, default="relu")
+    model.add_argument("--likelihood", choices=LIKELIHOODS, default="bernoulli")
+    model.add_argument("--gaussian-scale", type=float, default=0.1,
+                       help="standard deviation of the Gaussian likelihood")
+    model.add_argument("--learn-scale", action="store_true",
+                       help="learn the Gaussian likelihood's standard deviation per dimension")
+    run = train.add_argument_group("training")
+    run.add_argument("--binarize", choices=BINARIZE,
+                     help="dynamic: fresh Bernoulli draw of each batch (default for bernoulli)")
+    for option in ("epochs", "batch_size", "lr", "lr_schedule", "lr_final", "beta",
+                   "warmup_epochs", "seed"):
+        default = TrainConfig.__dataclass_fields__[option].default
+        extra: dict[str, Any] = {"choices": LR_SCHEDULES} if option == "lr_schedule" else {}
+        run.add_argument(f"--{option.replace('_', '-')}", type=type(default), default=None,
+                         help=f"(default: {default})", **extra)
+    train.add_argument("--no-progress", action="store_true", help="no progress bar or epoch lines")
+    train.set_defaults(handler=cmd_train)
+
+    sample = commands.add_parser("sample", help="generate from p(z) and p(x|z)")
+    sample.add_argument("run", help="run directory or model.safetensors")
+    sample.add_argument("-n", type=int, default=64, help="number of samples")
+    sample.add_argument("-o", "--output", default="samples.png", help=".png grid or .npy array")
+    sample.add_argument("--temperature", type=float, default=1.0, help="z ~ N(0, T² I)")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.set_defaults(handler=cmd_sample)
+
+    recon = commands.add_parser("reconstruct", help="inputs beside their reconstructions")
+    recon.add_argument("run", help="run directory or model.safetensors")
+    _add_data_options(recon, "default: the run's")
+    recon.add_argument("-n", type=int, default=32, help="number of test examples")
+    recon.add_argument("-o", "--output", default="reconstructions.png")
+    recon.set_defaults(handler=cmd_reconstruct)
+
+    encode = commands.add_parser("encode", help="latent means E_q[z|x] of a dataset")
+    encode.add_argument("run", help="run directory or model.safetensors")
+    _add_data_options(encode, "default: the run's")
+    encode.add_argument("--split", choices=("train", "test"), default="test")
+    encode.add_argument("-o", "--output", default="z.npy",
+                        help=".npy (labels beside it as <name>.labels.npy) or .npz (z, labels)")
+    encode.set_defaults(handler=cmd_encode)
+    return parser
+
+
+# ------------------------------------------------------------------------- commands
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    names = {f.name for f in fields(TrainConfig)}
+    given = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    return TrainConfig(**given)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    progress = not args.no_progress
+    if args.resume:
+        ignored = [o for o in ("dataset", "run_dir", "lr", "batch_size", "seed") if getattr(args, o)]
+        if ignored:
+            raise ConfigError(f"--resume continues the run as configured; drop --{ignored[0].replace('_', '-')}")
+        start = time.perf_counter()
+        _, history = resume(args.resume, args.epochs, progress=progress, verify=not args.no_verify)
+        _report(Path(args.resume), history, time.perf_counter() - start)
+        return 0
+    config = _train_config(args)
+    data = load_dataset(config.dataset, config.data_dir, config.image_size, not args.no_verify)
+    torch.manual_seed(config.seed)
+    model = VAE(
+        data.shape,
+        args.latent_dim,
+        network=args.network,
+        hidden=args.hidden,
+        activation=args.activation,
+        likelihood=args.likelihood,
+        gaussian_scale=args.gaussian_scale,
+        learn_scale=args.learn_scale,
+    )
+    run_dir = Path(args.run_dir or f"runs/{Path(config.dataset).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if progress:
+        summary = data.summary()
+        print(f"vaekit: {summary['name']} {tuple(summary['shape'])}: {summary['train_examples']} "
+              f"train / {summary['test_examples']} test examples -> {run_dir}")
+    start = time.perf_counter()
+    history = fit(model, data, config, run_dir, progress=progress)
+    _report(run_dir, history, time.perf_counter() - start)
+    return 0
+
+
+def _report(run_dir: Path, history: list[dict[str, Any]], seconds: float) -> None:
+    last = history[-1]
+    print(
+        f"held-out ELBO {last['test_elbo']:.2f} ± {last['test_elbo_stderr']:.2f} nats/example "
+        f"(reconstruction {last['test_reconstruction']:.2f}, KL {last['test_rate']:.2f}) after "
+        f"{last['epoch']} epochs; {seconds:.1f} s; run: {run_dir}"
+    )
+
+
+def _data_for(args: argparse.Namespace) -> tuple[Dataset, bool]:
+    """The dataset named on the command line, else the run's own; and whether it was
+    binarised in training (then the test set gets the standard fixed binarisation)."""
+    run = Path(args.run)
+    if args.dataset:
+        return load_dataset(args.dataset, args.data_dir, args.image_size, not args.no_verify), False
+    if not run.is_dir():
+        raise ConfigError(f"{run} is a weights file: name the data with --dataset")
+    _, config, _ = read_config(run)
+    data = load_dataset(config.dataset, args.data_dir or config.data_dir, config.image_size,
+                        not args.no_verify)
+    return data, config.binarize == "dynamic"
+
+
+def _check_output(path: str, suffixes: tuple[str, ...]) -> Path:
+    out = Path(path)
+    if out.suffix.lower() not in suffixes:
+        raise ConfigError(f"output {path!r} must end in {' or '.join(suffixes)}")
+    if not out.parent.exists():
+        raise ConfigError(f"output folder {out.parent} does not exist; create it first")
+    return out
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    if args.n <= 0 or args.temperature < 0:
+        raise ConfigError("-n must be positive and --temperature non-negative")
+    out = _check_output(args.output, (".png", ".npy"))
+    model = load(args.run)
+    generator = torch.Generator().manual_seed(args.seed)
+    x = model.sample(args.n, args.temperature, generator=generator)
+    if out.suffix == ".npy":
+        np.save(out, x.numpy())
+    else:
+        save_examples(x, out, title=f"samples (T={args.temperature})")
+    print(f"wrote {args.n} samples (temperature {args.temperature}) to {out}")
+    return 0
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    if args.n <= 0:
+        raise ConfigError("-n must be positive")
+    out = _check_output(args.output, (".png",))
+    model = load(args.run)
+    data, binarized = _data_for(args)
+    _check_shape(model, data)
+    x = data.test_x[: args.n]
+    save_reconstructions(model, fixed_binarization(x) if binarized else x, out)
+    print(f"wrote {len(x)} test examples and their reconstructions to {out}")
+    return 0
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    out = _check_output(args.output, (".npy", ".npz"))
+    model = load(args.run)
+    data, binarized = _data_for(args)
+    _check_shape(model, data)
+    x, y = data.split(args.split)
+    if binarized:
+        x = fixed_binarization(x)
+    with torch.no_grad():
+        z = torch.cat([model.encode(x[i : i + 1000]).mean for i in range(0, len(x), 1000)])
+    labels = None if y is None else y.numpy()
+    if out.suffix == ".npz":
+        np.savez(out, z=z.numpy(), **({} if labels is None else {"labels": labels}))
+    else:
+        np.save(out, z.numpy())
+        if labels is not None:
+            np.save(out.with_suffix(".labels.npy"), labels)
+    note = "" if labels is None else " with labels"
+    print(f"wrote latent means {tuple(z.shape)} of the {args.split} split{note} to {out}")
+    return 0
+
+
+def _check_shape(model: VAE, data: Dataset) -> None:
+    if data.shape != model.input_shape:
+        raise ConfigError(f"the data's examples have shape {data.shape} but the model expects "
+                          f"{model.input_shape}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except VaekitError as err:
+        if args.debug:
+            raise
+        print(f"vaekit: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("vaekit: interrupted; the last checkpoint is intact (continue with "
+              "'vaekit train --resume RUN')", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -1,0 +1,97 @@
+"""In-memory datasets and binarisation.
+
+A :class:`Dataset` keeps both splits as float32 tensors ``(N, *shape)``; training batches are
+taken by indexing, so there is no per-example Python work in the training loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from vaekit.errors import DataError
+
+TEST_BINARIZATION_SEED = 0
+"""Seed of the one fixed binarisation of a test set (the standard protocol: the test set is
+binarised once, the same way for every model, so test numbers are comparable)."""
+
+
+@dataclass
+class Dataset:
+    """Train and test splits of one dataset.
+
+    ``train_x``/``test_x``: float32 ``(N, *shape)``, images ``(N, C, H, W)`` with values in
+    [0, 1]; ``train_y``/``test_y``: int64 labels ``(N,)`` or ``None``.
+    """
+
+    name: str
+    train_x: torch.Tensor
+    test_x: torch.Tensor
+    train_y: torch.Tensor | None = None
+    test_y: torch.Tensor | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.train_x.shape[1:])
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.shape) == 3
+
+    @property
+    def in_unit_interval(self) -> bool:
+        return all(bool(((x >= 0) & (x <= 1)).all()) for x in (self.train_x, self.test_x))
+
+    @property
+    def is_binary(self) -> bool:
+        return all(bool(((x == 0) | (x == 1)).all()) for x in (self.train_x, self.test_x))
+
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(x, y)`` of split ``train`` or ``test``."""
+        if name == "train":
+            return self.train_x, self.train_y
+        if name == "test":
+            return self.test_x, self.test_y
+        raise DataError(f"unknown split {name!r}: use 'train' or 'test'")
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "train_examples": len(self.train_x),
+            "test_examples": len(self.test_x),
+            "labels": self.train_y is not None,
+            "binary": self.is_binary,
+        }
+
+
+def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A Bernoulli(intensity) draw of every value of ``x`` (values in [0, 1])."""
+    return torch.bernoulli(x, generator=generator)
+
+
+def fixed_binarization(x: torch.Tensor, seed: int = TEST_BINARIZATION_SEED) -> torch.Tensor:
+    """The test set's one binarisation, the same for every run (seeded)."""
+    return binarize(x, torch.Generator().manual_seed(seed))
+
+
+def holdout_split(
+    x: np.ndarray, y: np.ndarray | None, name: str, test_fraction: float = 0.1
+) -> Dataset:
+    """Split one array into train/test by a fixed-seed permutation (seed 0), holding out
+    ``test_fraction`` of the examples (at least one)."""
+    n = len(x)
+    if n < 2:
+        raise DataError(f"{name}: need at least 2 examples to hold out a test split, got {n}")
+    order = np.random.default_rng(0).permutation(n)
+    n_test = max(1, round(n * test_fraction))
+    test, train = order[:n_test], order[n_test:]
+    return Dataset(
+        name,
+        torch.from_numpy(np.ascontiguousarray(x[train])),
+        torch.from_numpy(np.ascontiguousarray(x[test])),
+        None if y is None else torch.from_numpy(y[train]).long(),
+        None if y is None else torch.from_numpy(y[test]).long(),
+    )

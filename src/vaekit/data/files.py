@@ -1,0 +1,150 @@
+"""The user's own data: a ``.npy``/``.npz`` array, or a folder of PNG/JPEG images.
+
+Arrays: ``(N, D)`` vectors, ``(N, H, W)`` grey images, ``(N, H, W, C)`` or ``(N, C, H, W)``
+images with 1, 3 or 4 channels. ``uint8`` is scaled to [0, 1]; bool and float are kept.
+An ``.npz`` may hold ``x`` (and ``y``), or ``x_train``/``x_test`` (and ``y_train``/``y_test``).
+Files are read with ``allow_pickle=False``: an array of Python objects is refused, never
+unpickled. Image folders: every image in the folder and its sub-folders; sub-folder names
+become labels.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vaekit.data.dataset import Dataset, holdout_split
+from vaekit.errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def _as_examples(array: np.ndarray, where: str) -> np.ndarray:
+    """Check dtype and rank; return float32 ``(N, D)`` or ``(N, C, H, W)``."""
+    if array.dtype == np.uint8:
+        array = array.astype(np.float32) / 255.0
+    elif array.dtype == np.bool_ or np.issubdtype(array.dtype, np.floating):
+        array = array.astype(np.float32)
+    else:
+        raise DataError(
+            f"{where}: unsupported dtype {array.dtype}; save the data as float32 (any range) "
+            "or uint8 (0..255)"
+        )
+    if not np.isfinite(array).all():
+        raise DataError(f"{where}: the data contain NaN or infinite values; clean them first")
+    if array.ndim == 2:
+        return array
+    if array.ndim == 3:
+        return array[:, None]
+    if array.ndim == 4:
+        if array.shape[1] in (1, 3, 4):
+            return array
+        if array.shape[3] in (1, 3, 4):
+            return np.ascontiguousarray(array.transpose(0, 3, 1, 2))
+        raise DataError(
+            f"{where}: cannot tell the channel axis of shape {array.shape}; use (N, C, H, W) or "
+            "(N, H, W, C) with 1, 3 or 4 channels"
+        )
+    raise DataError(
+        f"{where}: array of rank {array.ndim} {array.shape}; expected (N, D), (N, H, W), "
+        "(N, H, W, C) or (N, C, H, W)"
+    )
+
+
+def _labels(array: np.ndarray, n: int, where: str) -> np.ndarray:
+    if array.ndim != 1 or len(array) != n or not np.issubdtype(array.dtype, np.integer):
+        raise DataError(f"{where}: labels must be integers of shape ({n},), got {array.dtype} {array.shape}")
+    return array.astype(np.int64)
+
+
+def load_array(path: str | Path) -> Dataset:
+    """A dataset from a ``.npy`` or ``.npz`` file (see the module docstring)."""
+    path = Path(path)
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except FileNotFoundError as err:
+        raise DataError(f"{path}: file not found") from err
+    except ValueError as err:
+        raise DataError(
+            f"{path}: holds Python objects (a pickle), which vaekit never loads; save a plain "
+            "numeric array with numpy.save"
+        ) from err
+    except (OSError, EOFError, zipfile.BadZipFile) as err:
+        raise DataError(f"{path}: not a readable .npy/.npz file ({err})") from err
+    if isinstance(loaded, np.ndarray):
+        return holdout_split(_as_examples(loaded, str(path)), None, path.stem)
+    with loaded:
+        try:
+            arrays = {key: loaded[key] for key in loaded.files}
+        except ValueError as err:
+            raise DataError(f"{path}: holds Python objects (a pickle), which vaekit never loads") from err
+        except (OSError, EOFError, zipfile.BadZipFile) as err:
+            raise DataError(f"{path}: a member of the .npz is unreadable ({err})") from err
+    if "x_train" in arrays and "x_test" in arrays:
+        train_x = _as_examples(arrays["x_train"], f"{path}[x_train]")
+        test_x = _as_examples(arrays["x_test"], f"{path}[x_test]")
+        if train_x.shape[1:] != test_x.shape[1:]:
+            raise DataError(f"{path}: x_train and x_test have different example shapes")
+        labelled = "y_train" in arrays and "y_test" in arrays
+        return Dataset(
+            path.stem,
+            torch.from_numpy(train_x),
+            torch.from_numpy(test_x),
+            torch.from_numpy(_labels(arrays["y_train"], len(train_x), f"{path}[y_train]")) if labelled else None,
+            torch.from_numpy(_labels(arrays["y_test"], len(test_x), f"{path}[y_test]")) if labelled else None,
+        )
+    key = "x" if "x" in arrays else (next(iter(arrays)) if len(arrays) == 1 else None)
+    if key is None:
+        raise DataError(
+            f"{path}: cannot tell which array is the data (keys {sorted(arrays)}); name it 'x' "
+            "(labels 'y'), or use x_train/x_test"
+        )
+    x = _as_examples(arrays[key], f"{path}[{key}]")
+    y = _labels(arrays["y"], len(x), f"{path}[y]") if "y" in arrays else None
+    return holdout_split(x, y, path.stem)
+
+
+def load_image_folder(path: str | Path, image_size: int | None = None) -> Dataset:
+    """A dataset from a folder of PNG/JPEG images, resized to ``image_size`` x ``image_size``
+    when given (else all images must have one size). Grey images stay one channel; if any
+    image has colour, all are read as RGB."""
+    from PIL import Image, UnidentifiedImageError
+
+    root = Path(path)
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise DataError(f"{root}: no .png/.jpg/.jpeg images found")
+    images = []
+    try:
+        for file in files:
+            with Image.open(file) as image:
+                image.load()
+                images.append(image.copy())
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise DataError(f"{file}: not a readable image ({err}); remove or replace it") from err
+    mode = "L" if all(image.mode in ("1", "L", "LA", "I", "I;16") for image in images) else "RGB"
+    sizes = {image.size for image in images}
+    if image_size is None and len(sizes) > 1:
+        first, other = images[0].size, next(s for s in sizes if s != images[0].size)
+        raise DataError(
+            f"{root}: images have different sizes ({first[0]}x{first[1]}, {other[0]}x{other[1]}, "
+            "...); pass --image-size N to resize them all to N x N"
+        )
+    arrays = []
+    for image in images:
+        image = image.convert(mode)
+        if image_size is not None and image.size != (image_size, image_size):
+            image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
+        arrays.append(np.asarray(image, dtype=np.uint8))
+    x = np.stack(arrays)
+    x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
+    x = np.ascontiguousarray(x, dtype=np.float32) / 255.0
+    folders = sorted({file.parent for file in files})
+    y = None
+    if len(folders) > 1:
+        index = {folder: i for i, folder in enumerate(folders)}
+        y = np.array([index[file.parent] for file in files], dtype=np.int64)
+    return holdout_split(x, y, root.name)

@@ -1,0 +1,26 @@
+"""User-facing errors.
+
+Every mistake a user can make (a missing file, a corrupt checkpoint, a nonsense option) is
+raised as a :class:`VaekitError` whose message is one line: what is wrong, and what to do.
+The CLI prints that line and exits with status 2; it never shows a traceback for them.
+"""
+
+
+class VaekitError(Exception):
+    """A problem with the user's input, data, files or options (not a bug in vaekit)."""
+
+
+class DataError(VaekitError):
+    """A data file or array that cannot be used."""
+
+
+class CheckpointError(VaekitError):
+    """A checkpoint or run directory that cannot be used."""
+
+
+class ConfigError(VaekitError):
+    """An option or configuration value that makes no sense."""
+
+
+class TrainingDiverged(VaekitError):
+    """The loss or a gradient became NaN or infinite during training."""

@@ -1,0 +1,21 @@
+"""Priors p(z) over the latent space."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.distributions import Independent, Normal
+
+
+class StandardNormalPrior(nn.Module):
+    """p(z) = N(0, I) over ``latent_dim`` dimensions, with optional temperature T:
+    p_T(z) = N(0, T² I) (T < 1 samples closer to the mode)."""
+
+    def __init__(self, latent_dim: int) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.register_buffer("loc", torch.zeros(latent_dim), persistent=False)
+        self.register_buffer("scale", torch.ones(latent_dim), persistent=False)
+
+    def forward(self, temperature: float = 1.0) -> Independent:
+        return Independent(Normal(self.loc, self.scale * temperature, validate_args=False), 1)

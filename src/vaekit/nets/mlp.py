@@ -1,0 +1,54 @@
+"""Multi-layer perceptron used for MLP encoders and decoders."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "softplus": nn.Softplus,
+    "leaky_relu": nn.LeakyReLU,
+}
+
+
+def activation_layer(name: str) -> nn.Module:
+    return _ACTIVATIONS[name]()
+
+
+class MLP(nn.Module):
+    """``x -> Linear -> act -> ... -> Linear``, flattening ``(B, *in_shape)`` and reshaping
+    the output to ``(B, *out_shape)``."""
+
+    def __init__(
+        self,
+        in_shape: tuple[int, ...],
+        hidden: list[int],
+        out_shape: tuple[int, ...],
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        self.in_shape = tuple(in_shape)
+        self.out_shape = tuple(out_shape)
+        sizes = [_numel(self.in_shape), *hidden]
+        layers: list[nn.Module] = []
+        for width_in, width_out in zip(sizes[:-1], sizes[1:]):
+            layers += [nn.Linear(width_in, width_out), activation_layer(activation)]
+        layers.append(nn.Linear(sizes[-1], _numel(self.out_shape)))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch = x.shape[: x.dim() - len(self.in_shape)]
+        out = self.layers(x.reshape(*batch, -1))
+        return out.reshape(*batch, *self.out_shape)
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for size in shape:
+        n *= size
+    return n

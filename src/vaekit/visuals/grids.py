@@ -1,0 +1,82 @@
+"""Grids of examples written as PNG (images with Pillow, vectors as a matplotlib heat map)."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vaekit.training.io import atomic_write_bytes
+
+
+def image_grid(images: torch.Tensor, ncol: int = 8, pad: int = 1) -> np.ndarray:
+    """Tile ``(N, C, H, W)`` values in [0, 1] into one uint8 image ``(rows·(H+pad), ...)``,
+    grey ``(h, w)`` for C = 1, RGB ``(h, w, 3)`` for C = 3 (extra channels dropped)."""
+    images = images.detach().float().cpu().clamp(0, 1)
+    n, channels, height, width = images.shape
+    channels = 1 if channels == 1 else 3
+    rows = math.ceil(n / ncol)
+    grid = np.ones((rows * (height + pad) + pad, ncol * (width + pad) + pad, channels), np.float32)
+    for i in range(n):
+        r, c = divmod(i, ncol)
+        top, left = pad + r * (height + pad), pad + c * (width + pad)
+        grid[top : top + height, left : left + width] = images[i, :channels].permute(1, 2, 0).numpy()
+    grid = (grid * 255).round().astype(np.uint8)
+    return grid[..., 0] if channels == 1 else grid
+
+
+def _png_bytes(array: np.ndarray, scale: int) -> bytes:
+    from PIL import Image
+
+    image = Image.fromarray(array)
+    image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def save_examples(x: torch.Tensor, path: str | Path, ncol: int = 8, title: str = "") -> None:
+    """Save examples ``(N, *shape)``: images as a tiled PNG grid, vectors ``(N, D)`` as a heat
+    map with one row per example. Written atomically."""
+    path = Path(path)
+    if x.dim() == 4:
+        grid = image_grid(x, ncol)
+        scale = max(1, 256 // max(grid.shape[:2]))
+        atomic_write_bytes(path, _png_bytes(grid, scale))
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    values = x.detach().float().cpu().reshape(len(x), -1).numpy()
+    fig, ax = plt.subplots(figsize=(8, 0.25 * len(values) + 1))
+    shown = ax.imshow(values, aspect="auto", cmap="viridis", interpolation="nearest")
+    ax.set_xlabel("dimension")
+    ax.set_ylabel("example")
+    ax.set_title(title)
+    fig.colorbar(shown, ax=ax)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def save_samples(model: torch.nn.Module, path: str | Path, n: int = 64, temperature: float = 1.0,
+                 generator: torch.Generator | None = None) -> None:
+    """Save the means of p(x|z) for ``n`` draws z ~ N(0, T² I)."""
+    save_examples(model.sample(n, temperature, generator=generator), path,
+                  title=f"samples (T={temperature})")
+
+
+def save_reconstructions(model: torch.nn.Module, x: torch.Tensor, path: str | Path,
+                         ncol: int = 8) -> None:
+    """Save inputs and their reconstructions E[x | z = E_q[z|x]] on alternating rows."""
+    recon = model.reconstruct(x)
+    rows = []
+    for start in range(0, len(x), ncol):
+        rows += [x[start : start + ncol], recon[start : start + ncol]]
+    save_examples(torch.cat(rows), path, ncol, title="inputs (odd rows) and reconstructions")
