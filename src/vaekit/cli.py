@@ -38,54 +38,96 @@ def _int_list(text: str) -> list[int]:
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
     if not values:
         raise argparse.ArgumentTypeError("expected at least one layer size")
     return values
 
 
 def _add_data_options(parser: argparse.ArgumentParser, default_help: str) -> None:
-    parser.add_argument("--dataset", help=f"digits, mnist, fashion-mnist, a .npy/.npz file or an "
-                        f"image folder ({default_help})")
-    parser.add_argument("--data-dir", help="folder holding the four MNIST-style .gz IDX files "
-                        "(default: download once into ~/.cache/vaekit)")
+    parser.add_argument(
+        "--dataset",
+        help=f"digits, mnist, fashion-mnist, a .npy/.npz file or an image folder ({default_help})",
+    )
+    parser.add_argument(
+        "--data-dir",
+        help="folder holding the four MNIST-style .gz IDX files "
+        "(default: download once into ~/.cache/vaekit)",
+    )
     parser.add_argument("--image-size", type=int, help="resize every image of a folder to N x N")
-    parser.add_argument("--no-verify", action="store_true",
-                        help="skip the SHA-256 check of MNIST-style files")
+    parser.add_argument(
+        "--no-verify", action="store_true", help="skip the SHA-256 check of MNIST-style files"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="vaekit", description="Variational autoencoders: train by maximising "
-                     "the ELBO, then encode, reconstruct and generate. All terms are in nats "
-                     "per example, summed over dimensions.")
+    parser = _Parser(
+        prog="vaekit",
+        description="Variational autoencoders: train by maximising "
+        "the ELBO, then encode, reconstruct and generate. All terms are in nats "
+        "per example, summed over dimensions.",
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = commands.add_parser("train", help="train a VAE (default: on the embedded digits)")
     _add_data_options(train, "default: digits")
     train.add_argument("--run-dir", help="where to write the run (default: runs/<dataset>-<time>)")
-    train.add_argument("--resume", metavar="RUN", help="continue the run in RUN from its last "
-                       "checkpoint (with --epochs: to that many epochs in all)")
+    train.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue the run in RUN from its last "
+        "checkpoint (with --epochs: to that many epochs in all)",
+    )
     model = train.add_argument_group("model")
     model.add_argument("--network", choices=NETWORKS, default="mlp")
-    model.add_argument("--hidden", type=_int_list, default=[400],
-                       help="hidden layer sizes, e.g. 400 or 200,200 (conv: dense layer width)")
+    model.add_argument(
+        "--hidden",
+        type=_int_list,
+        default=[400],
+        help="hidden layer sizes, e.g. 400 or 200,200 (conv: dense layer width)",
+    )
     model.add_argument("--latent-dim", type=int, default=20)
     model.add_argument("--activation", choices=ACTIVATIONS, default="relu")
     model.add_argument("--likelihood", choices=LIKELIHOODS, default="bernoulli")
-    model.add_argument("--gaussian-scale", type=float, default=0.1,
-                       help="standard deviation of the Gaussian likelihood")
-    model.add_argument("--learn-scale", action="store_true",
-                       help="learn the Gaussian likelihood's standard deviation per dimension")
+    model.add_argument(
+        "--gaussian-scale",
+        type=float,
+        default=0.1,
+        help="standard deviation of the Gaussian likelihood",
+    )
+    model.add_argument(
+        "--learn-scale",
+        action="store_true",
+        help="learn the Gaussian likelihood's standard deviation per dimension",
+    )
     run = train.add_argument_group("training")
-    run.add_argument("--binarize", choices=BINARIZE,
-                     help="dynamic: fresh Bernoulli draw of each batch (default for bernoulli)")
-    for option in ("epochs", "batch_size", "lr", "lr_schedule", "lr_final", "beta",
-                   "warmup_epochs", "seed"):
+    run.add_argument(
+        "--binarize",
+        choices=BINARIZE,
+        help="dynamic: fresh Bernoulli draw of each batch (default for bernoulli)",
+    )
+    for option in (
+        "epochs",
+        "batch_size",
+        "lr",
+        "lr_schedule",
+        "lr_final",
+        "beta",
+        "warmup_epochs",
+        "seed",
+    ):
         default = TrainConfig.__dataclass_fields__[option].default
         extra: dict[str, Any] = {"choices": LR_SCHEDULES} if option == "lr_schedule" else {}
-        run.add_argument(f"--{option.replace('_', '-')}", type=type(default), default=None,
-                         help=f"(default: {default})", **extra)
+        run.add_argument(
+            f"--{option.replace('_', '-')}",
+            type=type(default),
+            default=None,
+            help=f"(default: {default})",
+            **extra,
+        )
     train.add_argument("--no-progress", action="store_true", help="no progress bar or epoch lines")
     train.set_defaults(handler=cmd_train)
 
@@ -108,8 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("run", help="run directory or model.safetensors")
     _add_data_options(encode, "default: the run's")
     encode.add_argument("--split", choices=("train", "test"), default="test")
-    encode.add_argument("-o", "--output", default="z.npy",
-                        help=".npy (labels beside it as <name>.labels.npy) or .npz (z, labels)")
+    encode.add_argument(
+        "-o",
+        "--output",
+        default="z.npy",
+        help=".npy (labels beside it as <name>.labels.npy) or .npz (z, labels)",
+    )
     encode.set_defaults(handler=cmd_encode)
     return parser
 
@@ -124,9 +170,13 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
 def cmd_train(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     if args.resume:
-        ignored = [o for o in ("dataset", "run_dir", "lr", "batch_size", "seed") if getattr(args, o)]
+        ignored = [
+            o for o in ("dataset", "run_dir", "lr", "batch_size", "seed") if getattr(args, o)
+        ]
         if ignored:
-            raise ConfigError(f"--resume continues the run as configured; drop --{ignored[0].replace('_', '-')}")
+            raise ConfigError(
+                f"--resume continues the run as configured; drop --{ignored[0].replace('_', '-')}"
+            )
         start = time.perf_counter()
         _, history = resume(args.resume, args.epochs, progress=progress, verify=not args.no_verify)
         _report(Path(args.resume), history, time.perf_counter() - start)
@@ -144,11 +194,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         gaussian_scale=args.gaussian_scale,
         learn_scale=args.learn_scale,
     )
-    run_dir = Path(args.run_dir or f"runs/{Path(config.dataset).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir = Path(
+        args.run_dir or f"runs/{Path(config.dataset).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
     if progress:
         summary = data.summary()
-        print(f"vaekit: {summary['name']} {tuple(summary['shape'])}: {summary['train_examples']} "
-              f"train / {summary['test_examples']} test examples -> {run_dir}")
+        print(
+            f"vaekit: {summary['name']} {tuple(summary['shape'])}: {summary['train_examples']} "
+            f"train / {summary['test_examples']} test examples -> {run_dir}"
+        )
     start = time.perf_counter()
     history = fit(model, data, config, run_dir, progress=progress)
     _report(run_dir, history, time.perf_counter() - start)
@@ -173,8 +227,9 @@ def _data_for(args: argparse.Namespace) -> tuple[Dataset, bool]:
     if not run.is_dir():
         raise ConfigError(f"{run} is a weights file: name the data with --dataset")
     _, config, _ = read_config(run)
-    data = load_dataset(config.dataset, args.data_dir or config.data_dir, config.image_size,
-                        not args.no_verify)
+    data = load_dataset(
+        config.dataset, args.data_dir or config.data_dir, config.image_size, not args.no_verify
+    )
     return data, config.binarize == "dynamic"
 
 
@@ -239,8 +294,9 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 def _check_shape(model: VAE, data: Dataset) -> None:
     if data.shape != model.input_shape:
-        raise ConfigError(f"the data's examples have shape {data.shape} but the model expects "
-                          f"{model.input_shape}")
+        raise ConfigError(
+            f"the data's examples have shape {data.shape} but the model expects {model.input_shape}"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -255,6 +311,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vaekit: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("vaekit: interrupted; the last checkpoint is intact (continue with "
-              "'vaekit train --resume RUN')", file=sys.stderr)
+        print(
+            "vaekit: interrupted; the last checkpoint is intact (continue with "
+            "'vaekit train --resume RUN')",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED

@@ -56,7 +56,9 @@ def _as_examples(array: np.ndarray, where: str) -> np.ndarray:
 
 def _labels(array: np.ndarray, n: int, where: str) -> np.ndarray:
     if array.ndim != 1 or len(array) != n or not np.issubdtype(array.dtype, np.integer):
-        raise DataError(f"{where}: labels must be integers of shape ({n},), got {array.dtype} {array.shape}")
+        raise DataError(
+            f"{where}: labels must be integers of shape ({n},), got {array.dtype} {array.shape}"
+        )
     return array.astype(np.int64)
 
 
@@ -80,7 +82,9 @@ def load_array(path: str | Path) -> Dataset:
         try:
             arrays = {key: loaded[key] for key in loaded.files}
         except ValueError as err:
-            raise DataError(f"{path}: holds Python objects (a pickle), which vaekit never loads") from err
+            raise DataError(
+                f"{path}: holds Python objects (a pickle), which vaekit never loads"
+            ) from err
         except (OSError, EOFError, zipfile.BadZipFile) as err:
             raise DataError(f"{path}: a member of the .npz is unreadable ({err})") from err
     if "x_train" in arrays and "x_test" in arrays:
@@ -93,8 +97,12 @@ def load_array(path: str | Path) -> Dataset:
             path.stem,
             torch.from_numpy(train_x),
             torch.from_numpy(test_x),
-            torch.from_numpy(_labels(arrays["y_train"], len(train_x), f"{path}[y_train]")) if labelled else None,
-            torch.from_numpy(_labels(arrays["y_test"], len(test_x), f"{path}[y_test]")) if labelled else None,
+            torch.from_numpy(_labels(arrays["y_train"], len(train_x), f"{path}[y_train]"))
+            if labelled
+            else None,
+            torch.from_numpy(_labels(arrays["y_test"], len(test_x), f"{path}[y_test]"))
+            if labelled
+            else None,
         )
     key = "x" if "x" in arrays else (next(iter(arrays)) if len(arrays) == 1 else None)
     if key is None:

@@ -42,5 +42,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
     if len(raw) - header != expected:
         state = "truncated" if len(raw) - header < expected else "longer than its header says"
-        raise DataError(f"{path}: IDX file is {state} ({len(raw) - header} of {expected} bytes); {fix}")
+        raise DataError(
+            f"{path}: IDX file is {state} ({len(raw) - header} of {expected} bytes); {fix}"
+        )
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)

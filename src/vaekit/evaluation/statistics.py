@@ -29,14 +29,15 @@ class Mean:
 
 
 @torch.no_grad()
-def per_example_elbo(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1000,
-                     n_samples: int = 1) -> ELBOTerms:
+def per_example_elbo(
+    model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1000, n_samples: int = 1
+) -> ELBOTerms:
     """ELBO terms of every example of ``x (N, *shape)``, computed in batches; ``(N,)`` each."""
     was_training = model.training
     model.eval()
     parts = [elbo(model, x[i : i + batch_size], n_samples) for i in range(0, len(x), batch_size)]
     model.train(was_training)
-    return ELBOTerms(*(torch.cat(column) for column in zip(*parts)))
+    return ELBOTerms(*(torch.cat(column) for column in zip(*parts, strict=True)))
 
 
 def elbo_summary(terms: ELBOTerms) -> dict[str, Mean]:

@@ -84,10 +84,9 @@ def exact_elbo(model: VAE, x: torch.Tensor) -> ELBOTerms:
     residual = x.double() - mu @ weight.T - bias
     spread = variance @ (weight**2).sum(0)
     data_dim = weight.shape[0]
-    reconstruction = (
-        -0.5 * data_dim * math.log(2 * math.pi * sigma**2)
-        - ((residual**2).sum(-1) + spread) / (2 * sigma**2)
-    )
+    reconstruction = -0.5 * data_dim * math.log(2 * math.pi * sigma**2) - (
+        (residual**2).sum(-1) + spread
+    ) / (2 * sigma**2)
     prior = MultivariateNormal(torch.zeros_like(mu), torch.eye(mu.shape[-1], dtype=torch.float64))
     rate = kl_divergence(q, prior)
     return ELBOTerms(reconstruction - rate, reconstruction, rate)

@@ -1,7 +1,7 @@
 """The variational autoencoder: encoder q_φ(z|x), decoder p_θ(x|z), prior p(z).
 
-    log p_θ(x) = ELBO(x) + KL(q_φ(z|x) || p_θ(z|x))
-    ELBO(x)    = E_q[log p_θ(x|z)] − KL(q_φ(z|x) || p(z))        (reconstruction − rate)
+log p_θ(x) = ELBO(x) + KL(q_φ(z|x) || p_θ(z|x))
+ELBO(x)    = E_q[log p_θ(x|z)] − KL(q_φ(z|x) || p(z))        (reconstruction − rate)
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ class VAE(nn.Module):
         return self.decode(z).mean
 
     def elbo(self, x: torch.Tensor, n_samples: int = 1) -> ELBOTerms:
-        """Per-example ELBO, reconstruction and rate, ``(B,)`` each; see :func:`vaekit.objectives.elbo`."""
+        """Per-example ELBO, reconstruction, rate, ``(B,)`` each; see ``objectives.elbo``."""
         return elbo(self, x, n_samples)
 
     def log_px(self, x: torch.Tensor, k: int = 5000, chunk_size: int = 500) -> torch.Tensor:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -36,7 +38,7 @@ class MLP(nn.Module):
         self.out_shape = tuple(out_shape)
         sizes = [_numel(self.in_shape), *hidden]
         layers: list[nn.Module] = []
-        for width_in, width_out in zip(sizes[:-1], sizes[1:]):
+        for width_in, width_out in itertools.pairwise(sizes):
             layers += [nn.Linear(width_in, width_out), activation_layer(activation)]
         layers.append(nn.Linear(sizes[-1], _numel(self.out_shape)))
         self.layers = nn.Sequential(*layers)

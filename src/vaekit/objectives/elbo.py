@@ -30,7 +30,9 @@ class ELBOTerms(NamedTuple):
         return self.reconstruction - beta * self.rate
 
 
-def log_weights(model: VAE, x: torch.Tensor, z: torch.Tensor, posterior: Distribution) -> torch.Tensor:
+def log_weights(
+    model: VAE, x: torch.Tensor, z: torch.Tensor, posterior: Distribution
+) -> torch.Tensor:
     """log w = log p(x|z) + log p(z) − log q(z|x) for samples ``z`` of shape ``(S, B, D)``.
 
     ``x`` has shape ``(B, *input_shape)``; returns ``(S, B)``. E_q[log w] is the ELBO and

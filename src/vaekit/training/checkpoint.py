@@ -134,7 +134,9 @@ def load(
         try:
             config = ModelConfig.from_dict(json.loads(metadata["model"]))
         except (KeyError, TypeError, json.JSONDecodeError, ConfigError) as err:
-            raise CheckpointError(f"{path}: missing or invalid model configuration ({err})") from err
+            raise CheckpointError(
+                f"{path}: missing or invalid model configuration ({err})"
+            ) from err
     networks = {} if encoder is None else {"encoder": encoder, "decoder": decoder}
     model = VAE.from_config(config, **networks)
     _load_weights(model, tensors, path)

@@ -9,13 +9,16 @@ from vaekit.config import TrainConfig
 
 
 def learning_rate(config: TrainConfig, epoch: int) -> float:
-    """Learning rate for 0-based ``epoch``: ``constant`` lr; ``cosine`` from lr to lr_final,
-    lr_final + (lr − lr_final)(1 + cos(π e / E)) / 2; ``exponential`` lr · (lr_final / lr)^(e / E)."""
+    """Learning rate for 0-based ``epoch`` e of E: ``constant`` lr; ``cosine``
+    lr_final + (lr − lr_final)(1 + cos(π e / E)) / 2; ``exponential`` lr · (lr_final / lr)^(e / E).
+    """
     if config.lr_schedule == "constant":
         return config.lr
     progress = epoch / config.epochs
     if config.lr_schedule == "cosine":
-        return config.lr_final + (config.lr - config.lr_final) * (1 + math.cos(math.pi * progress)) / 2
+        return (
+            config.lr_final + (config.lr - config.lr_final) * (1 + math.cos(math.pi * progress)) / 2
+        )
     return config.lr * (config.lr_final / config.lr) ** progress
 
 

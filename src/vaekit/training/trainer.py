@@ -161,7 +161,7 @@ class Trainer:
                 )
         seconds = time.perf_counter() - start
         means = (sums.sum(0) / n).tolist()
-        record = {f"train_{name}": value for name, value in zip(TERMS, means)}
+        record = {f"train_{name}": value for name, value in zip(TERMS, means, strict=True)}
         record.update(lr=lr, beta=beta, train_time_s=seconds, examples_per_s=n / seconds)
         return record
 
@@ -170,7 +170,9 @@ class Trainer:
         if bool(finite.all()):
             return
         step = int((~finite).any(1).nonzero()[0])
-        bad = [name for name, ok in zip(TERMS[1:], finite[step, 1:].tolist()) if not ok]
+        bad = [
+            name for name, ok in zip(TERMS[1:], finite[step, 1:].tolist(), strict=True) if not ok
+        ]
         value = sums[step, TERMS.index(bad[0])].item() if bad else math.nan
         where = f"; the last good checkpoint is in {self.run_dir}" if self.run_dir else ""
         raise TrainingDiverged(
@@ -179,7 +181,9 @@ class Trainer:
         )
 
     def _evaluate(self) -> dict[str, float]:
-        summary = elbo_summary(per_example_elbo(self.model, self.test_x, self.config.eval_batch_size))
+        summary = elbo_summary(
+            per_example_elbo(self.model, self.test_x, self.config.eval_batch_size)
+        )
         record = {f"test_{name}": mean.value for name, mean in summary.items()}
         record["test_elbo_stderr"] = summary["elbo"].stderr
         return record

@@ -23,7 +23,9 @@ def image_grid(images: torch.Tensor, ncol: int = 8, pad: int = 1) -> np.ndarray:
     for i in range(n):
         r, c = divmod(i, ncol)
         top, left = pad + r * (height + pad), pad + c * (width + pad)
-        grid[top : top + height, left : left + width] = images[i, :channels].permute(1, 2, 0).numpy()
+        grid[top : top + height, left : left + width] = (
+            images[i, :channels].permute(1, 2, 0).numpy()
+        )
     grid = (grid * 255).round().astype(np.uint8)
     return grid[..., 0] if channels == 1 else grid
 
@@ -65,15 +67,22 @@ def save_examples(x: torch.Tensor, path: str | Path, ncol: int = 8, title: str =
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def save_samples(model: torch.nn.Module, path: str | Path, n: int = 64, temperature: float = 1.0,
-                 generator: torch.Generator | None = None) -> None:
+def save_samples(
+    model: torch.nn.Module,
+    path: str | Path,
+    n: int = 64,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> None:
     """Save the means of p(x|z) for ``n`` draws z ~ N(0, T² I)."""
-    save_examples(model.sample(n, temperature, generator=generator), path,
-                  title=f"samples (T={temperature})")
+    save_examples(
+        model.sample(n, temperature, generator=generator), path, title=f"samples (T={temperature})"
+    )
 
 
-def save_reconstructions(model: torch.nn.Module, x: torch.Tensor, path: str | Path,
-                         ncol: int = 8) -> None:
+def save_reconstructions(
+    model: torch.nn.Module, x: torch.Tensor, path: str | Path, ncol: int = 8
+) -> None:
     """Save inputs and their reconstructions E[x | z = E_q[z|x]] on alternating rows."""
     recon = model.reconstruct(x)
     rows = []

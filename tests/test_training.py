@@ -1,0 +1,193 @@
+"""Training: it learns, it saves and loads exactly, it resumes the same run, it stops on NaN."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import vaekit
+from vaekit.config import TrainConfig
+from vaekit.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
+from vaekit.training.checkpoint import CHECKPOINT, WEIGHTS
+from vaekit.training.io import run_lock
+from vaekit.training.schedule import kl_weight, learning_rate
+
+
+def _model(data: vaekit.Dataset, seed: int = 0) -> vaekit.VAE:
+    torch.manual_seed(seed)
+    return vaekit.VAE(data.shape, latent_dim=4, hidden=[32])
+
+
+def test_short_training_raises_held_out_elbo(digits: vaekit.Dataset) -> None:
+    history = vaekit.fit(_model(digits), digits, epochs=15, progress=False)
+    first, last = history[0], history[-1]
+    gain = last["test_elbo"] - first["test_elbo"]
+    assert gain > 5 * math.hypot(first["test_elbo_stderr"], last["test_elbo_stderr"])
+    for record in history:  # every term reported, per example, consistent
+        assert record["test_elbo"] == pytest.approx(
+            record["test_reconstruction"] - record["test_rate"], abs=1e-6
+        )
+
+
+def test_save_and_load_round_trip_exactly(trained_run: Path, digits: vaekit.Dataset) -> None:
+    model = vaekit.load(trained_run)
+    weights = load_file(trained_run / WEIGHTS)
+    assert set(weights) == set(model.state_dict())
+    assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+    alone = vaekit.load(trained_run / WEIGHTS)  # the weights file alone rebuilds the model
+    x = digits.test_x[:10]
+    assert torch.equal(alone.encode(x).mean, model.encode(x).mean)
+    assert torch.equal(alone.reconstruct(x), model.reconstruct(x))
+    for name in ("config.json", "metrics.jsonl", "samples.png", "reconstructions.png", CHECKPOINT):
+        assert (trained_run / name).is_file()
+    lines = (trained_run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+
+
+def test_resume_continues_the_same_run(tmp_path: Path, digits: vaekit.Dataset) -> None:
+    whole = _model(digits)
+    vaekit.fit(whole, digits, run_dir=tmp_path / "whole", epochs=4, progress=False)
+    vaekit.fit(_model(digits), digits, run_dir=tmp_path / "split", epochs=2, progress=False)
+    resumed, _ = vaekit.resume(tmp_path / "split", epochs=4, progress=False)
+    for key, value in whole.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+
+    def metrics(run: str) -> list[dict]:
+        rows = [
+            json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        ]
+        return [
+            {
+                k: v
+                for k, v in r.items()
+                if "time" not in k and "per_s" not in k and k != "elapsed_s"
+            }
+            for r in rows
+        ]
+
+    assert metrics("whole") == metrics("split")
+
+
+def test_new_run_never_overwrites_an_old_one(trained_run: Path, digits: vaekit.Dataset) -> None:
+    before = (trained_run / WEIGHTS).read_bytes()
+    with pytest.raises(ConfigError, match="--resume"):
+        vaekit.fit(_model(digits), digits, run_dir=trained_run, epochs=1, progress=False)
+    assert (trained_run / WEIGHTS).read_bytes() == before
+
+
+def test_second_writer_is_locked_out(tmp_path: Path) -> None:
+    with run_lock(tmp_path), pytest.raises(CheckpointError, match="in use"), run_lock(tmp_path):
+        pass
+    (tmp_path / ".lock").write_text("999999999")  # a dead owner's lock is taken over
+    with run_lock(tmp_path):
+        assert (tmp_path / ".lock").read_text() == str(os.getpid())
+    assert not (tmp_path / ".lock").exists()
+
+
+def test_nan_stops_training_naming_the_term_and_keeps_checkpoint(
+    tmp_path: Path, digits: vaekit.Dataset
+) -> None:
+    model = _model(digits)
+    calls = {"n": 0}
+    steps_per_epoch = math.ceil(len(digits.train_x) / 128)
+
+    def poison(module, inputs, output):
+        calls["n"] += 1
+        return output * math.nan if calls["n"] > 2 * steps_per_epoch + 3 else output
+
+    model.decoder.register_forward_hook(poison)
+    with pytest.raises(
+        TrainingDiverged, match=r"reconstruction term became nan at epoch 3, step \d"
+    ):
+        vaekit.fit(model, digits, run_dir=tmp_path / "run", epochs=5, progress=False)
+    good = vaekit.load(tmp_path / "run")
+    assert all(torch.isfinite(p).all() for p in good.parameters())
+    state = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert state["epoch"] == 2
+
+
+def test_bernoulli_likelihood_refuses_grey_levels(digits: vaekit.Dataset) -> None:
+    with pytest.raises(DataError, match="--binarize dynamic"):
+        vaekit.fit(_model(digits), digits, epochs=1, binarize="none", progress=False)
+    gaussian = vaekit.VAE(digits.shape, 4, hidden=[16], likelihood="gaussian", learn_scale=True)
+    history = vaekit.fit(gaussian, digits, epochs=2, progress=False)
+    assert history[-1]["test_elbo"] > history[0]["test_elbo"] - 1  # runs, finite
+    with pytest.raises(ConfigError, match="bernoulli only"):
+        vaekit.fit(gaussian, digits, epochs=1, binarize="dynamic", progress=False)
+
+
+def test_custom_networks_train_and_reload(tmp_path: Path, digits: vaekit.Dataset) -> None:
+    def networks() -> dict[str, torch.nn.Module]:
+        return {
+            "encoder": torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 6)),
+            "decoder": torch.nn.Sequential(
+                torch.nn.Linear(3, 64), torch.nn.Unflatten(1, (1, 8, 8))
+            ),
+        }
+
+    model = vaekit.VAE(digits.shape, 3, **networks())
+    vaekit.fit(model, digits, run_dir=tmp_path / "custom", epochs=1, progress=False)
+    with pytest.raises(CheckpointError, match="encoder="):
+        vaekit.load(tmp_path / "custom")
+    again = vaekit.load(tmp_path / "custom", **networks())
+    assert torch.equal(again.decoder[0].weight, model.decoder[0].weight)
+
+
+def test_schedules() -> None:
+    config = TrainConfig(
+        epochs=10, lr=1e-3, lr_final=1e-5, lr_schedule="exponential", warmup_epochs=2, beta=0.5
+    )
+    assert learning_rate(config, 0) == pytest.approx(1e-3)
+    assert learning_rate(config, 5) == pytest.approx(1e-4)
+    cosine = TrainConfig(epochs=10, lr_schedule="cosine", lr=1e-3, lr_final=0.0 + 1e-4)
+    assert learning_rate(cosine, 5) == pytest.approx((1e-3 + 1e-4) / 2)
+    assert [kl_weight(config, t, 10) for t in (0, 10, 20, 50)] == [0.0, 0.25, 0.5, 0.5]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"epochs": 0},
+        {"batch_size": -1},
+        {"lr": float("nan")},
+        {"beta": -1.0},
+        {"lr_schedule": "linear"},
+        {"binarize": "sometimes"},
+    ],
+)
+def test_nonsense_training_options(options: dict) -> None:
+    with pytest.raises(ConfigError):
+        TrainConfig(**options)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"latent_dim": 0},
+        {"hidden": [-5]},
+        {"network": "transformer"},
+        {"likelihood": "poisson"},
+        {"network": "conv", "input_shape": (1, 9, 9)},
+        {"network": "conv", "input_shape": (64,)},
+    ],
+)
+def test_nonsense_model_options(options: dict) -> None:
+    kwargs = {"input_shape": (1, 8, 8), **options}
+    with pytest.raises(ConfigError):
+        vaekit.VAE(kwargs.pop("input_shape"), **kwargs)
+
+
+def test_conv_network_trains_on_28x28(tmp_path: Path) -> None:
+    generator = torch.Generator().manual_seed(0)
+    x = (torch.rand(64, 1, 28, 28, generator=generator) > 0.7).float()
+    data = vaekit.Dataset("toy", x[:48], x[48:])
+    model = vaekit.VAE(data.shape, 4, network="conv", hidden=[32])
+    history = vaekit.fit(model, data, epochs=2, batch_size=16, progress=False)
+    assert math.isfinite(history[-1]["test_elbo"])
+    assert model.sample(3).shape == (3, 1, 28, 28)
