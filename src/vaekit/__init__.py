@@ -13,12 +13,15 @@ Quick start::
     vaekit.fit(model, data, epochs=50, run_dir="runs/digits")
     q = model.encode(data.test_x)           # q(z|x), a torch Distribution
     terms = model.elbo(data.test_x)         # per-example elbo, reconstruction, rate
+    result = vaekit.evaluate(model, data, k=1000)   # log p̂_K(x), gap, diagnostics
+    print(result.table())
     model = vaekit.load("runs/digits")
 """
 
 from vaekit.config import ModelConfig, TrainConfig
 from vaekit.data import Dataset, load_dataset
 from vaekit.errors import VaekitError
+from vaekit.evaluation import Evaluation, evaluate
 from vaekit.model import VAE
 from vaekit.objectives import ELBOTerms, elbo, iwae_bound, log_px
 from vaekit.training import fit, load, resume
@@ -29,10 +32,12 @@ __all__ = [
     "VAE",
     "Dataset",
     "ELBOTerms",
+    "Evaluation",
     "ModelConfig",
     "TrainConfig",
     "VaekitError",
     "elbo",
+    "evaluate",
     "fit",
     "iwae_bound",
     "load",

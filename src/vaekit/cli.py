@@ -1,4 +1,4 @@
-"""The ``vaekit`` command line: train, sample, reconstruct, encode.
+"""The ``vaekit`` command line: train, sample, reconstruct, encode, evaluate, identity.
 
 User mistakes print one line, ``vaekit: error: <what is wrong and what to do>``, and exit
 with status 2 (``--debug`` shows the traceback instead).
@@ -7,6 +7,7 @@ with status 2 (``--debug`` shows the traceback instead).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -18,8 +19,9 @@ import numpy as np
 import torch
 
 from vaekit.config import ACTIVATIONS, BINARIZE, LIKELIHOODS, LR_SCHEDULES, NETWORKS, TrainConfig
-from vaekit.data import Dataset, fixed_binarization, load_dataset
+from vaekit.data import load_dataset, protocol_examples
 from vaekit.errors import ConfigError, VaekitError
+from vaekit.evaluation.evaluate import evaluate
 from vaekit.model.vae import VAE
 from vaekit.training.checkpoint import load, read_config
 from vaekit.training.trainer import fit, resume
@@ -157,6 +159,40 @@ def build_parser() -> argparse.ArgumentParser:
         help=".npy (labels beside it as <name>.labels.npy) or .npz (z, labels)",
     )
     encode.set_defaults(handler=cmd_encode)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="ELBO, log p̂_K(x), the gap and the diagnostics; writes evaluation.json"
+    )
+    evaluate.add_argument("run", help="run directory or model.safetensors")
+    _add_data_options(evaluate, "default: the run's")
+    evaluate.add_argument("--split", choices=("train", "test"), default="test")
+    evaluate.add_argument("-k", type=int, default=5000, help="importance samples per example")
+    evaluate.add_argument(
+        "--k-sweep",
+        type=_int_list,
+        default=[],
+        help="also report L_K for these K, e.g. 1,10,100,1000,5000",
+    )
+    evaluate.add_argument("--limit", type=int, help="evaluate the first N examples only")
+    evaluate.add_argument("--per-example", metavar="CSV", help="write per-example terms here")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--no-progress", action="store_true")
+    evaluate.set_defaults(handler=cmd_evaluate)
+
+    identity = commands.add_parser(
+        "identity", help="check log p(x) = ELBO + KL exactly on a fitted linear-Gaussian VAE"
+    )
+    _add_data_options(identity, "default: digits")
+    identity.add_argument("--latent-dim", type=int, default=8)
+    identity.add_argument("--epochs", type=int, default=200)
+    identity.add_argument(
+        "-k",
+        type=_int_list,
+        default=[1, 10, 100, 1000],
+        help="IWAE sample sizes to compare with the exact log p(x)",
+    )
+    identity.add_argument("--seed", type=int, default=0)
+    identity.set_defaults(handler=cmd_identity)
     return parser
 
 
@@ -218,19 +254,29 @@ def _report(run_dir: Path, history: list[dict[str, Any]], seconds: float) -> Non
     )
 
 
-def _data_for(args: argparse.Namespace) -> tuple[Dataset, bool]:
-    """The dataset named on the command line, else the run's own; and whether it was
-    binarised in training (then the test set gets the standard fixed binarisation)."""
+def _model_and_examples(args: argparse.Namespace, split: str) -> tuple[VAE, torch.Tensor, Any]:
+    """The model of ``args.run`` and the ``split`` of the dataset named on the command line
+    (else the run's own), as the model is evaluated on them (see ``protocol_examples``)."""
+    model = load(args.run)
     run = Path(args.run)
     if args.dataset:
-        return load_dataset(args.dataset, args.data_dir, args.image_size, not args.no_verify), False
-    if not run.is_dir():
+        name, data_dir, image_size = args.dataset, args.data_dir, args.image_size
+    elif run.is_dir():
+        _, config, _ = read_config(run)
+        name, data_dir, image_size = (
+            config.dataset,
+            args.data_dir or config.data_dir,
+            config.image_size,
+        )
+    else:
         raise ConfigError(f"{run} is a weights file: name the data with --dataset")
-    _, config, _ = read_config(run)
-    data = load_dataset(
-        config.dataset, args.data_dir or config.data_dir, config.image_size, not args.no_verify
-    )
-    return data, config.binarize == "dynamic"
+    data = load_dataset(name, data_dir, image_size, not args.no_verify)
+    if data.shape != model.input_shape:
+        raise ConfigError(
+            f"the data's examples have shape {data.shape} but the model expects {model.input_shape}"
+        )
+    x, y = protocol_examples(data, split, model.config.likelihood)
+    return model, x, y
 
 
 def _check_output(path: str, suffixes: tuple[str, ...]) -> Path:
@@ -261,23 +307,16 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     if args.n <= 0:
         raise ConfigError("-n must be positive")
     out = _check_output(args.output, (".png",))
-    model = load(args.run)
-    data, binarized = _data_for(args)
-    _check_shape(model, data)
-    x = data.test_x[: args.n]
-    save_reconstructions(model, fixed_binarization(x) if binarized else x, out)
+    model, x, _ = _model_and_examples(args, "test")
+    x = x[: args.n]
+    save_reconstructions(model, x, out)
     print(f"wrote {len(x)} test examples and their reconstructions to {out}")
     return 0
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
     out = _check_output(args.output, (".npy", ".npz"))
-    model = load(args.run)
-    data, binarized = _data_for(args)
-    _check_shape(model, data)
-    x, y = data.split(args.split)
-    if binarized:
-        x = fixed_binarization(x)
+    model, x, y = _model_and_examples(args, args.split)
     with torch.no_grad():
         z = torch.cat([model.encode(x[i : i + 1000]).mean for i in range(0, len(x), 1000)])
     labels = None if y is None else y.numpy()
@@ -292,11 +331,46 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_shape(model: VAE, data: Dataset) -> None:
-    if data.shape != model.input_shape:
-        raise ConfigError(
-            f"the data's examples have shape {data.shape} but the model expects {model.input_shape}"
-        )
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.limit is not None and args.limit <= 0:
+        raise ConfigError("--limit must be positive")
+    csv_path = _check_output(args.per_example, (".csv",)) if args.per_example else None
+    model, x, y = _model_and_examples(args, args.split)
+    if args.limit is not None:
+        x, y = x[: args.limit], None if y is None else y[: args.limit]
+    result = evaluate(
+        model, x, args.k, k_sweep=args.k_sweep, seed=args.seed, progress=not args.no_progress
+    )
+    run = Path(args.run)
+    result.info = {
+        "run": str(run),
+        "dataset": args.dataset or "the run's",
+        "split": args.split,
+        "binarized": "fixed seed" if model.config.likelihood == "bernoulli" else "no",
+    }
+    print(result.table())
+    if run.is_dir():
+        result.save(run / "evaluation.json")
+        print(f"wrote {run / 'evaluation.json'}")
+    if csv_path is not None:
+        result.save_per_example(csv_path, y)
+        print(f"wrote per-example terms to {csv_path}")
+    return 0
+
+
+def cmd_identity(args: argparse.Namespace) -> int:
+    from vaekit.evaluation.identity import fit_linear_gaussian, identity_check
+
+    name = args.dataset or "digits"
+    data = load_dataset(name, args.data_dir, args.image_size, not args.no_verify)
+    if not 0 < args.latent_dim < math.prod(data.shape):
+        raise ConfigError(f"--latent-dim must be between 1 and {math.prod(data.shape) - 1}")
+    if args.epochs <= 0 or min(args.k) <= 0:
+        raise ConfigError("--epochs and every -k must be positive")
+    model = fit_linear_gaussian(data, args.latent_dim, args.epochs, args.seed)
+    print(f"{name}: {len(data.test_x)} held-out examples")
+    print(identity_check(model, data.test_x, tuple(args.k), args.seed).table())
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

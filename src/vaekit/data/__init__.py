@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vaekit.data.dataset import Dataset, binarize, fixed_binarization
+from vaekit.data.dataset import Dataset, binarize, fixed_binarization, protocol_examples
 from vaekit.data.files import load_array, load_image_folder
 from vaekit.data.idx import read_idx
 from vaekit.data.standard import IDX_SOURCES, STANDARD_DATASETS, load_digits, load_idx_dataset
@@ -16,6 +16,7 @@ __all__ = [
     "binarize",
     "fixed_binarization",
     "load_dataset",
+    "protocol_examples",
     "read_idx",
 ]
 

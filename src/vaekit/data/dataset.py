@@ -77,6 +77,17 @@ def fixed_binarization(x: torch.Tensor, seed: int = TEST_BINARIZATION_SEED) -> t
     return binarize(x, torch.Generator().manual_seed(seed))
 
 
+def protocol_examples(
+    data: Dataset, split: str, likelihood: str
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(x, y)`` of ``split`` as a model is evaluated on them: grey-level data under a
+    Bernoulli likelihood get the standard fixed-seed binarisation; anything else is unchanged."""
+    x, y = data.split(split)
+    if likelihood == "bernoulli" and not bool(((x == 0) | (x == 1)).all()):
+        x = fixed_binarization(x)
+    return x, y
+
+
 def holdout_split(
     x: np.ndarray, y: np.ndarray | None, name: str, test_fraction: float = 0.1
 ) -> Dataset:

@@ -25,7 +25,8 @@ class Mean:
         return cls(float(values.mean()), stderr)
 
     def __str__(self) -> str:
-        return f"{self.value:.2f} ± {self.stderr:.2f}"
+        digits = 2 if abs(self.value) >= 1 or self.stderr >= 0.01 else 4
+        return f"{self.value:.{digits}f} ± {self.stderr:.{digits}f}"
 
 
 @torch.no_grad()

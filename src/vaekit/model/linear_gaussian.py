@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.distributions import MultivariateNormal, kl_divergence
 
+from vaekit.model.posterior import MIN_SCALE
 from vaekit.model.vae import VAE
 from vaekit.objectives.elbo import ELBOTerms
 
@@ -95,3 +96,30 @@ def exact_elbo(model: VAE, x: torch.Tensor) -> ELBOTerms:
 def posterior_kl(model: VAE, x: torch.Tensor) -> torch.Tensor:
     """KL(q(z|x) || p(z|x)) in closed form, ``(B,)``, float64: the ELBO's gap."""
     return kl_divergence(encoder_distribution(model, x), posterior(model, x))
+
+
+@torch.no_grad()
+def set_optimal_encoder(model: VAE) -> None:
+    """Set the linear encoder to the diagonal Gaussian closest to the true posterior:
+    mean m(x) = Σ Wᵀ (x − b) / σ² (exact) and scales s_j = (Σ⁻¹)_jj^(-1/2), the minimiser of
+    KL(q || p(z|x)) over diagonal q. When WᵀW is diagonal, q = p(z|x) and the gap is zero."""
+    weight, bias, sigma = _decoder(model)
+    precision = torch.eye(weight.shape[1], dtype=torch.float64) + weight.T @ weight / sigma**2
+    gain = torch.linalg.solve(precision, weight.T) / sigma**2  # Σ Wᵀ / σ²
+    scale = precision.diagonal().rsqrt() - MIN_SCALE
+    raw_scale = scale + torch.log(-torch.expm1(-scale))  # softplus⁻¹
+    latent = weight.shape[1]
+    encoder = model.encoder
+    encoder.weight.zero_()
+    encoder.weight[:latent] = gain.to(encoder.weight.dtype)
+    encoder.bias[:latent] = (-gain @ bias).to(encoder.bias.dtype)
+    encoder.bias[latent:] = raw_scale.to(encoder.bias.dtype)
+
+
+def ppca_sigma(x: torch.Tensor, latent_dim: int) -> float:
+    """Maximum-likelihood σ of probabilistic PCA (Tipping & Bishop 1999) for data ``(N, D)``:
+    σ² = the mean of the D − L smallest eigenvalues of the data covariance."""
+    flat = x.reshape(len(x), -1).double()
+    eigenvalues = torch.linalg.eigvalsh(torch.cov(flat.T))
+    discarded = eigenvalues[: flat.shape[1] - latent_dim]
+    return float(discarded.clamp_min(1e-12).mean().sqrt())

@@ -6,6 +6,6 @@
 """
 
 from vaekit.objectives.elbo import ELBOTerms, elbo, log_weights
-from vaekit.objectives.importance import iwae_bound, log_px
+from vaekit.objectives.importance import iter_log_weights, iwae_bound, log_px
 
-__all__ = ["ELBOTerms", "elbo", "iwae_bound", "log_px", "log_weights"]
+__all__ = ["ELBOTerms", "elbo", "iter_log_weights", "iwae_bound", "log_px", "log_weights"]

@@ -32,13 +32,14 @@ class ELBOTerms(NamedTuple):
 
 def log_weights(
     model: VAE, x: torch.Tensor, z: torch.Tensor, posterior: Distribution
-) -> torch.Tensor:
-    """log w = log p(x|z) + log p(z) − log q(z|x) for samples ``z`` of shape ``(S, B, D)``.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log w, log p(x|z))`` with log w = log p(x|z) + log p(z) − log q(z|x), for samples
+    ``z (S, B, D)`` and ``x (B, *input_shape)``; each ``(S, B)``.
 
-    ``x`` has shape ``(B, *input_shape)``; returns ``(S, B)``. E_q[log w] is the ELBO and
-    log E_q[w] = log p(x).
+    E_q[log w] is the ELBO and log E_q[w] = log p(x).
     """
-    return model.decode(z).log_prob(x) + model.prior().log_prob(z) - posterior.log_prob(z)
+    log_likelihood = model.decode(z).log_prob(x)
+    return log_likelihood + model.prior().log_prob(z) - posterior.log_prob(z), log_likelihood
 
 
 def rate(posterior: Distribution, prior: Distribution, z: torch.Tensor) -> torch.Tensor:

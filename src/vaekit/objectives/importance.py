@@ -10,6 +10,7 @@ the ELBO. The sum over all K samples is one logsumexp, accumulated exactly acros
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import torch
@@ -28,10 +29,37 @@ def iwae_bound(model: VAE, x: torch.Tensor, k: int) -> torch.Tensor:
     """
     posterior = model.encode(x)
     z = posterior.rsample((k,))
-    return torch.logsumexp(log_weights(model, x, z, posterior), dim=0) - math.log(k)
+    return torch.logsumexp(log_weights(model, x, z, posterior)[0], dim=0) - math.log(k)
 
 
 @torch.no_grad()
+def iter_log_weights(
+    model: VAE,
+    x: torch.Tensor,
+    k: int,
+    chunk_size: int = 500,
+    noise: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield ``(log w, log p(x|z))``, each ``(c, B)``, for K samples z = μ + σ ⊙ ε drawn
+    ``chunk_size`` at a time from q(z|x); ``x`` is ``(B, *input_shape)``.
+
+    Memory is O(chunk_size · B · dim x) whatever K. ``noise`` (``(K, B, D)`` standard normal
+    draws) fixes ε (common random numbers); then the draws do not depend on ``chunk_size``.
+    """
+    posterior = model.encode(x)
+    loc, scale = posterior.base_dist.loc, posterior.base_dist.scale
+    for start in range(0, k, chunk_size):
+        size = min(chunk_size, k - start)
+        if noise is None:
+            eps = torch.randn(
+                (size, *loc.shape), generator=generator, device=loc.device, dtype=loc.dtype
+            )
+        else:
+            eps = noise[start : start + size]
+        yield log_weights(model, x, loc + scale * eps, posterior)
+
+
 def log_px(
     model: VAE,
     x: torch.Tensor,
@@ -40,22 +68,12 @@ def log_px(
     noise: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """log p̂_K(x) for a batch ``x (B, *input_shape)``; returns ``(B,)`` in nats.
-
-    Samples are drawn ``chunk_size`` at a time, so memory is O(chunk_size · B · dim x)
-    whatever K. ``noise`` (``(K, B, D)`` standard normal draws) fixes ε for common random
-    numbers: then the result does not depend on ``chunk_size``.
-    """
-    posterior = model.encode(x)
-    loc, scale = posterior.base_dist.loc, posterior.base_dist.scale
-    total = torch.full(loc.shape[:1], -math.inf, dtype=loc.dtype, device=loc.device)
-    for start in range(0, k, chunk_size):
-        size = min(chunk_size, k - start)
-        if noise is None:
-            eps = torch.randn((size, *loc.shape), generator=generator, device=loc.device)
-        else:
-            eps = noise[start : start + size]
-        z = loc + scale * eps
-        chunk = torch.logsumexp(log_weights(model, x, z, posterior), dim=0)
-        total = torch.logaddexp(total, chunk)
+    """log p̂_K(x) for a batch ``x (B, *input_shape)``; returns ``(B,)`` in nats, with the
+    logsumexp over all K samples accumulated exactly chunk by chunk (see
+    :func:`iter_log_weights` for ``chunk_size``, ``noise`` and ``generator``)."""
+    total = None
+    for chunk, _ in iter_log_weights(model, x, k, chunk_size, noise, generator):
+        partial = torch.logsumexp(chunk, dim=0)
+        total = partial if total is None else torch.logaddexp(total, partial)
+    assert total is not None, "k must be positive"
     return total - math.log(k)

@@ -46,7 +46,7 @@ def save_examples(x: torch.Tensor, path: str | Path, ncol: int = 8, title: str =
     path = Path(path)
     if x.dim() == 4:
         grid = image_grid(x, ncol)
-        scale = max(1, 256 // max(grid.shape[:2]))
+        scale = max(1, 512 // max(grid.shape[:2]))
         atomic_write_bytes(path, _png_bytes(grid, scale))
         return
     import matplotlib

@@ -1,0 +1,181 @@
+"""Estimators of log p(x), the gap and the diagnostics against ground truth.
+
+Ground truth is the linear-Gaussian VAE (exact log p(x), posterior and KL in float64) and
+distributions whose KLs are known. Tolerances: 5 standard errors of the Monte Carlo mean
+(false failure probability < 1e-6 per value), float64 round-off for exact identities.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import vaekit
+from vaekit.cli import main
+from vaekit.evaluation.diagnostics import active_units, aggregate_posterior_kl
+from vaekit.evaluation.identity import fit_linear_gaussian, identity_check
+from vaekit.model import linear_gaussian as lg
+from vaekit.objectives.importance import iwae_bound, log_px
+
+Z_TOL = 5.0
+
+
+def _linear_model(seed: int = 0, orthogonal: bool = False) -> tuple[vaekit.VAE, torch.Tensor]:
+    torch.manual_seed(seed)
+    model = lg.linear_gaussian_vae(6, 3, sigma=0.6).double()
+    if orthogonal:
+        q, _ = torch.linalg.qr(torch.randn(6, 3, dtype=torch.float64))
+        with torch.no_grad():
+            model.decoder.weight.copy_(q * torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64))
+    return model, torch.randn(8, 6, dtype=torch.float64) * 1.5
+
+
+def test_iwae_rises_with_k_stays_below_log_px_and_approaches_it() -> None:
+    model, x = _linear_model()
+    lg.set_optimal_encoder(model)  # a mean-field encoder (gap > 0: the posterior is correlated)
+    with torch.no_grad():
+        model.encoder.bias[:3] += 0.3  # ... and off the optimum
+    truth = lg.log_px(model, x)
+    generator = torch.Generator().manual_seed(0)
+    means = []
+    for k in (1, 10, 100, 1000):
+        repeats = torch.stack([log_px(model, x, k, generator=generator) for _ in range(200)])
+        mean, stderr = repeats.mean(0), repeats.std(0) / 200**0.5
+        assert torch.all(mean <= truth + Z_TOL * stderr + 1e-9)  # a lower bound, up to noise
+        means.append((mean, stderr))
+    for (low, low_se), (high, high_se) in itertools.pairwise(means):
+        assert torch.all(high - low > -Z_TOL * torch.hypot(low_se, high_se))  # rises with K
+    gap_k1 = (truth - means[0][0]).mean()
+    gap_k1000 = (truth - means[-1][0]).mean()
+    assert gap_k1000 < 0.1 * gap_k1  # approaches log p(x)
+    exact_elbo = lg.exact_elbo(model, x).elbo
+    k1_mean, k1_se = means[0]
+    assert torch.all((k1_mean - exact_elbo).abs() < Z_TOL * k1_se + 1e-9)  # L_1 = ELBO
+
+
+def test_true_posterior_closes_the_gap() -> None:
+    model, x = _linear_model(orthogonal=True)
+    lg.set_optimal_encoder(model)
+    truth = lg.log_px(model, x)
+    with torch.no_grad():
+        assert lg.posterior_kl(model, x).abs().max() < 1e-10
+        assert (lg.exact_elbo(model, x).elbo - truth).abs().max() < 1e-10
+        # every importance weight equals p(x): the estimate is exact for every K
+        assert (log_px(model, x, k=7) - truth).abs().max() < 1e-10
+        result = vaekit.evaluate(model, x, k=50)
+    assert abs(result.gap.value) < 5 * result.gap.stderr + 1e-9
+
+
+def test_chunking_does_not_change_the_estimate() -> None:
+    model, x = _linear_model(seed=4)
+    noise = torch.randn(1000, len(x), 3, dtype=torch.float64)
+    reference = log_px(model, x, 1000, chunk_size=1000, noise=noise)
+    posterior = model.encode(x)
+    log_w, _ = vaekit.objectives.log_weights(
+        model, x, posterior.mean + noise * posterior.stddev, posterior
+    )
+    assert torch.allclose(
+        reference, torch.logsumexp(log_w, 0) - math.log(1000), rtol=0, atol=1e-10
+    )  # one logsumexp over all K
+    for chunk in (1, 7, 333, 999):
+        assert torch.allclose(
+            log_px(model, x, 1000, chunk_size=chunk, noise=noise), reference, rtol=0, atol=1e-10
+        )
+
+
+def test_iwae_bound_is_differentiable() -> None:
+    model, x = _linear_model(seed=5)
+    torch.manual_seed(0)
+    bound = iwae_bound(model, x, k=64)
+    bound.sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    assert bound.shape == (len(x),)
+
+
+def test_evaluate_reports_every_term(
+    tmp_path: Path, trained_run: Path, digits: vaekit.Dataset
+) -> None:
+    model = vaekit.load(trained_run)
+    result = vaekit.evaluate(model, digits, k=200, k_sweep=[1, 10, 200])
+    assert result.n == len(digits.test_x)
+    assert result.elbo.value == pytest.approx(result.reconstruction.value - result.rate.value)
+    assert result.gap.value == pytest.approx(result.log_px.value - result.elbo.value)
+    assert result.gap.value > 0
+    sweep = [row["log_px"] for row in result.k_sweep]
+    assert sweep[-1] == pytest.approx(result.log_px.value)
+    assert sweep == sorted(sweep)
+    assert result.bits_per_dim == pytest.approx(-result.log_px.value / (64 * 0.6931471805599453))
+    assert sum(result.kl_per_dim) == pytest.approx(result.rate.value, rel=1e-5)
+    assert result.mutual_information + result.marginal_kl == pytest.approx(result.rate.value)
+    result.save(tmp_path / "e.json")
+    saved = json.loads((tmp_path / "e.json").read_text())
+    assert saved["units"].startswith("nats per example") and saved["log_px"]["stderr"] > 0
+
+
+def test_elbo_surgery_on_a_known_aggregate_posterior() -> None:
+    """N identical posteriors: q(z) = q(z|x), so I_q = 0 and KL(q(z)||p(z)) = the rate."""
+    loc = torch.tensor([[0.5, -1.0]]).expand(400, 2)
+    scale = torch.tensor([[0.7, 1.3]]).expand(400, 2)
+    exact = float(
+        torch.distributions.kl_divergence(
+            torch.distributions.Normal(loc[0], scale[0]), torch.distributions.Normal(0.0, 1.0)
+        ).sum()
+    )
+    generator = torch.Generator().manual_seed(0)
+    estimates = torch.tensor([aggregate_posterior_kl(loc, scale, generator) for _ in range(20)])
+    stderr = estimates.std() / 20**0.5
+    assert abs(float(estimates.mean()) - exact) < Z_TOL * stderr
+
+
+def test_collapsed_posterior_is_flagged() -> None:
+    model = vaekit.VAE((1, 8, 8), 4, hidden=[8])
+    with torch.no_grad():
+        model.encoder.layers[-1].weight.zero_()  # q(z|x) no longer depends on x
+    x = torch.rand(50, 1, 8, 8).bernoulli()
+    result = vaekit.evaluate(model, x, k=20)
+    assert result.active_units == 0
+    assert any("posterior collapse" in w for w in result.warnings)
+    assert not active_units(torch.zeros(10, 3)).any()
+    assert abs(result.mutual_information) < 0.5
+
+
+def test_identity_check_on_digits(digits: vaekit.Dataset) -> None:
+    model = fit_linear_gaussian(digits, latent_dim=4, epochs=30)
+    check = identity_check(model, digits.test_x, ks=(1, 100))
+    assert check.residual < 1e-9
+    assert check.elbo <= check.log_px and check.optimal_kl <= check.kl + 1e-12
+    assert abs(check.monte_carlo_error.value) < Z_TOL * check.monte_carlo_error.stderr
+    (_, _, error_1), (_, _, error_100) = check.iwae
+    assert error_1.value < error_100.value <= Z_TOL * error_100.stderr
+
+
+def test_cli_evaluate_and_identity(
+    trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    csv_path = tmp_path / "per_example.csv"
+    argv = [
+        "evaluate",
+        str(trained_run),
+        "-k",
+        "20",
+        "--k-sweep",
+        "1,20",
+        "--per-example",
+        str(csv_path),
+        "--limit",
+        "30",
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "log p̂_K(x)" in out and "active units" in out
+    rows = csv_path.read_text().splitlines()
+    assert rows[0] == "index,label,elbo,reconstruction,rate,log_px,gap" and len(rows) == 31
+    assert json.loads((trained_run / "evaluation.json").read_text())["n"] == 30
+    assert main(["identity", "--epochs", "5", "-k", "1,10", "--latent-dim", "3"]) == 0
+    assert "ELBO + KL − log p(x)" in capsys.readouterr().out
+    assert main(["evaluate", str(trained_run), "-k", "0"]) == 2
