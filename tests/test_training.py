@@ -191,3 +191,37 @@ def test_conv_network_trains_on_28x28(tmp_path: Path) -> None:
     history = vaekit.fit(model, data, epochs=2, batch_size=16, progress=False)
     assert math.isfinite(history[-1]["test_elbo"])
     assert model.sample(3).shape == (3, 1, 28, 28)
+
+
+def test_iwae_objective_trains_and_reports_elbo_terms(digits: vaekit.Dataset) -> None:
+    history = vaekit.fit(
+        _model(digits), digits, epochs=3, objective="iwae", samples=5, progress=False
+    )
+    assert history[-1]["test_elbo"] > history[0]["test_elbo"]
+    with pytest.raises(ConfigError, match="IWAE"):
+        vaekit.fit(_model(digits), digits, epochs=1, objective="iwae", beta=0.5, progress=False)
+
+
+def test_burda_schedule_and_recipes() -> None:
+    from vaekit.recipes import available, load_recipe
+    from vaekit.training.schedule import burda_stage
+
+    assert [burda_stage(e) for e in (0, 1, 3, 4, 12, 13, 3279)] == [0, 1, 1, 2, 2, 3, 7]
+    config = TrainConfig(lr_schedule="burda", epochs=3280)
+    assert learning_rate(config, 3279) == pytest.approx(1e-3 * 10 ** (-1))
+    assert {"burda-vae", "burda-iwae-k5", "burda-iwae-k50"} <= set(available())
+    recipe = load_recipe("burda-vae")
+    assert recipe.train["epochs"] == sum(3**i for i in range(8)) == 3280
+    with pytest.raises(ConfigError, match="unknown recipe"):
+        load_recipe("nope")
+
+
+def test_glorot_init_and_output_bias(digits: vaekit.Dataset) -> None:
+    torch.manual_seed(0)
+    model = vaekit.VAE(digits.shape, 4, hidden=[16, 16], activation="tanh", init="glorot")
+    assert all(
+        float(m.bias.detach().abs().max()) == 0 for m in model.modules() if isinstance(m, torch.nn.Linear)
+    )
+    trainer = vaekit.training.Trainer(model, digits, TrainConfig(output_bias=True), progress=False)
+    mean = digits.train_x.mean(0).flatten().clamp(1e-3, 1 - 1e-3)
+    assert torch.allclose(trainer.model.decoder.layers[-1].bias, torch.logit(mean))

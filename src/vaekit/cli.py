@@ -18,11 +18,23 @@ from typing import Any, NoReturn
 import numpy as np
 import torch
 
-from vaekit.config import ACTIVATIONS, BINARIZE, LIKELIHOODS, LR_SCHEDULES, NETWORKS, TrainConfig
+from vaekit.config import (
+    ACTIVATIONS,
+    BINARIZE,
+    INITS,
+    LIKELIHOODS,
+    LR_SCHEDULES,
+    NETWORKS,
+    OBJECTIVES,
+    ModelConfig,
+    TrainConfig,
+)
 from vaekit.data import load_dataset, protocol_examples
 from vaekit.errors import ConfigError, VaekitError
 from vaekit.evaluation.evaluate import evaluate
 from vaekit.model.vae import VAE
+from vaekit.recipes import available as available_recipes
+from vaekit.recipes import load_recipe
 from vaekit.training.checkpoint import load, read_config
 from vaekit.training.trainer import fit, resume
 from vaekit.visuals.grids import save_examples, save_reconstructions
@@ -83,55 +95,67 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue the run in RUN from its last "
         "checkpoint (with --epochs: to that many epochs in all)",
     )
-    model = train.add_argument_group("model")
-    model.add_argument("--network", choices=NETWORKS, default="mlp")
+    train.add_argument(
+        "--recipe",
+        help="start from a named recipe (see 'vaekit recipes'); other options override its fields",
+    )
+    model = train.add_argument_group("model (defaults: vaekit.ModelConfig)")
+    model.add_argument("--network", choices=NETWORKS)
     model.add_argument(
         "--hidden",
         type=_int_list,
-        default=[400],
         help="hidden layer sizes, e.g. 400 or 200,200 (conv: dense layer width)",
     )
-    model.add_argument("--latent-dim", type=int, default=20)
-    model.add_argument("--activation", choices=ACTIVATIONS, default="relu")
-    model.add_argument("--likelihood", choices=LIKELIHOODS, default="bernoulli")
+    model.add_argument("--latent-dim", type=int)
+    model.add_argument("--activation", choices=ACTIVATIONS)
+    model.add_argument("--likelihood", choices=LIKELIHOODS)
     model.add_argument(
-        "--gaussian-scale",
-        type=float,
-        default=0.1,
-        help="standard deviation of the Gaussian likelihood",
+        "--gaussian-scale", type=float, help="standard deviation of the Gaussian likelihood"
     )
     model.add_argument(
         "--learn-scale",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         help="learn the Gaussian likelihood's standard deviation per dimension",
     )
-    run = train.add_argument_group("training")
+    model.add_argument("--init", choices=INITS, help="weight initialisation")
+    run = train.add_argument_group("training (defaults: vaekit.TrainConfig)")
     run.add_argument(
         "--binarize",
         choices=BINARIZE,
         help="dynamic: fresh Bernoulli draw of each batch (default for bernoulli)",
     )
+    run.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        help="elbo, or iwae (the importance-weighted bound with --samples K)",
+    )
+    run.add_argument(
+        "--output-bias",
+        action=argparse.BooleanOptionalAction,
+        help="start the decoder's output bias at logit(mean training image)",
+    )
+    run.add_argument("--lr-schedule", choices=LR_SCHEDULES)
     for option in (
         "epochs",
         "batch_size",
+        "samples",
         "lr",
-        "lr_schedule",
         "lr_final",
+        "adam_eps",
         "beta",
         "warmup_epochs",
         "seed",
+        "checkpoint_every",
     ):
         default = TrainConfig.__dataclass_fields__[option].default
-        extra: dict[str, Any] = {"choices": LR_SCHEDULES} if option == "lr_schedule" else {}
         run.add_argument(
-            f"--{option.replace('_', '-')}",
-            type=type(default),
-            default=None,
-            help=f"(default: {default})",
-            **extra,
+            f"--{option.replace('_', '-')}", type=type(default), help=f"(default: {default})"
         )
     train.add_argument("--no-progress", action="store_true", help="no progress bar or epoch lines")
     train.set_defaults(handler=cmd_train)
+
+    recipes = commands.add_parser("recipes", help="list the named training recipes")
+    recipes.set_defaults(handler=cmd_recipes)
 
     sample = commands.add_parser("sample", help="generate from p(z) and p(x|z)")
     sample.add_argument("run", help="run directory or model.safetensors")
@@ -197,39 +221,45 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ------------------------------------------------------------------------- commands
-def _train_config(args: argparse.Namespace) -> TrainConfig:
-    names = {f.name for f in fields(TrainConfig)}
-    given = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    return TrainConfig(**given)
+def _given(args: argparse.Namespace, config_class: type) -> dict[str, Any]:
+    """The options of ``config_class`` given on the command line."""
+    names = {f.name for f in fields(config_class)}
+    return {k: v for k, v in vars(args).items() if k in names and v is not None}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     if args.resume:
-        ignored = [
-            o for o in ("dataset", "run_dir", "lr", "batch_size", "seed") if getattr(args, o)
-        ]
-        if ignored:
+        given = {**_given(args, ModelConfig), **_given(args, TrainConfig)}
+        given.pop("epochs", None)
+        given.pop("data_dir", None)
+        if given or args.recipe or args.run_dir:
+            option = next(iter(given), "recipe" if args.recipe else "run_dir")
             raise ConfigError(
-                f"--resume continues the run as configured; drop --{ignored[0].replace('_', '-')}"
+                f"--resume continues the run as configured; drop --{option.replace('_', '-')} "
+                "(only --epochs and --data-dir may change)"
+            )
+        data = None
+        if args.data_dir:
+            _, config, _ = read_config(Path(args.resume))
+            data = load_dataset(
+                config.dataset, args.data_dir, config.image_size, not args.no_verify
             )
         start = time.perf_counter()
-        _, history = resume(args.resume, args.epochs, progress=progress, verify=not args.no_verify)
+        _, history = resume(
+            args.resume, args.epochs, data=data, progress=progress, verify=not args.no_verify
+        )
         _report(Path(args.resume), history, time.perf_counter() - start)
         return 0
-    config = _train_config(args)
+    recipe = load_recipe(args.recipe) if args.recipe else None
+    model_options = {**(recipe.model if recipe else {}), **_given(args, ModelConfig)}
+    train_options = {**(recipe.train if recipe else {}), **_given(args, TrainConfig)}
+    if recipe:
+        train_options["recipe"] = f"{recipe.name}@{recipe.version}"
+    config = TrainConfig(**train_options)
     data = load_dataset(config.dataset, config.data_dir, config.image_size, not args.no_verify)
     torch.manual_seed(config.seed)
-    model = VAE(
-        data.shape,
-        args.latent_dim,
-        network=args.network,
-        hidden=args.hidden,
-        activation=args.activation,
-        likelihood=args.likelihood,
-        gaussian_scale=args.gaussian_scale,
-        learn_scale=args.learn_scale,
-    )
+    model = VAE(data.shape, **model_options)
     run_dir = Path(
         args.run_dir or f"runs/{Path(config.dataset).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
@@ -242,6 +272,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     history = fit(model, data, config, run_dir, progress=progress)
     _report(run_dir, history, time.perf_counter() - start)
+    return 0
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    for name in available_recipes():
+        recipe = load_recipe(name)
+        published = recipe.published.get("test_nll")
+        note = f" (published test NLL {published} nats)" if published else ""
+        print(f"{name}@{recipe.version}{note}\n    {recipe.description}")
     return 0
 
 

@@ -19,7 +19,9 @@ NETWORKS = ("mlp", "conv")
 ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "silu", "softplus", "leaky_relu")
 LIKELIHOODS = ("bernoulli", "gaussian")
 BINARIZE = ("dynamic", "none")
-LR_SCHEDULES = ("constant", "cosine", "exponential")
+LR_SCHEDULES = ("constant", "cosine", "exponential", "burda")
+OBJECTIVES = ("elbo", "iwae")
+INITS = ("default", "glorot")
 
 
 def _positive_int(name: str, value: Any) -> None:
@@ -48,6 +50,7 @@ class ModelConfig:
     mirrors them), or the width of the dense layer of the conv nets.
     likelihood: ``bernoulli`` (logits; binary data) or ``gaussian`` (continuous data) with
     standard deviation ``gaussian_scale``, learned per dimension when ``learn_scale``.
+    init: ``default`` (PyTorch's) or ``glorot`` (Glorot-uniform weights, zero biases).
     """
 
     input_shape: tuple[int, ...]
@@ -58,6 +61,7 @@ class ModelConfig:
     likelihood: str = "bernoulli"
     gaussian_scale: float = 0.1
     learn_scale: bool = False
+    init: str = "default"
 
     def __post_init__(self) -> None:
         self.input_shape = tuple(self.input_shape)
@@ -72,6 +76,7 @@ class ModelConfig:
         _choice("network", self.network, NETWORKS)
         _choice("activation", self.activation, ACTIVATIONS)
         _choice("likelihood", self.likelihood, LIKELIHOODS)
+        _choice("init", self.init, INITS)
         _positive_float("gaussian_scale", self.gaussian_scale)
         if self.network == "conv":
             if len(self.input_shape) != 3:
@@ -104,8 +109,10 @@ class TrainConfig:
 
     ``binarize``: ``dynamic`` (a fresh Bernoulli(intensity) draw of every training batch, and
     one fixed-seed binarisation of the test set), ``none``, or ``None`` for the likelihood's
-    default (dynamic for Bernoulli, none for Gaussian). The KL weight and learning rate follow
-    :mod:`vaekit.training.schedule`.
+    default (dynamic for Bernoulli, none for Gaussian). ``objective``: ``elbo`` (estimated with
+    ``samples`` draws, weighted by β) or ``iwae`` (the bound L_K with K = ``samples``).
+    ``output_bias``: start the decoder's output bias at logit(mean training image) (MLP,
+    Bernoulli). The KL weight and learning rate follow :mod:`vaekit.training.schedule`.
     """
 
     dataset: str = "digits"
@@ -117,11 +124,16 @@ class TrainConfig:
     lr: float = 1e-3
     lr_schedule: str = "constant"
     lr_final: float = 1e-4
+    adam_eps: float = 1e-8
+    objective: str = "elbo"
+    samples: int = 1
+    output_bias: bool = False
     beta: float = 1.0
     warmup_epochs: int = 0
     seed: int = 0
     eval_batch_size: int = 1000
     checkpoint_every: int = 1
+    recipe: str | None = None
 
     def __post_init__(self) -> None:
         _positive_int("epochs", self.epochs)
@@ -130,10 +142,13 @@ class TrainConfig:
         _positive_int("checkpoint_every", self.checkpoint_every)
         _positive_float("lr", self.lr)
         _positive_float("lr_final", self.lr_final)
+        _positive_float("adam_eps", self.adam_eps)
         _positive_float("beta", self.beta, allow_zero=True)
         if self.binarize is not None:
             _choice("binarize", self.binarize, BINARIZE)
         _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _choice("objective", self.objective, OBJECTIVES)
+        _positive_int("samples", self.samples)
         if not isinstance(self.warmup_epochs, int) or self.warmup_epochs < 0:
             raise ConfigError(f"warmup_epochs must be >= 0, got {self.warmup_epochs!r}")
         if not isinstance(self.seed, int) or self.seed < 0:

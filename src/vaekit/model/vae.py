@@ -42,6 +42,7 @@ class VAE(nn.Module):
         likelihood: str = "bernoulli",
         gaussian_scale: float = 0.1,
         learn_scale: bool = False,
+        init: str = "default",
         encoder: nn.Module | None = None,
         decoder: nn.Module | None = None,
     ) -> None:
@@ -55,6 +56,7 @@ class VAE(nn.Module):
             likelihood=likelihood,
             gaussian_scale=gaussian_scale,
             learn_scale=learn_scale,
+            init=init,
         )
         if (encoder is None) != (decoder is None):
             raise ConfigError("pass both encoder and decoder, or neither")

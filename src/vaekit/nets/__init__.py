@@ -7,7 +7,7 @@ can be passed to :class:`vaekit.VAE`.
 """
 
 from vaekit.nets.conv import ConvDecoder, ConvEncoder
-from vaekit.nets.factory import build_networks
+from vaekit.nets.factory import build_networks, set_output_bias
 from vaekit.nets.mlp import MLP
 
-__all__ = ["MLP", "ConvDecoder", "ConvEncoder", "build_networks"]
+__all__ = ["MLP", "ConvDecoder", "ConvEncoder", "build_networks", "set_output_bias"]

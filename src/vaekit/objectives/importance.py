@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from vaekit.objectives.elbo import log_weights
+from vaekit.objectives.elbo import ELBOTerms, log_weights, rate
 
 if TYPE_CHECKING:
     from vaekit.model.vae import VAE
@@ -27,9 +27,19 @@ def iwae_bound(model: VAE, x: torch.Tensor, k: int) -> torch.Tensor:
     Differentiable: its gradient is Σ_k w̃_k ∇ log w_k with normalised weights w̃_k that
     autograd derives through the logsumexp (no detached or hand-signed weights needed).
     """
+    return iwae_terms(model, x, k)[0]
+
+
+def iwae_terms(model: VAE, x: torch.Tensor, k: int) -> tuple[torch.Tensor, ELBOTerms]:
+    """``(L_K(x), ELBO terms)`` from the same K reparameterised draws, each ``(B,)``: the
+    ELBO's reconstruction is the mean of log p(x|z_k), its rate the analytic KL."""
     posterior = model.encode(x)
     z = posterior.rsample((k,))
-    return torch.logsumexp(log_weights(model, x, z, posterior)[0], dim=0) - math.log(k)
+    log_w, log_likelihood = log_weights(model, x, z, posterior)
+    reconstruction = log_likelihood.mean(0)
+    kl = rate(posterior, model.prior(), z)
+    bound = torch.logsumexp(log_w, dim=0) - math.log(k)
+    return bound, ELBOTerms(reconstruction - kl, reconstruction, kl)
 
 
 @torch.no_grad()

@@ -22,7 +22,9 @@ from vaekit.data.dataset import Dataset, binarize, fixed_binarization
 from vaekit.errors import ConfigError, DataError, TrainingDiverged
 from vaekit.evaluation.statistics import elbo_summary, per_example_elbo
 from vaekit.model.vae import VAE
+from vaekit.nets.factory import set_output_bias
 from vaekit.objectives.elbo import elbo
+from vaekit.objectives.importance import iwae_terms
 from vaekit.training import checkpoint as ckpt
 from vaekit.training.io import atomic_write_bytes, run_lock
 from vaekit.training.schedule import kl_weight, learning_rate
@@ -55,16 +57,20 @@ def check_data(config: ModelConfig, data: Dataset, train: TrainConfig) -> TrainC
             )
     elif binarization == "dynamic":
         raise ConfigError("--binarize dynamic goes with --likelihood bernoulli only")
+    if train.objective == "iwae" and (train.beta != 1 or train.warmup_epochs):
+        raise ConfigError("the IWAE objective is a bound on log p(x): use --beta 1, no warm-up")
+    if train.output_bias and (config.network != "mlp" or config.likelihood != "bernoulli"):
+        raise ConfigError("--output-bias needs an MLP decoder and a Bernoulli likelihood")
     return replace(train, binarize=binarization)
 
 
-def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, lr: float, eps: float = 1e-8) -> torch.optim.Optimizer:
     """Adam, fused into one kernel per step where this torch supports it (it is faster than
     the per-parameter loop and gives the same update up to float rounding)."""
     try:
-        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+        return torch.optim.Adam(model.parameters(), lr=lr, eps=eps, fused=True)
     except (RuntimeError, TypeError):
-        return torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
+        return torch.optim.Adam(model.parameters(), lr=lr, eps=eps, foreach=True)
 
 
 class Trainer:
@@ -83,7 +89,7 @@ class Trainer:
         self.data = data
         self.run_dir = run_dir
         self.progress = progress
-        self.optimizer = make_optimizer(model, self.config.lr)
+        self.optimizer = make_optimizer(model, self.config.lr, self.config.adam_eps)
         self.data_generator = torch.Generator().manual_seed(self.config.seed)
         self.dynamic = self.config.binarize == "dynamic"
         self.test_x = fixed_binarization(data.test_x) if self.dynamic else data.test_x
@@ -91,6 +97,8 @@ class Trainer:
         self.global_step = 0
         self.elapsed_s = 0.0
         self.history: list[dict[str, Any]] = []
+        if self.config.output_bias:
+            set_output_bias(model.decoder, data.train_x)
         torch.manual_seed(self.config.seed)
 
     # ---------------------------------------------------------------- persistence
@@ -142,8 +150,12 @@ class Trainer:
             if self.dynamic:
                 x = binarize(x, self.data_generator)
             beta = kl_weight(config, self.global_step, steps)
-            terms = elbo(model, x)
-            loss = -terms.objective(beta).mean()
+            if config.objective == "iwae":
+                bound, terms = iwae_terms(model, x, config.samples)
+                loss = -bound.mean()
+            else:
+                terms = elbo(model, x, config.samples)
+                loss = -terms.objective(beta).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
