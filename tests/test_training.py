@@ -220,7 +220,9 @@ def test_glorot_init_and_output_bias(digits: vaekit.Dataset) -> None:
     torch.manual_seed(0)
     model = vaekit.VAE(digits.shape, 4, hidden=[16, 16], activation="tanh", init="glorot")
     assert all(
-        float(m.bias.detach().abs().max()) == 0 for m in model.modules() if isinstance(m, torch.nn.Linear)
+        float(m.bias.detach().abs().max()) == 0
+        for m in model.modules()
+        if isinstance(m, torch.nn.Linear)
     )
     trainer = vaekit.training.Trainer(model, digits, TrainConfig(output_bias=True), progress=False)
     mean = digits.train_x.mean(0).flatten().clamp(1e-3, 1 - 1e-3)
