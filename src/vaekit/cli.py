@@ -26,6 +26,7 @@ from vaekit.config import (
     LR_SCHEDULES,
     NETWORKS,
     OBJECTIVES,
+    ON_NAN,
     ModelConfig,
     TrainConfig,
 )
@@ -135,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="start the decoder's output bias at logit(mean training image)",
     )
     run.add_argument("--lr-schedule", choices=LR_SCHEDULES)
+    run.add_argument(
+        "--on-nan",
+        choices=ON_NAN,
+        help="stop (default), or roll back to the last epoch with half the lr",
+    )
     for option in (
         "epochs",
         "batch_size",

@@ -21,6 +21,7 @@ LIKELIHOODS = ("bernoulli", "gaussian")
 BINARIZE = ("dynamic", "none")
 LR_SCHEDULES = ("constant", "cosine", "exponential", "burda")
 OBJECTIVES = ("elbo", "iwae")
+ON_NAN = ("stop", "rollback")
 INITS = ("default", "glorot")
 
 
@@ -112,7 +113,9 @@ class TrainConfig:
     default (dynamic for Bernoulli, none for Gaussian). ``objective``: ``elbo`` (estimated with
     ``samples`` draws, weighted by β) or ``iwae`` (the bound L_K with K = ``samples``).
     ``output_bias``: start the decoder's output bias at logit(mean training image) (MLP,
-    Bernoulli). The KL weight and learning rate follow :mod:`vaekit.training.schedule`.
+    Bernoulli). ``on_nan``: ``stop`` at a NaN/Inf loss, or ``rollback`` to the last epoch end
+    with half the learning rate (at most 3 times). The KL weight and learning rate follow
+    :mod:`vaekit.training.schedule`.
     """
 
     dataset: str = "digits"
@@ -133,6 +136,7 @@ class TrainConfig:
     seed: int = 0
     eval_batch_size: int = 1000
     checkpoint_every: int = 1
+    on_nan: str = "stop"
     recipe: str | None = None
 
     def __post_init__(self) -> None:
@@ -148,6 +152,7 @@ class TrainConfig:
             _choice("binarize", self.binarize, BINARIZE)
         _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _choice("objective", self.objective, OBJECTIVES)
+        _choice("on_nan", self.on_nan, ON_NAN)
         _positive_int("samples", self.samples)
         if not isinstance(self.warmup_epochs, int) or self.warmup_epochs < 0:
             raise ConfigError(f"warmup_epochs must be >= 0, got {self.warmup_epochs!r}")

@@ -10,11 +10,14 @@ become labels.
 
 from __future__ import annotations
 
+import math
 import zipfile
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
+from numpy.lib import format as npy_format
 
 from vaekit.data.dataset import Dataset, holdout_split
 from vaekit.errors import DataError
@@ -62,31 +65,49 @@ def _labels(array: np.ndarray, n: int, where: str) -> np.ndarray:
     return array.astype(np.int64)
 
 
+def _check_npy_header(stream: IO[bytes], available: int, where: str) -> None:
+    """Refuse a ``.npy`` stream whose header is malformed, declares Python objects, or
+    declares more data than ``available`` bytes, before numpy allocates anything."""
+    try:
+        version = npy_format.read_magic(stream)
+        if version == (1, 0):
+            shape, _, dtype = npy_format.read_array_header_1_0(stream)
+        else:
+            shape, _, dtype = npy_format.read_array_header_2_0(stream)
+    except (ValueError, EOFError, OSError, SyntaxError, TypeError) as err:
+        raise DataError(f"{where}: not a valid .npy array ({err})") from err
+    if dtype.hasobject:
+        raise DataError(
+            f"{where}: holds Python objects (a pickle), which vaekit never loads; save a plain "
+            "numeric array with numpy.save"
+        )
+    if math.prod(shape) * dtype.itemsize > available:
+        raise DataError(f"{where}: truncated (its header declares more data than the file holds)")
+
+
 def load_array(path: str | Path) -> Dataset:
     """A dataset from a ``.npy`` or ``.npz`` file (see the module docstring)."""
     path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    arrays: dict[str, np.ndarray] = {}
     try:
-        loaded = np.load(path, allow_pickle=False)
-    except FileNotFoundError as err:
-        raise DataError(f"{path}: file not found") from err
-    except ValueError as err:
-        raise DataError(
-            f"{path}: holds Python objects (a pickle), which vaekit never loads; save a plain "
-            "numeric array with numpy.save"
-        ) from err
-    except (OSError, EOFError, zipfile.BadZipFile) as err:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                for info in archive.infolist():
+                    key = info.filename.removesuffix(".npy")
+                    with archive.open(info) as member:
+                        _check_npy_header(member, info.file_size, f"{path}[{key}]")
+                    with archive.open(info) as member:
+                        arrays[key] = npy_format.read_array(member, allow_pickle=False)
+        else:
+            with path.open("rb") as stream:
+                _check_npy_header(stream, path.stat().st_size, str(path))
+                stream.seek(0)
+                single = npy_format.read_array(stream, allow_pickle=False)
+            return holdout_split(_as_examples(single, str(path)), None, path.stem)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, NotImplementedError) as err:
         raise DataError(f"{path}: not a readable .npy/.npz file ({err})") from err
-    if isinstance(loaded, np.ndarray):
-        return holdout_split(_as_examples(loaded, str(path)), None, path.stem)
-    with loaded:
-        try:
-            arrays = {key: loaded[key] for key in loaded.files}
-        except ValueError as err:
-            raise DataError(
-                f"{path}: holds Python objects (a pickle), which vaekit never loads"
-            ) from err
-        except (OSError, EOFError, zipfile.BadZipFile) as err:
-            raise DataError(f"{path}: a member of the .npz is unreadable ({err})") from err
     if "x_train" in arrays and "x_test" in arrays:
         train_x = _as_examples(arrays["x_train"], f"{path}[x_train]")
         test_x = _as_examples(arrays["x_test"], f"{path}[x_test]")
@@ -131,7 +152,13 @@ def load_image_folder(path: str | Path, image_size: int | None = None) -> Datase
             with Image.open(file) as image:
                 image.load()
                 images.append(image.copy())
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except (
+        UnidentifiedImageError,
+        Image.DecompressionBombError,
+        OSError,
+        SyntaxError,
+        ValueError,
+    ) as err:
         raise DataError(f"{file}: not a readable image ({err}); remove or replace it") from err
     mode = "L" if all(image.mode in ("1", "L", "LA", "I", "I;16") for image in images) else "RGB"
     sizes = {image.size for image in images}

@@ -7,6 +7,7 @@ that many big-endian uint32 sizes, then the values.
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 import zlib
 from pathlib import Path
@@ -39,7 +40,7 @@ def read_idx(path: str | Path) -> np.ndarray:
         raise DataError(f"{path}: truncated IDX header; {fix}")
     dims = struct.unpack(f">{ndim}I", raw[4:header])
     dtype = np.dtype(_TYPES[raw[2]])
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(dims) * dtype.itemsize  # Python ints: no overflow on absurd headers
     if len(raw) - header != expected:
         state = "truncated" if len(raw) - header < expected else "longer than its header says"
         raise DataError(

@@ -148,10 +148,11 @@ def save_checkpoint(
     model: VAE,
     optimizer: torch.optim.Optimizer,
     state: dict[str, Any],
-    rng: dict[str, torch.Tensor],
+    extra: dict[str, torch.Tensor],
 ) -> None:
-    """Write ``checkpoint.safetensors`` (weights, optimizer, RNG states, ``state`` as JSON)
-    and ``model.safetensors``, each atomically."""
+    """Write ``checkpoint.safetensors`` (weights, optimizer, ``state`` as JSON, and ``extra``
+    tensors such as RNG states, named ``group.name``) and ``model.safetensors``, each
+    atomically."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     scalars: dict[str, Any] = {}
     for index, param_state in optimizer.state_dict()["state"].items():
@@ -161,7 +162,7 @@ def save_checkpoint(
                 tensors[name] = value.detach().cpu().contiguous()
             else:
                 scalars[name] = value
-    tensors.update({f"rng.{k}": v.contiguous() for k, v in rng.items()})
+    tensors.update({k: v.detach().cpu().contiguous() for k, v in extra.items()})
     metadata = {
         "vaekit_format": str(FORMAT_VERSION),
         "state": json.dumps(state),
@@ -174,15 +175,17 @@ def save_checkpoint(
 def load_checkpoint(
     run_dir: Path, model: VAE, optimizer: torch.optim.Optimizer
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Restore weights and optimizer state in place; return ``(state, rng_states)``."""
+    """Restore weights and optimizer state in place; return ``(state, extra tensors)``."""
     path = run_dir / CHECKPOINT
     tensors, metadata = read_safetensors(path)
-    groups: dict[str, dict[str, torch.Tensor]] = {"model": {}, "optimizer": {}, "rng": {}}
+    groups: dict[str, dict[str, torch.Tensor]] = {"model": {}, "optimizer": {}}
+    extra = {}
     for key, value in tensors.items():
         group, _, name = key.partition(".")
-        if group not in groups:
-            raise CheckpointError(f"{path}: unexpected tensor {key!r}; not a vaekit checkpoint")
-        groups[group][name] = value
+        if group in groups:
+            groups[group][name] = value
+        else:
+            extra[key] = value
     _load_weights(model, groups["model"], path)
     try:
         state = json.loads(metadata["state"])
@@ -196,4 +199,4 @@ def load_checkpoint(
         optimizer.load_state_dict({"state": optimizer_state, "param_groups": params})
     except (KeyError, ValueError, TypeError, RuntimeError, json.JSONDecodeError) as err:
         raise CheckpointError(f"{path}: optimizer state does not fit this model ({err})") from err
-    return state, groups["rng"]
+    return state, extra

@@ -7,10 +7,15 @@ checked for NaN/Inf every ``CHECK_EVERY`` steps and at the end of each epoch).
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import math
+import signal
+import threading
 import time
-from dataclasses import replace
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +24,7 @@ from tqdm.auto import tqdm
 
 from vaekit.config import ModelConfig, TrainConfig
 from vaekit.data.dataset import Dataset, binarize, fixed_binarization
-from vaekit.errors import ConfigError, DataError, TrainingDiverged
+from vaekit.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from vaekit.evaluation.statistics import elbo_summary, per_example_elbo
 from vaekit.model.vae import VAE
 from vaekit.nets.factory import set_output_bias
@@ -33,6 +38,7 @@ from vaekit.visuals.grids import save_reconstructions, save_samples
 CHECK_EVERY = 50
 """Steps between NaN/Inf checks and progress-bar updates (each is one host synchronisation)."""
 FIGURE_INTERVAL_S = 60.0
+MAX_ROLLBACKS = 3
 TERMS = ("elbo", "reconstruction", "rate")
 
 
@@ -97,40 +103,95 @@ class Trainer:
         self.global_step = 0
         self.elapsed_s = 0.0
         self.history: list[dict[str, Any]] = []
+        self.lr_scale = 1.0
+        self.rollbacks = 0
+        self.partial: EpochState | None = None
+        self.stop_requested = False
         if self.config.output_bias:
             set_output_bias(model.decoder, data.train_x)
         torch.manual_seed(self.config.seed)
 
     # ---------------------------------------------------------------- persistence
     def restore(self) -> None:
-        """Continue from ``run_dir``'s checkpoint: weights, optimizer, RNG states, metrics."""
+        """Continue from ``run_dir``'s checkpoint: weights, optimizer, RNG states, metrics, and
+        the position inside an epoch when the run was stopped there (Ctrl-C)."""
         assert self.run_dir is not None
-        state, rng = ckpt.load_checkpoint(self.run_dir, self.model, self.optimizer)
-        self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
-        self.elapsed_s = float(state["elapsed_s"])
-        torch.set_rng_state(rng["torch"])
-        self.data_generator.set_state(rng["data"])
+        state, tensors = ckpt.load_checkpoint(self.run_dir, self.model, self.optimizer)
+        try:
+            self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
+            self.elapsed_s = float(state["elapsed_s"])
+            self.lr_scale = float(state.get("lr_scale", 1.0))
+            torch.set_rng_state(tensors["rng.torch"])
+            self.data_generator.set_state(tensors["rng.data"])
+            if "epoch.order" in tensors:
+                self.partial = EpochState(
+                    tensors["epoch.order"],
+                    tensors["epoch.sums"],
+                    int(state["step"]),
+                    float(state["epoch_time_s"]),
+                )
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise CheckpointError(f"{self.run_dir}: incomplete training state ({err})") from err
         metrics = self.run_dir / ckpt.METRICS
         lines = metrics.read_text().splitlines() if metrics.exists() else []
         self.history = [r for r in map(json.loads, lines) if r["epoch"] <= self.epoch]
         self._write_metrics()
 
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Turn a failed write (disk full, permissions) into one clear error; the atomic
+        writes leave every previous file intact."""
+        try:
+            yield
+        except OSError as err:
+            raise CheckpointError(
+                f"could not write to {self.run_dir} ({err.strerror or err}); the previous "
+                "checkpoint is intact: free space, then continue with --resume"
+            ) from err
+
     def _write_metrics(self) -> None:
         assert self.run_dir is not None
         text = "".join(json.dumps(record) + "\n" for record in self.history)
-        atomic_write_bytes(self.run_dir / ckpt.METRICS, text.encode())
+        with self._writing():
+            atomic_write_bytes(self.run_dir / ckpt.METRICS, text.encode())
 
-    def _checkpoint(self) -> None:
+    def _snapshot(self) -> dict[str, Any]:
+        """Everything a checkpoint holds, in memory (for rollback and for writing)."""
+        return {
+            "state": {
+                "epoch": self.epoch,
+                "global_step": self.global_step,
+                "elapsed_s": self.elapsed_s,
+                "lr_scale": self.lr_scale,
+            },
+            "tensors": {
+                "rng.torch": torch.get_rng_state(),
+                "rng.data": self.data_generator.get_state(),
+            },
+        }
+
+    def _checkpoint(self, partial: EpochState | None = None) -> None:
         assert self.run_dir is not None
-        state = {"epoch": self.epoch, "global_step": self.global_step, "elapsed_s": self.elapsed_s}
-        rng = {"torch": torch.get_rng_state(), "data": self.data_generator.get_state()}
-        ckpt.save_checkpoint(self.run_dir, self.model, self.optimizer, state, rng)
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            raise TrainingDiverged(
+                f"the weights became NaN/Inf in epoch {self.epoch}; not saved: the last good "
+                f"checkpoint in {self.run_dir} is kept; lower --lr or use --on-nan rollback"
+            )
+        snapshot = self._snapshot()
+        if partial is not None:
+            snapshot["state"].update(step=partial.step, epoch_time_s=partial.seconds)
+            snapshot["tensors"].update({"epoch.order": partial.order, "epoch.sums": partial.sums})
+        with self._writing():
+            ckpt.save_checkpoint(
+                self.run_dir, self.model, self.optimizer, snapshot["state"], snapshot["tensors"]
+            )
 
     def _figures(self) -> None:
         assert self.run_dir is not None
         generator = torch.Generator().manual_seed(0)
-        save_samples(self.model, self.run_dir / "samples.png", generator=generator)
-        save_reconstructions(self.model, self.test_x[:32], self.run_dir / "reconstructions.png")
+        with self._writing():
+            save_samples(self.model, self.run_dir / "samples.png", generator=generator)
+            save_reconstructions(self.model, self.test_x[:32], self.run_dir / "reconstructions.png")
 
     # ---------------------------------------------------------------- training
     def _train_epoch(self, bar: tqdm) -> dict[str, float]:
@@ -138,14 +199,28 @@ class Trainer:
         train_x = self.data.train_x
         n, batch = len(train_x), config.batch_size
         steps = math.ceil(n / batch)
-        lr = learning_rate(config, self.epoch)
+        lr = learning_rate(config, self.epoch) * self.lr_scale
         for group in optimizer.param_groups:
             group["lr"] = lr
         model.train()
-        order = torch.randperm(n, generator=self.data_generator)
-        sums = torch.zeros(steps, len(TERMS), dtype=torch.float64, device=train_x.device)
-        start, reported = time.perf_counter(), 0
-        for step in range(steps):
+        if self.partial is None:
+            order = torch.randperm(n, generator=self.data_generator).to(train_x.device)
+            sums = torch.zeros(steps, len(TERMS), dtype=torch.float64, device=train_x.device)
+            first, spent = 0, 0.0
+        else:
+            order, sums = (
+                self.partial.order.to(train_x.device),
+                self.partial.sums.to(train_x.device),
+            )
+            first, spent = self.partial.step, self.partial.seconds
+            self.partial = None
+        start, reported = time.perf_counter(), first
+        beta = kl_weight(config, self.global_step, steps)
+        for step in range(first, steps):
+            if self.stop_requested:
+                raise Interrupted(
+                    EpochState(order, sums, step, spent + time.perf_counter() - start)
+                )
             x = train_x[order[step * batch : (step + 1) * batch]]
             if self.dynamic:
                 x = binarize(x, self.data_generator)
@@ -171,7 +246,7 @@ class Trainer:
                     f"recon {means[1]:.2f} KL {means[2]:.2f}",
                     refresh=False,
                 )
-        seconds = time.perf_counter() - start
+        seconds = spent + time.perf_counter() - start
         means = (sums.sum(0) / n).tolist()
         record = {f"train_{name}": value for name, value in zip(TERMS, means, strict=True)}
         record.update(lr=lr, beta=beta, train_time_s=seconds, examples_per_s=n / seconds)
@@ -189,7 +264,8 @@ class Trainer:
         where = f"; the last good checkpoint is in {self.run_dir}" if self.run_dir else ""
         raise TrainingDiverged(
             f"training diverged: the {'/'.join(bad) or 'ELBO'} term became {value} at epoch "
-            f"{self.epoch + 1}, step {step + 1}{where}; lower --lr or add --warmup-epochs"
+            f"{self.epoch + 1}, step {step + 1}{where}; lower --lr, add --warmup-epochs or use "
+            "--on-nan rollback"
         )
 
     def _evaluate(self) -> dict[str, float]:
@@ -200,22 +276,69 @@ class Trainer:
         record["test_elbo_stderr"] = summary["elbo"].stderr
         return record
 
+    def _rollback(self, good: dict[str, Any], error: TrainingDiverged) -> None:
+        """Return to the last good epoch end with half the learning rate, or give up."""
+        if self.config.on_nan != "rollback" or self.rollbacks >= MAX_ROLLBACKS:
+            raise error
+        self.rollbacks += 1
+        self.model.load_state_dict(good["model"])
+        self.optimizer.load_state_dict(good["optimizer"])
+        state, tensors = good["state"], good["tensors"]
+        self.epoch, self.global_step = state["epoch"], state["global_step"]
+        self.elapsed_s = state["elapsed_s"]
+        self.lr_scale = state["lr_scale"] / 2
+        torch.set_rng_state(tensors["rng.torch"])
+        self.data_generator.set_state(tensors["rng.data"])
+        self.partial = None
+        tqdm.write(
+            f"vaekit: {error}; rolled back to epoch {self.epoch} with learning rate "
+            f"x{self.lr_scale:g} ({self.rollbacks}/{MAX_ROLLBACKS})"
+        )
+
+    def _good_state(self) -> dict[str, Any]:
+        snapshot = self._snapshot()
+        snapshot["model"] = copy.deepcopy(self.model.state_dict())
+        snapshot["optimizer"] = copy.deepcopy(self.optimizer.state_dict())
+        return snapshot
+
     def run(self) -> list[dict[str, Any]]:
-        """Train until ``config.epochs``; return the per-epoch metrics."""
+        """Train until ``config.epochs``; return the per-epoch metrics.
+
+        Ctrl-C (SIGINT) finishes the current step, writes a checkpoint that records the
+        position inside the epoch, and raises KeyboardInterrupt: ``resume`` then continues
+        exactly where it stopped. A second Ctrl-C stops at once (the last checkpoint stays).
+        """
+        with _stop_on_sigint(self):
+            try:
+                return self._run()
+            except Interrupted as stop:
+                if self.run_dir is not None:
+                    self._checkpoint(stop.state)
+                raise KeyboardInterrupt from None
+
+    def _run(self) -> list[dict[str, Any]]:
         config = self.config
         steps = math.ceil(len(self.data.train_x) / config.batch_size)
         log_every = max(1, config.epochs // 10)
         last_figures = time.perf_counter()
+        good = self._good_state() if config.on_nan == "rollback" else None
         with tqdm(
             total=config.epochs * steps,
-            initial=self.epoch * steps,
+            initial=self.epoch * steps + (self.partial.step if self.partial else 0),
             disable=not self.progress or None,
             unit="batch",
             dynamic_ncols=True,
             leave=False,
         ) as bar:
             while self.epoch < config.epochs:
-                record = self._train_epoch(bar)
+                try:
+                    record = self._train_epoch(bar)
+                except TrainingDiverged as error:
+                    assert good is not None or config.on_nan == "stop"
+                    self._rollback(good, error)  # type: ignore[arg-type]
+                    bar.reset(total=config.epochs * steps)
+                    bar.update(self.epoch * steps)
+                    continue
                 record.update(self._evaluate())
                 self.epoch += 1
                 self.elapsed_s += record["train_time_s"]
@@ -223,6 +346,8 @@ class Trainer:
                 self.history.append(record)
                 if self.progress and (self.epoch % log_every == 0 or self.epoch == config.epochs):
                     bar.write(format_record(record))
+                if good is not None:
+                    good = self._good_state()
                 if self.run_dir is not None:
                     self._write_metrics()
                     if self.epoch % config.checkpoint_every == 0 or self.epoch == config.epochs:
@@ -234,6 +359,45 @@ class Trainer:
             self._figures()
         self.model.eval()
         return self.history
+
+
+@dataclass
+class EpochState:
+    """Where a run stopped inside an epoch: the epoch's order of examples, the per-step term
+    sums so far, the next step, and the training seconds spent in the epoch."""
+
+    order: torch.Tensor
+    sums: torch.Tensor
+    step: int
+    seconds: float
+
+
+class Interrupted(Exception):
+    """Raised at a step boundary after Ctrl-C, carrying the position inside the epoch."""
+
+    def __init__(self, state: EpochState) -> None:
+        super().__init__("interrupted")
+        self.state = state
+
+
+@contextlib.contextmanager
+def _stop_on_sigint(trainer: Trainer) -> Iterator[None]:
+    """While training, the first SIGINT asks the loop to stop at the next step boundary; a
+    second one interrupts at once. (Only the main thread can own signal handlers.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request_stop(signum: int, frame: object) -> None:
+        if trainer.stop_requested:
+            raise KeyboardInterrupt
+        trainer.stop_requested = True
+
+    previous = signal.signal(signal.SIGINT, request_stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def format_record(record: dict[str, Any]) -> str:

@@ -1,0 +1,309 @@
+"""Never lose work, never trust a file: kills, Ctrl-C, full disks, NaNs, malicious files,
+fuzzed data files."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import gzip
+import json
+import math
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from safetensors.torch import load_file, save_file
+
+import vaekit
+from vaekit.cli import main
+from vaekit.data import read_idx
+from vaekit.errors import CheckpointError, DataError, TrainingDiverged
+from vaekit.training import io
+from vaekit.training.checkpoint import CHECKPOINT, CONFIG, WEIGHTS
+
+TRAIN = [
+    "train",
+    "--hidden",
+    "32",
+    "--latent-dim",
+    "4",
+    "--batch-size",
+    "16",
+    "--epochs",
+    "4",
+    "--no-progress",
+]
+
+
+@pytest.fixture(scope="module")
+def array_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Binary vectors, large enough that an epoch takes a noticeable fraction of a second."""
+    path = tmp_path_factory.mktemp("data") / "binary.npy"
+    rng = np.random.default_rng(0)
+    np.save(path, (rng.random((12_000, 64)) < 0.3).astype(np.float32))
+    return path
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory, array_data: Path) -> Path:
+    run = tmp_path_factory.mktemp("runs") / "whole"
+    assert main([*TRAIN, "--dataset", str(array_data), "--run-dir", str(run)]) == 0
+    return run
+
+
+def _same_run(a: Path, b: Path) -> None:
+    weights_a, weights_b = load_file(a / WEIGHTS), load_file(b / WEIGHTS)
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+
+    def deterministic(run: Path) -> list[dict]:
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        drop = ("train_time_s", "examples_per_s", "elapsed_s")
+        return [{k: v for k, v in row.items() if k not in drop} for row in rows]
+
+    assert deterministic(a) == deterministic(b)
+
+
+def _start(array_data: Path, run: Path) -> subprocess.Popen:
+    argv = [*TRAIN, "--dataset", str(array_data), "--run-dir", str(run)]
+    return subprocess.Popen(
+        [sys.executable, "-m", "vaekit", *argv],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def _wait_for_epochs(run: Path, n: int, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        metrics = run / "metrics.jsonl"
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= n:
+            return
+        time.sleep(0.01)
+    raise AssertionError("training did not reach the expected epoch")
+
+
+def test_kill_9_then_resume_ends_as_the_uninterrupted_run(
+    tmp_path: Path, array_data: Path, uninterrupted: Path
+) -> None:
+    run = tmp_path / "killed"
+    process = _start(array_data, run)
+    _wait_for_epochs(run, 1, process)
+    time.sleep(0.05)  # somewhere inside epoch 2 (or its checkpoint)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    vaekit.load(run)  # the last checkpoint is usable as it is
+    (run / ".lock").write_text("999999999")  # the killed process left its lock: a dead pid
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    _same_run(run, uninterrupted)
+
+
+def test_ctrl_c_saves_mid_epoch_and_resume_is_exact(
+    tmp_path: Path, array_data: Path, uninterrupted: Path
+) -> None:
+    run = tmp_path / "interrupted"
+    process = _start(array_data, run)
+    _wait_for_epochs(run, 1, process)
+    time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert not (run / ".lock").exists()
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    _same_run(run, uninterrupted)
+
+
+class _FullDisk:
+    """A file whose writes stop half way with ENOSPC, like a full disk."""
+
+    def __init__(self, file) -> None:
+        self.file = file
+
+    def __enter__(self) -> _FullDisk:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()
+
+    def write(self, data: bytes) -> int:
+        self.file.write(data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __getattr__(self, name: str):
+        return getattr(self.file, name)
+
+
+def test_full_disk_during_checkpoint_keeps_the_previous_one(
+    tmp_path: Path, digits: vaekit.Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_fdopen = os.fdopen
+    writes = {"n": 0}
+
+    def fdopen(fd: int, mode: str = "r", *args: object, **kwargs: object):
+        file = real_fdopen(fd, mode, *args, **kwargs)
+        if mode == "wb":  # atomic writes (the lock file is opened in text mode)
+            writes["n"] += 1
+            if writes["n"] > 4:  # config + epoch 1 (metrics, checkpoint, weights) succeed
+                return _FullDisk(file)
+        return file
+
+    monkeypatch.setattr(io.os, "fdopen", fdopen)
+    torch.manual_seed(0)
+    model = vaekit.VAE(digits.shape, 4, hidden=[16])
+    with pytest.raises(CheckpointError, match="No space left on device"):
+        vaekit.fit(model, digits, run_dir=tmp_path / "run", epochs=3, progress=False)
+    monkeypatch.undo()
+    assert vaekit.load(tmp_path / "run") is not None
+    state = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert state["epoch"] == 1
+    assert not [p for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
+    _model_again, history = vaekit.resume(tmp_path / "run", progress=False)
+    assert history[-1]["epoch"] == 3
+
+
+def test_nan_rollback_lowers_the_learning_rate(digits: vaekit.Dataset) -> None:
+    torch.manual_seed(0)
+    model = vaekit.VAE(digits.shape, 4, hidden=[16])
+    calls = {"n": 0}
+    poisoned_call = 2 * math.ceil(len(digits.train_x) / 128) + 3
+
+    def poison(module, inputs, output):
+        calls["n"] += 1
+        return output * math.nan if calls["n"] == poisoned_call else output
+
+    model.decoder.register_forward_hook(poison)
+    history = vaekit.fit(model, digits, epochs=4, on_nan="rollback", progress=False)
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4]
+    assert history[1]["lr"] == 1e-3 and history[2]["lr"] == pytest.approx(5e-4)
+    with pytest.raises(TrainingDiverged):
+        calls["n"] = 0
+        vaekit.fit(model, digits, epochs=4, progress=False)
+
+
+class _Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_malicious_checkpoints_are_refused_without_running_code(
+    tmp_path: Path, trained_run: Path
+) -> None:
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    (evil / CONFIG).write_text((trained_run / CONFIG).read_text())
+    torch.save({"x": _Payload(marker)}, evil / WEIGHTS)  # a torch.save zip holding a pickle
+    (evil / CHECKPOINT).write_bytes(pickle.dumps(_Payload(marker)))
+    with pytest.raises(CheckpointError, match="not a readable safetensors"):
+        vaekit.load(evil)
+    with pytest.raises(CheckpointError):
+        vaekit.resume(evil, progress=False)
+    assert not marker.exists()
+
+
+def test_newer_format_and_mismatched_checkpoints(tmp_path: Path, trained_run: Path) -> None:
+    tensors = load_file(trained_run / WEIGHTS)
+    save_file(tensors, tmp_path / "new.safetensors", {"vaekit_format": "99", "model": "{}"})
+    with pytest.raises(CheckpointError, match="newer vaekit"):
+        vaekit.load(tmp_path / "new.safetensors")
+    config = json.loads((trained_run / CONFIG).read_text())
+    config["vaekit_format"] = 99
+    newer = tmp_path / "newer"
+    newer.mkdir()
+    (newer / CONFIG).write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="newer vaekit"):
+        vaekit.load(newer)
+    tensors.pop(next(iter(tensors)))
+    save_file(
+        tensors,
+        tmp_path / "missing.safetensors",
+        {"vaekit_format": "1", "model": json.dumps(config["model"])},
+    )
+    with pytest.raises(CheckpointError, match="do not match"):
+        vaekit.load(tmp_path / "missing.safetensors")
+
+
+def test_debug_shows_the_traceback() -> None:
+    with pytest.raises(vaekit.VaekitError):
+        main(["--debug", "train", "--latent-dim", "0"])
+
+
+FUZZ = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@FUZZ
+@given(st.binary(max_size=300), st.booleans())
+def test_fuzz_idx_reader(tmp_path: Path, content: bytes, compress: bool) -> None:
+    path = tmp_path / "fuzz.idx"
+    path.write_bytes(gzip.compress(content) if compress else content)
+    with contextlib.suppress(DataError):
+        read_idx(path)
+
+
+@FUZZ
+@given(st.lists(st.integers(0, 5), min_size=1, max_size=4), st.integers(0, 200))
+def test_fuzz_idx_headers_with_short_payloads(tmp_path: Path, dims: list[int], cut: int) -> None:
+    header = bytes([0, 0, 0x08, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims)
+    payload = bytes(math.prod(dims))
+    path = tmp_path / "fuzz.idx"
+    path.write_bytes((header + payload)[: len(header) + max(0, len(payload) - cut)])
+    if cut == 0 or not payload:
+        assert read_idx(path).shape == tuple(dims)
+    else:
+        with pytest.raises(DataError):
+            read_idx(path)
+
+
+@FUZZ
+@given(st.binary(max_size=400), st.sampled_from(["npy", "npz", "png"]), st.integers(0, 400))
+def test_fuzz_array_and_image_files(tmp_path: Path, noise: bytes, kind: str, cut: int) -> None:
+    """Random bytes, and valid files cut short or with bytes overwritten: clean errors only."""
+    folder = tmp_path / "fuzz"
+    folder.mkdir(exist_ok=True)
+    for old in folder.iterdir():
+        old.unlink()
+    if kind == "npy":
+        path = folder / "a.npy"
+        np.save(path, np.zeros((6, 3), np.float32))
+    elif kind == "npz":
+        path = folder / "a.npz"
+        np.savez(path, x=np.zeros((6, 3), np.float32))
+    else:
+        path = folder / "a.png"
+        from PIL import Image
+
+        Image.new("L", (4, 4)).save(path)
+    valid = path.read_bytes()
+    broken = valid[: max(1, len(valid) - cut)] if cut % 2 else noise + valid[len(noise) :]
+    path.write_bytes(broken)
+    with contextlib.suppress(DataError):
+        vaekit.load_dataset(str(folder if kind == "png" else path))
+
+
+def test_npy_header_declaring_huge_array_is_refused_before_allocating(tmp_path: Path) -> None:
+    path = tmp_path / "huge.npy"
+    np.save(path, np.zeros((2, 2), np.float32))
+    raw = path.read_bytes().replace(b"(2, 2)", b"(10**12, 2)".replace(b"10**12", b"999999999999"))
+    path.write_bytes(raw)
+    with pytest.raises(DataError):
+        vaekit.load_dataset(str(path))
+    with zipfile.ZipFile(tmp_path / "bomb.npz", "w") as archive:
+        archive.writestr("x.npy", raw)
+    with pytest.raises(DataError):
+        vaekit.load_dataset(str(tmp_path / "bomb.npz"))
