@@ -1,0 +1,182 @@
+"""Training throughput: vaekit's loop against a pytorch/examples-style loop and a bare loop.
+
+- vaekit: ``Trainer`` as ``vaekit train`` runs it (progress bar, per-epoch held-out ELBO on the
+  10,000 test images, metrics.jsonl, checkpoint each epoch), timed wall-clock end to end.
+- peer: the design of pytorch/examples' vae: a per-sample Dataset that converts each image
+  (uint8 -> PIL -> float tensor, as torchvision's MNIST + ToTensor do) and a DataLoader, the
+  same networks, batch and Adam.
+- bare: tensors in memory, random batch indexing, Bernoulli draw of the batch, forward,
+  backward and fused Adam; nothing else.
+
+Medians of several runs, alternating the three loops. Prints examples/s, the ratios, and the
+achieved GFLOP/s against a measured matmul peak.
+
+    python benchmarks/train_throughput.py            # both architectures, batch 20/128/512
+    python benchmarks/train_throughput.py --quick    # 784-400-20, batch 128, < 1 minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+import itertools
+
+from common import matmul_peak, mnist_or_synthetic, vae_flops
+
+import vaekit
+from vaekit.config import TrainConfig
+from vaekit.training.trainer import Trainer
+
+ARCHITECTURES = {
+    "784-400-20 relu": ([400], 20, "relu"),
+    "784-200-200-50 tanh": ([200, 200], 50, "tanh"),
+}
+
+
+class PeerVAE(nn.Module):
+    """pytorch/examples' VAE, generalised to several hidden layers."""
+
+    def __init__(self, hidden: list[int], latent: int, activation: str) -> None:
+        super().__init__()
+        act = nn.ReLU if activation == "relu" else nn.Tanh
+        sizes = [784, *hidden]
+        self.encoder = nn.Sequential(
+            *[m for a, b in itertools.pairwise(sizes) for m in (nn.Linear(a, b), act())]
+        )
+        self.mu, self.logvar = nn.Linear(sizes[-1], latent), nn.Linear(sizes[-1], latent)
+        back = [latent, *reversed(hidden)]
+        self.decoder = nn.Sequential(
+            *[m for a, b in itertools.pairwise(back) for m in (nn.Linear(a, b), act())],
+            nn.Linear(back[-1], 784),
+        )
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.encoder(x)
+        mu, logvar = self.mu(h), self.logvar(h)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        bce = F.binary_cross_entropy_with_logits(self.decoder(z), x, reduction="sum")
+        kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+        return bce + kld
+
+
+class PerSampleMNIST(torch.utils.data.Dataset):
+    """One example at a time through PIL and a float conversion, like torchvision's MNIST."""
+
+    def __init__(self, images: np.ndarray) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        from PIL import Image
+
+        image = Image.fromarray(self.images[index], mode="L")
+        return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).reshape(784)
+
+
+def peer_rate(data: vaekit.Dataset, hidden, latent, activation, batch: int) -> float:
+    torch.manual_seed(0)
+    model = PeerVAE(hidden, latent, activation)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    images = (data.train_x.reshape(-1, 28, 28) * 255).round().to(torch.uint8).numpy()
+    loader = torch.utils.data.DataLoader(PerSampleMNIST(images), batch_size=batch, shuffle=True)
+    start = time.perf_counter()
+    for x in loader:
+        optimizer.zero_grad()
+        loss = model.loss(x)
+        loss.backward()
+        optimizer.step()
+    return len(images) / (time.perf_counter() - start)
+
+
+def bare_rate(data: vaekit.Dataset, hidden, latent, activation, batch: int) -> float:
+    torch.manual_seed(0)
+    model = PeerVAE(hidden, latent, activation)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    x_all = data.train_x.reshape(-1, 784)
+    n = len(x_all)
+    start = time.perf_counter()
+    order = torch.randperm(n)
+    for i in range(0, n, batch):
+        x = torch.bernoulli(x_all[order[i : i + batch]])
+        optimizer.zero_grad(set_to_none=True)
+        loss = model.loss(x) / len(x)
+        loss.backward()
+        optimizer.step()
+    return n / (time.perf_counter() - start)
+
+
+def vaekit_rates(
+    data: vaekit.Dataset, hidden, latent, activation, batch: int
+) -> tuple[float, float]:
+    """(end-to-end ex/s including the held-out ELBO and checkpoint, the loop's own ex/s)."""
+    torch.manual_seed(0)
+    model = vaekit.VAE((1, 28, 28), latent, hidden=hidden, activation=activation)
+    with tempfile.TemporaryDirectory() as run_dir:
+        trainer = Trainer(model, data, TrainConfig(epochs=1, batch_size=batch), Path(run_dir))
+        start = time.perf_counter()
+        history = trainer.run()
+        return len(data.train_x) / (time.perf_counter() - start), history[-1]["examples_per_s"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--examples", type=int, help="training examples per run")
+    parser.add_argument("--repeats", type=int)
+    args = parser.parse_args()
+    quick = args.quick
+    examples = args.examples or (10_000 if quick else 20_000)
+    repeats = args.repeats or (2 if quick else 3)
+    data = mnist_or_synthetic(examples)
+    peak = matmul_peak()
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {data.name}, "
+        f"{examples} training examples per run, median of {repeats}; matmul peak {peak:.0f} "
+        "GFLOP/s"
+    )
+    print(
+        "| architecture | batch | vaekit ex/s (loop only) | peer ex/s | bare ex/s | vaekit/peer "
+        "| vaekit/bare (loop only) | vaekit GFLOP/s (% of peak) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    configs = (
+        [("784-400-20 relu", 128)]
+        if quick
+        else [(name, batch) for name in ARCHITECTURES for batch in (20, 128, 512)]
+    )
+    for name, batch in configs:
+        hidden, latent, activation = ARCHITECTURES[name]
+        rates: dict[str, list[float]] = {"vaekit": [], "loop": [], "peer": [], "bare": []}
+        for _ in range(repeats):
+            whole, loop = vaekit_rates(data, hidden, latent, activation, batch)
+            rates["vaekit"].append(whole)
+            rates["loop"].append(loop)
+            rates["peer"].append(peer_rate(data, hidden, latent, activation, batch))
+            rates["bare"].append(bare_rate(data, hidden, latent, activation, batch))
+        ours, loop, peer, bare = (
+            statistics.median(rates[k]) for k in ("vaekit", "loop", "peer", "bare")
+        )
+        gflops = loop * vae_flops(hidden, latent) / 1e9
+        print(
+            f"| {name} | {batch} | {ours:,.0f} ({loop:,.0f}) | {peer:,.0f} | {bare:,.0f} | "
+            f"{ours / peer:.2f} | {ours / bare:.2f} ({loop / bare:.2f}) | "
+            f"{gflops:.0f} ({100 * gflops / peak:.0f}%) |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
