@@ -37,8 +37,10 @@ from vaekit.model.vae import VAE
 from vaekit.recipes import available as available_recipes
 from vaekit.recipes import load_recipe
 from vaekit.training.checkpoint import load, read_config
+from vaekit.training.io import atomic_write_bytes
 from vaekit.training.trainer import fit, resume
 from vaekit.visuals.grids import save_examples, save_reconstructions
+from vaekit.visuals.report import PLOTS
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -137,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--lr-schedule", choices=LR_SCHEDULES)
     run.add_argument(
+        "--tensorboard",
+        action=argparse.BooleanOptionalAction,
+        help="also write TensorBoard event files into RUN/tensorboard",
+    )
+    run.add_argument(
         "--on-nan",
         choices=ON_NAN,
         help="stop (default), or roll back to the last epoch with half the lr",
@@ -223,6 +230,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     identity.add_argument("--seed", type=int, default=0)
     identity.set_defaults(handler=cmd_identity)
+
+    report = commands.add_parser("report", help="write RUN/report.html, a self-contained page")
+    report.add_argument("run", help="run directory")
+    report.add_argument(
+        "-k", type=int, default=1000, help="K of the evaluation, when the run has none yet"
+    )
+    report.add_argument(
+        "--limit", type=int, default=2000, help="test examples of that evaluation (0: all)"
+    )
+    report.add_argument("--data-dir", help="where the run's MNIST-style files are now")
+    report.set_defaults(handler=cmd_report)
+
+    plot = commands.add_parser("plot", help="one of the report's figures as a PNG")
+    plot.add_argument("run", help="run directory")
+    plot.add_argument("--what", choices=PLOTS, required=True)
+    plot.add_argument("-o", "--output", help="PNG path (default: RUN/<what>.png)")
+    plot.add_argument("--data-dir", help="where the run's MNIST-style files are now")
+    plot.set_defaults(handler=cmd_plot)
     return parser
 
 
@@ -415,6 +440,33 @@ def cmd_identity(args: argparse.Namespace) -> int:
     model = fit_linear_gaussian(data, args.latent_dim, args.epochs, args.seed)
     print(f"{name}: {len(data.test_x)} held-out examples")
     print(identity_check(model, data.test_x, tuple(args.k), args.seed).table())
+    return 0
+
+
+def _run_dir(path: str) -> Path:
+    run = Path(path)
+    if not (run / "config.json").is_file():
+        raise ConfigError(f"{run} is not a run directory (no config.json)")
+    return run
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from vaekit.visuals.report import build_report
+
+    if args.k <= 0 or args.limit < 0:
+        raise ConfigError("-k must be positive and --limit non-negative")
+    path = build_report(_run_dir(args.run), args.k, args.limit or None, args.data_dir)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from vaekit.visuals.report import plot
+
+    run = _run_dir(args.run)
+    out = _check_output(args.output or str(run / f"{args.what}.png"), (".png",))
+    atomic_write_bytes(out, plot(run, args.what, args.data_dir))
+    print(f"wrote {out}")
     return 0
 
 

@@ -137,6 +137,7 @@ class TrainConfig:
     eval_batch_size: int = 1000
     checkpoint_every: int = 1
     on_nan: str = "stop"
+    tensorboard: bool = False
     recipe: str | None = None
 
     def __post_init__(self) -> None:

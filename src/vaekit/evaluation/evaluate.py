@@ -56,6 +56,7 @@ class Evaluation:
     bits_per_dim: float | None
     k_sweep: list[dict[str, Any]]
     kl_per_dim: list[float]
+    active: list[bool]
     active_units: int
     mutual_information: float
     marginal_kl: float
@@ -66,7 +67,10 @@ class Evaluation:
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out.pop("per_example")
+        out["per_example"] = {
+            name: [round(v, 4) for v in self.per_example[name].tolist()]
+            for name in ("elbo", "log_px")
+        }
         for name in ("elbo", "reconstruction", "rate", "log_px", "gap"):
             out[name] = asdict(getattr(self, name))
         out["units"] = "nats per example, summed over dimensions"
@@ -188,7 +192,8 @@ def evaluate(
     per["gap"] = per["log_px"] - per["elbo"]
     loc, scale = per.pop("loc"), per.pop("scale")
     kl_dims = kl_per_dimension(loc, scale)
-    active = int(active_units(loc).sum())
+    active_mask = active_units(loc)
+    active = int(active_mask.sum())
     marginal_kl = aggregate_posterior_kl(loc, scale, generator)
     mean_rate = float(per["rate"].mean())
     data_dim = math.prod(x.shape[1:])
@@ -217,6 +222,7 @@ def evaluate(
             for size, parts in sorted(sweep.items())
         ],
         kl_per_dim=kl_dims.tolist(),
+        active=active_mask.tolist(),
         active_units=active,
         mutual_information=mean_rate - marginal_kl,
         marginal_kl=marginal_kl,

@@ -107,6 +107,16 @@ class Trainer:
         self.rollbacks = 0
         self.partial: EpochState | None = None
         self.stop_requested = False
+        self.writer: Any = None
+        if self.config.tensorboard:
+            if run_dir is None:
+                raise ConfigError("--tensorboard writes into the run directory: give one")
+            try:
+                import tensorboard  # noqa: F401
+            except ImportError:
+                raise ConfigError(
+                    "--tensorboard needs the tensorboard package: pip install tensorboard"
+                ) from None
         if self.config.output_bias:
             set_output_bias(model.decoder, data.train_x)
         torch.manual_seed(self.config.seed)
@@ -348,6 +358,8 @@ class Trainer:
                     bar.write(format_record(record))
                 if good is not None:
                     good = self._good_state()
+                if config.tensorboard:
+                    self._tensorboard(record)
                 if self.run_dir is not None:
                     self._write_metrics()
                     if self.epoch % config.checkpoint_every == 0 or self.epoch == config.epochs:
@@ -359,6 +371,20 @@ class Trainer:
             self._figures()
         self.model.eval()
         return self.history
+
+    def _tensorboard(self, record: dict[str, Any]) -> None:
+        """Scalars of this epoch's record and a grid of samples, for TensorBoard."""
+        if self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter  # checked in __init__
+
+            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+        for key, value in record.items():
+            if key != "epoch":
+                self.writer.add_scalar(key, value, record["epoch"])
+        samples = self.model.sample(16, generator=torch.Generator().manual_seed(0))
+        if samples.dim() == 4:
+            self.writer.add_images("samples", samples.clamp(0, 1), record["epoch"])
+        self.writer.flush()
 
 
 @dataclass

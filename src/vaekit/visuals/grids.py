@@ -1,4 +1,4 @@
-"""Grids of examples written as PNG (images with Pillow, vectors as a matplotlib heat map)."""
+"""Grids of examples as PNG (images with Pillow, vectors as a matplotlib heat map)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,11 @@ import io
 import math
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import torch
+
+matplotlib.use("Agg")  # files only, never a window
 
 from vaekit.training.io import atomic_write_bytes
 
@@ -40,18 +43,13 @@ def _png_bytes(array: np.ndarray, scale: int) -> bytes:
     return buffer.getvalue()
 
 
-def save_examples(x: torch.Tensor, path: str | Path, ncol: int = 8, title: str = "") -> None:
-    """Save examples ``(N, *shape)``: images as a tiled PNG grid, vectors ``(N, D)`` as a heat
-    map with one row per example. Written atomically."""
-    path = Path(path)
+def examples_png(x: torch.Tensor, ncol: int = 8, title: str = "") -> bytes:
+    """PNG of examples ``(N, *shape)``: images as a tiled grid, vectors ``(N, D)`` as a heat
+    map with one row per example."""
     if x.dim() == 4:
         grid = image_grid(x, ncol)
         scale = max(1, 512 // max(grid.shape[:2]))
-        atomic_write_bytes(path, _png_bytes(grid, scale))
-        return
-    import matplotlib
-
-    matplotlib.use("Agg")
+        return _png_bytes(grid, scale)
     import matplotlib.pyplot as plt
 
     values = x.detach().float().cpu().reshape(len(x), -1).numpy()
@@ -61,10 +59,43 @@ def save_examples(x: torch.Tensor, path: str | Path, ncol: int = 8, title: str =
     ax.set_ylabel("example")
     ax.set_title(title)
     fig.colorbar(shown, ax=ax)
+    return figure_png(fig)
+
+
+def figure_png(fig: object) -> bytes:
+    """Render a matplotlib figure to PNG bytes and close it."""
+    import matplotlib.pyplot as plt
+
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")  # type: ignore[attr-defined]
+    plt.close(fig)  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+def save_examples(x: torch.Tensor, path: str | Path, ncol: int = 8, title: str = "") -> None:
+    """Save :func:`examples_png` of ``x`` atomically."""
+    atomic_write_bytes(path, examples_png(x, ncol, title))
+
+
+def samples_png(
+    model: torch.nn.Module,
+    n: int = 64,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> bytes:
+    """The means of p(x|z) for ``n`` draws z ~ N(0, T² I)."""
+    return examples_png(
+        model.sample(n, temperature, generator=generator), title=f"samples (T={temperature})"
+    )
+
+
+def reconstructions_png(model: torch.nn.Module, x: torch.Tensor, ncol: int = 8) -> bytes:
+    """Inputs and their reconstructions E[x | z = E_q[z|x]] on alternating rows."""
+    recon = model.reconstruct(x)
+    rows = []
+    for start in range(0, len(x), ncol):
+        rows += [x[start : start + ncol], recon[start : start + ncol]]
+    return examples_png(torch.cat(rows), ncol, title="inputs (odd rows) and reconstructions")
 
 
 def save_samples(
@@ -74,18 +105,10 @@ def save_samples(
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
 ) -> None:
-    """Save the means of p(x|z) for ``n`` draws z ~ N(0, T² I)."""
-    save_examples(
-        model.sample(n, temperature, generator=generator), path, title=f"samples (T={temperature})"
-    )
+    atomic_write_bytes(path, samples_png(model, n, temperature, generator))
 
 
 def save_reconstructions(
     model: torch.nn.Module, x: torch.Tensor, path: str | Path, ncol: int = 8
 ) -> None:
-    """Save inputs and their reconstructions E[x | z = E_q[z|x]] on alternating rows."""
-    recon = model.reconstruct(x)
-    rows = []
-    for start in range(0, len(x), ncol):
-        rows += [x[start : start + ncol], recon[start : start + ncol]]
-    save_examples(torch.cat(rows), path, ncol, title="inputs (odd rows) and reconstructions")
+    atomic_write_bytes(path, reconstructions_png(model, x, ncol))

@@ -1,0 +1,141 @@
+"""Matplotlib figures of a run: training curves, the identity, KL per dimension, the latent
+space, interpolations and traversals. Each function returns PNG bytes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from vaekit.visuals.grids import examples_png, figure_png
+
+
+def curves_png(history: list[dict[str, Any]]) -> bytes:
+    """Per-epoch train and held-out ELBO, reconstruction, KL, and the learning rate."""
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.5))
+    panels = (
+        ("elbo", "ELBO"),
+        ("reconstruction", "reconstruction E_q log p(x|z)"),
+        ("rate", "KL(q(z|x) || p(z))"),
+    )
+    for ax, (key, title) in zip(axes, panels, strict=False):
+        ax.plot(epochs, [r[f"train_{key}"] for r in history], label="train")
+        ax.plot(epochs, [r[f"test_{key}"] for r in history], label="held-out")
+        ax.set_title(f"{title} (nats)")
+        ax.set_xlabel("epoch")
+        ax.legend()
+    axes[3].plot(epochs, [r["lr"] for r in history])
+    axes[3].set_yscale("log")
+    axes[3].set_title("learning rate")
+    axes[3].set_xlabel("epoch")
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def identity_png(evaluation: dict[str, Any]) -> bytes:
+    """log p̂(x) = ELBO + gap and ELBO = reconstruction − rate, as bars (nats per example)."""
+    import matplotlib.pyplot as plt
+
+    recon, rate = evaluation["reconstruction"]["value"], evaluation["rate"]["value"]
+    elbo, gap = evaluation["elbo"]["value"], evaluation["gap"]["value"]
+    log_px = evaluation["log_px"]["value"]
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    ax.barh(["log p̂(x)"], [log_px], color="tab:green")
+    ax.barh(["ELBO + gap"], [elbo], color="tab:blue", label="ELBO")
+    ax.barh(["ELBO + gap"], [gap], left=[elbo], color="tab:orange", label="gap ≈ KL(q || p(z|x))")
+    ax.barh(["reconstruction − rate"], [recon], color="tab:purple", label="reconstruction")
+    ax.barh(["reconstruction − rate"], [-rate], left=[recon], color="tab:red", label="− rate")
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlabel(f"nats per example (K = {evaluation['k']}, {evaluation['n']} examples)")
+    ax.legend(loc="lower left", fontsize=8)
+    ax.set_title(
+        f"log p̂(x) = {log_px:.2f} = ELBO {elbo:.2f} + gap {gap:.2f}; "
+        f"ELBO = {recon:.2f} − {rate:.2f}"
+    )
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def kl_per_dimension_png(kl: list[float], threshold_active: list[bool]) -> bytes:
+    """Bars of E_x KL(q(z_d|x) || p(z_d)), active units in colour."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6, 0.25 * len(kl)), 3))
+    colours = ["tab:blue" if active else "lightgrey" for active in threshold_active]
+    ax.bar(range(len(kl)), kl, color=colours)
+    ax.set_xlabel("latent dimension (grey: inactive, Cov_x E_q[z_d] ≤ 0.01)")
+    ax.set_ylabel("KL (nats)")
+    ax.set_title(f"KL per dimension: {sum(threshold_active)} of {len(kl)} active")
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def latent_scatter_png(means: torch.Tensor, labels: torch.Tensor | None) -> bytes:
+    """Encoded means E_q[z|x]: the latent itself when 2-D, else its first two principal
+    components, coloured by label."""
+    import matplotlib.pyplot as plt
+    from sklearn.decomposition import PCA
+
+    values = means.detach().cpu().double().numpy()
+    if values.shape[1] == 2:
+        points, axis = values, ("z_1", "z_2")
+    elif values.shape[1] == 1:
+        points, axis = np.column_stack([values[:, 0], np.zeros(len(values))]), ("z_1", "")
+    else:
+        pca = PCA(n_components=2).fit(values)
+        points = pca.transform(values)
+        share = 100 * pca.explained_variance_ratio_
+        axis = (f"PC 1 ({share[0]:.0f}% of variance)", f"PC 2 ({share[1]:.0f}%)")
+    fig, ax = plt.subplots(figsize=(6, 5))
+    colour = None if labels is None else labels.cpu().numpy()
+    shown = ax.scatter(points[:, 0], points[:, 1], c=colour, s=4, cmap="tab10", alpha=0.7)
+    if labels is not None:
+        fig.colorbar(shown, ax=ax, label="label")
+    ax.set_xlabel(axis[0])
+    ax.set_ylabel(axis[1])
+    ax.set_title(f"encoded test data ({len(values)} examples)")
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+@torch.no_grad()
+def interpolations_png(
+    model: torch.nn.Module, x: torch.Tensor, pairs: int = 8, steps: int = 10
+) -> bytes:
+    """Decoded means along straight lines between the posterior means of pairs of examples
+    (x[0]→x[1], x[2]→x[3], ...): one row per pair."""
+    z = model.encode(x[: 2 * pairs]).mean
+    start, end = z[0::2], z[1::2]
+    t = torch.linspace(0, 1, steps).reshape(1, steps, 1)
+    path = start[:, None] * (1 - t) + end[:, None] * t
+    return examples_png(
+        model.decode(path.reshape(-1, z.shape[-1])).mean, ncol=steps, title="interpolations"
+    )
+
+
+@torch.no_grad()
+def traversals_png(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    kl: list[float],
+    dims: int = 8,
+    steps: int = 10,
+    span: float = 3.0,
+) -> bytes:
+    """From the posterior mean of ``x[0]``, vary each of the ``dims`` dimensions with the
+    largest KL over [−span, span] (one row per dimension)."""
+    order = sorted(range(len(kl)), key=lambda d: -kl[d])[:dims]
+    base = model.encode(x[:1]).mean[0]
+    values = torch.linspace(-span, span, steps)
+    rows = []
+    for d in order:
+        z = base.repeat(steps, 1)
+        z[:, d] = values
+        rows.append(z)
+    return examples_png(
+        model.decode(torch.cat(rows)).mean, ncol=steps, title=f"traversals of dimensions {order}"
+    )
