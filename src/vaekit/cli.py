@@ -21,12 +21,14 @@ import torch
 from vaekit.config import (
     ACTIVATIONS,
     BINARIZE,
+    DEVICES,
     INITS,
     LIKELIHOODS,
     LR_SCHEDULES,
     NETWORKS,
     OBJECTIVES,
     ON_NAN,
+    PRECISIONS,
     ModelConfig,
     TrainConfig,
 )
@@ -37,6 +39,7 @@ from vaekit.model.vae import VAE
 from vaekit.recipes import available as available_recipes
 from vaekit.recipes import load_recipe
 from vaekit.training.checkpoint import load, read_config
+from vaekit.training.distributed import broadcast, finish, init_from_environment, rank_and_size
 from vaekit.training.io import atomic_write_bytes
 from vaekit.training.trainer import fit, resume
 from vaekit.visuals.grids import save_examples, save_reconstructions
@@ -138,6 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="start the decoder's output bias at logit(mean training image)",
     )
     run.add_argument("--lr-schedule", choices=LR_SCHEDULES)
+    run.add_argument("--device", choices=DEVICES, help="auto (default): CUDA, else MPS, else CPU")
+    run.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="fp32 (default); bf16 or fp16 (CUDA) under torch.autocast",
+    )
+    run.add_argument(
+        "--data-on-device",
+        action=argparse.BooleanOptionalAction,
+        help="keep the whole dataset on the device (GPU)",
+    )
     run.add_argument(
         "--tensorboard",
         action=argparse.BooleanOptionalAction,
@@ -259,7 +273,17 @@ def _given(args: argparse.Namespace, config_class: type) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    progress = not args.no_progress
+    """Train (under torchrun: one rank of a DistributedDataParallel run)."""
+    distributed = init_from_environment(args.device or "auto")
+    try:
+        return _train(args, distributed)
+    finally:
+        finish()
+
+
+def _train(args: argparse.Namespace, distributed: bool) -> int:
+    rank = rank_and_size()[0]
+    progress = not args.no_progress and rank == 0
     if args.resume:
         given = {**_given(args, ModelConfig), **_given(args, TrainConfig)}
         given.pop("epochs", None)
@@ -280,7 +304,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         _, history = resume(
             args.resume, args.epochs, data=data, progress=progress, verify=not args.no_verify
         )
-        _report(Path(args.resume), history, time.perf_counter() - start)
+        if rank == 0:
+            _report(Path(args.resume), history, time.perf_counter() - start)
         return 0
     recipe = load_recipe(args.recipe) if args.recipe else None
     model_options = {**(recipe.model if recipe else {}), **_given(args, ModelConfig)}
@@ -292,7 +317,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     torch.manual_seed(config.seed)
     model = VAE(data.shape, **model_options)
     run_dir = Path(
-        args.run_dir or f"runs/{Path(config.dataset).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        broadcast(
+            args.run_dir or f"runs/{Path(config.dataset).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        )
     )
     if progress:
         summary = data.summary()
@@ -302,7 +329,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     start = time.perf_counter()
     history = fit(model, data, config, run_dir, progress=progress)
-    _report(run_dir, history, time.perf_counter() - start)
+    if rank == 0:
+        world = f" on {rank_and_size()[1]} ranks" if distributed else ""
+        _report(run_dir, history, time.perf_counter() - start, world)
     return 0
 
 
@@ -315,12 +344,12 @@ def cmd_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report(run_dir: Path, history: list[dict[str, Any]], seconds: float) -> None:
+def _report(run_dir: Path, history: list[dict[str, Any]], seconds: float, where: str = "") -> None:
     last = history[-1]
     print(
         f"held-out ELBO {last['test_elbo']:.2f} ± {last['test_elbo_stderr']:.2f} nats/example "
         f"(reconstruction {last['test_reconstruction']:.2f}, KL {last['test_rate']:.2f}) after "
-        f"{last['epoch']} epochs; {seconds:.1f} s; run: {run_dir}"
+        f"{last['epoch']} epochs; {seconds:.1f} s{where}; run: {run_dir}"
     )
 
 

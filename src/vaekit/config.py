@@ -22,6 +22,8 @@ BINARIZE = ("dynamic", "none")
 LR_SCHEDULES = ("constant", "cosine", "exponential", "burda")
 OBJECTIVES = ("elbo", "iwae")
 ON_NAN = ("stop", "rollback")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("fp32", "bf16", "fp16")
 INITS = ("default", "glorot")
 
 
@@ -115,7 +117,10 @@ class TrainConfig:
     ``output_bias``: start the decoder's output bias at logit(mean training image) (MLP,
     Bernoulli). ``on_nan``: ``stop`` at a NaN/Inf loss, or ``rollback`` to the last epoch end
     with half the learning rate (at most 3 times). The KL weight and learning rate follow
-    :mod:`vaekit.training.schedule`.
+    :mod:`vaekit.training.schedule`. ``device``: ``auto`` picks CUDA, else MPS, else CPU;
+    ``precision``: ``bf16``/``fp16`` run the forward pass under torch.autocast (fp16 with a
+    gradient scaler, CUDA only); ``data_on_device`` keeps the whole dataset on the device.
+    ``batch_size`` is the global batch under torchrun (see :mod:`vaekit.training.distributed`).
     """
 
     dataset: str = "digits"
@@ -138,6 +143,9 @@ class TrainConfig:
     checkpoint_every: int = 1
     on_nan: str = "stop"
     tensorboard: bool = False
+    device: str = "auto"
+    precision: str = "fp32"
+    data_on_device: bool = False
     recipe: str | None = None
 
     def __post_init__(self) -> None:
@@ -154,6 +162,8 @@ class TrainConfig:
         _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _choice("objective", self.objective, OBJECTIVES)
         _choice("on_nan", self.on_nan, ON_NAN)
+        _choice("device", self.device, DEVICES)
+        _choice("precision", self.precision, PRECISIONS)
         _positive_int("samples", self.samples)
         if not isinstance(self.warmup_epochs, int) or self.warmup_epochs < 0:
             raise ConfigError(f"warmup_epochs must be >= 0, got {self.warmup_epochs!r}")

@@ -41,7 +41,9 @@ def aggregate_posterior_kl(
     ``(N, D)`` (see the module docstring); O(N² D) work in blocks of ``block`` samples."""
     loc, scale = loc.double(), scale.double()
     n = len(loc)
-    z = loc + scale * torch.randn(loc.shape, generator=generator, dtype=loc.dtype)
+    z = loc + scale * torch.randn(
+        loc.shape, generator=generator, dtype=loc.dtype, device=loc.device
+    )
     components = Normal(loc, scale)
     standard = Normal(torch.zeros_like(loc[0]), torch.ones_like(loc[0]))
     total = 0.0

@@ -161,7 +161,8 @@ def evaluate(
     )
     model.eval()
     start_time = time.perf_counter()
-    generator = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    generator = torch.Generator(device).manual_seed(seed)
     chunk = chunk_size or max(1, min(k, ROWS_PER_CHUNK))
     batch = max(1, min(len(x), ROWS_PER_CHUNK // chunk))
     columns: dict[str, list[torch.Tensor]] = {
@@ -171,7 +172,7 @@ def evaluate(
     for begin in tqdm(
         range(0, len(x), batch), disable=not progress or None, unit="batch", leave=False
     ):
-        xb = x[begin : begin + batch]
+        xb = x[begin : begin + batch].to(device)
         posterior = model.encode(xb)
         log_w, log_lik = zip(
             *iter_log_weights(model, xb, k, chunk, generator=generator), strict=True
@@ -189,8 +190,9 @@ def evaluate(
             groups = log_w_all[: (k // size) * size].reshape(k // size, size, -1)
             parts.append((torch.logsumexp(groups, 1) - math.log(size)).mean(0))
     per = {name: torch.cat(parts) for name, parts in columns.items()}
-    per["gap"] = per["log_px"] - per["elbo"]
     loc, scale = per.pop("loc"), per.pop("scale")
+    per = {name: values.cpu() for name, values in per.items()}
+    per["gap"] = per["log_px"] - per["elbo"]
     kl_dims = kl_per_dimension(loc, scale)
     active_mask = active_units(loc)
     active = int(active_mask.sum())

@@ -51,14 +51,26 @@ def rate(posterior: Distribution, prior: Distribution, z: torch.Tensor) -> torch
         return (posterior.log_prob(z) - prior.log_prob(z)).mean(0)
 
 
-def elbo(model: VAE, x: torch.Tensor, n_samples: int = 1) -> ELBOTerms:
+def reparameterise(
+    posterior: Distribution, n_samples: int, noise: torch.Tensor | None = None
+) -> torch.Tensor:
+    """z = μ + σ ⊙ ε, ``(n_samples, B, D)``, with ε = ``noise`` or fresh standard normal draws."""
+    if noise is None:
+        return posterior.rsample((n_samples,))
+    return posterior.mean + posterior.stddev * noise
+
+
+def elbo(
+    model: VAE, x: torch.Tensor, n_samples: int = 1, noise: torch.Tensor | None = None
+) -> ELBOTerms:
     """ELBO(x) = E_q[log p(x|z)] − KL(q(z|x) || p(z)), with the expectation estimated by
     ``n_samples`` reparameterised draws z = μ + σ ⊙ ε (unbiased, differentiable).
 
-    ``x``: ``(B, *input_shape)``. Returns :class:`ELBOTerms` of shape ``(B,)`` each.
+    ``x``: ``(B, *input_shape)``; ``noise``: the draws ε ``(n_samples, B, D)``, if given
+    (else they come from torch's global generator). Returns :class:`ELBOTerms`, ``(B,)`` each.
     """
     posterior = model.encode(x)
-    z = posterior.rsample((n_samples,))
+    z = reparameterise(posterior, n_samples, noise)
     reconstruction = model.decode(z).log_prob(x).mean(0)
     kl = rate(posterior, model.prior(), z)
     return ELBOTerms(reconstruction - kl, reconstruction, kl)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from vaekit.objectives.elbo import ELBOTerms, log_weights, rate
+from vaekit.objectives.elbo import ELBOTerms, log_weights, rate, reparameterise
 
 if TYPE_CHECKING:
     from vaekit.model.vae import VAE
@@ -30,11 +30,14 @@ def iwae_bound(model: VAE, x: torch.Tensor, k: int) -> torch.Tensor:
     return iwae_terms(model, x, k)[0]
 
 
-def iwae_terms(model: VAE, x: torch.Tensor, k: int) -> tuple[torch.Tensor, ELBOTerms]:
-    """``(L_K(x), ELBO terms)`` from the same K reparameterised draws, each ``(B,)``: the
-    ELBO's reconstruction is the mean of log p(x|z_k), its rate the analytic KL."""
+def iwae_terms(
+    model: VAE, x: torch.Tensor, k: int, noise: torch.Tensor | None = None
+) -> tuple[torch.Tensor, ELBOTerms]:
+    """``(L_K(x), ELBO terms)`` from the same K reparameterised draws (ε = ``noise``
+    ``(K, B, D)`` if given), each ``(B,)``: the ELBO's reconstruction is the mean of
+    log p(x|z_k), its rate the analytic KL."""
     posterior = model.encode(x)
-    z = posterior.rsample((k,))
+    z = reparameterise(posterior, k, noise)
     log_w, log_likelihood = log_weights(model, x, z, posterior)
     reconstruction = log_likelihood.mean(0)
     kl = rate(posterior, model.prior(), z)

@@ -14,23 +14,31 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from vaekit.config import ModelConfig, TrainConfig
 from vaekit.data.dataset import Dataset, binarize, fixed_binarization
-from vaekit.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
+from vaekit.errors import CheckpointError, ConfigError, DataError, TrainingDiverged, VaekitError
 from vaekit.evaluation.statistics import elbo_summary, per_example_elbo
 from vaekit.model.vae import VAE
 from vaekit.nets.factory import set_output_bias
 from vaekit.objectives.elbo import elbo
 from vaekit.objectives.importance import iwae_terms
 from vaekit.training import checkpoint as ckpt
+from vaekit.training.distributed import (
+    all_reduce_sum,
+    barrier,
+    broadcast,
+    rank_and_size,
+    resolve_device,
+)
 from vaekit.training.io import atomic_write_bytes, run_lock
 from vaekit.training.schedule import kl_weight, learning_rate
 from vaekit.visuals.grids import save_reconstructions, save_samples
@@ -91,14 +99,32 @@ class Trainer:
         progress: bool = True,
     ) -> None:
         self.config = check_data(model.config, data, config)
-        self.model = model
+        self.device = resolve_device(self.config.device)
+        if self.config.precision == "fp16" and self.device.type != "cuda":
+            raise ConfigError("--precision fp16 needs CUDA; use bf16 or fp32 here")
+        self.rank, self.world = rank_and_size()
+        if self.config.batch_size < self.world:
+            raise ConfigError(f"--batch-size (global) must be at least the {self.world} ranks")
+        self.model = model.to(self.device)
         self.data = data
         self.run_dir = run_dir
-        self.progress = progress
+        self.writes = run_dir is not None and self.rank == 0
+        self.progress = progress and self.rank == 0
         self.optimizer = make_optimizer(model, self.config.lr, self.config.adam_eps)
-        self.data_generator = torch.Generator().manual_seed(self.config.seed)
+        self.data_device = self.device if self.config.data_on_device else torch.device("cpu")
+        self.train_x = data.train_x.to(self.data_device)
+        self.data_generator = torch.Generator(self.data_device).manual_seed(self.config.seed)
+        self.noise_generator = torch.Generator(self.device).manual_seed(self.config.seed + 1)
         self.dynamic = self.config.binarize == "dynamic"
-        self.test_x = fixed_binarization(data.test_x) if self.dynamic else data.test_x
+        test_x = fixed_binarization(data.test_x) if self.dynamic else data.test_x
+        self.test_x = test_x.to(self.device)
+        self.step_module: torch.nn.Module = _Objective(model, self.config)
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.step_module = DistributedDataParallel(self.step_module, device_ids=ids)
+        precision = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.config.precision)
+        self.autocast_dtype = precision
+        self.scaler = torch.amp.GradScaler("cuda") if self.config.precision == "fp16" else None
         self.epoch = 0
         self.global_step = 0
         self.elapsed_s = 0.0
@@ -131,8 +157,7 @@ class Trainer:
             self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
             self.elapsed_s = float(state["elapsed_s"])
             self.lr_scale = float(state.get("lr_scale", 1.0))
-            torch.set_rng_state(tensors["rng.torch"])
-            self.data_generator.set_state(tensors["rng.data"])
+            self._set_rng(tensors)
             if "epoch.order" in tensors:
                 self.partial = EpochState(
                     tensors["epoch.order"],
@@ -165,6 +190,11 @@ class Trainer:
         with self._writing():
             atomic_write_bytes(self.run_dir / ckpt.METRICS, text.encode())
 
+    def _set_rng(self, tensors: dict[str, torch.Tensor]) -> None:
+        torch.set_rng_state(tensors["rng.torch"])
+        self.data_generator.set_state(tensors["rng.data"])
+        self.noise_generator.set_state(tensors["rng.noise"])
+
     def _snapshot(self) -> dict[str, Any]:
         """Everything a checkpoint holds, in memory (for rollback and for writing)."""
         return {
@@ -177,6 +207,7 @@ class Trainer:
             "tensors": {
                 "rng.torch": torch.get_rng_state(),
                 "rng.data": self.data_generator.get_state(),
+                "rng.noise": self.noise_generator.get_state(),
             },
         }
 
@@ -206,7 +237,7 @@ class Trainer:
     # ---------------------------------------------------------------- training
     def _train_epoch(self, bar: tqdm) -> dict[str, float]:
         config, model, optimizer = self.config, self.model, self.optimizer
-        train_x = self.data.train_x
+        train_x = self.train_x
         n, batch = len(train_x), config.batch_size
         steps = math.ceil(n / batch)
         lr = learning_rate(config, self.epoch) * self.lr_scale
@@ -214,41 +245,60 @@ class Trainer:
             group["lr"] = lr
         model.train()
         if self.partial is None:
-            order = torch.randperm(n, generator=self.data_generator).to(train_x.device)
-            sums = torch.zeros(steps, len(TERMS), dtype=torch.float64, device=train_x.device)
+            order = torch.randperm(n, generator=self.data_generator, device=train_x.device)
+            sums = torch.zeros(steps, len(TERMS), dtype=torch.float64, device=self.device)
             first, spent = 0, 0.0
         else:
             order, sums = (
                 self.partial.order.to(train_x.device),
-                self.partial.sums.to(train_x.device),
+                self.partial.sums.to(self.device),
             )
             first, spent = self.partial.step, self.partial.seconds
             self.partial = None
-        start, reported = time.perf_counter(), first
+        start, reported, seen = time.perf_counter(), first, 0
         beta = kl_weight(config, self.global_step, steps)
+        latent = model.latent_dim
         for step in range(first, steps):
             if self.stop_requested:
                 raise Interrupted(
                     EpochState(order, sums, step, spent + time.perf_counter() - start)
                 )
+            # The global batch and its random draws are the same on every rank (shared seeds);
+            # each rank takes its share, so N ranks compute what one process would.
             x = train_x[order[step * batch : (step + 1) * batch]]
             if self.dynamic:
                 x = binarize(x, self.data_generator)
+            noise = torch.randn(
+                (config.samples, len(x), latent),
+                generator=self.noise_generator,
+                device=self.device,
+            )
+            size = len(x)
+            if self.world > 1:
+                x, noise = (
+                    x.tensor_split(self.world)[self.rank],
+                    noise.tensor_split(self.world, dim=1)[self.rank],
+                )
+            x = x.to(self.device, non_blocking=True)
             beta = kl_weight(config, self.global_step, steps)
-            if config.objective == "iwae":
-                bound, terms = iwae_terms(model, x, config.samples)
-                loss = -bound.mean()
-            else:
-                terms = elbo(model, x, config.samples)
-                loss = -terms.objective(beta).mean()
+            with torch.autocast(
+                self.device.type, self.autocast_dtype, enabled=self.autocast_dtype is not None
+            ):
+                loss, step_sums = self.step_module(x, noise, beta, size / self.world)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            sums[step] = torch.stack([t.detach().sum() for t in terms])
+            if self.scaler is None:
+                loss.backward()
+                optimizer.step()
+            else:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(optimizer)
+                self.scaler.update()
+            sums[step] = step_sums
+            seen += len(x)
             self.global_step += 1
             if (step + 1) % CHECK_EVERY == 0 or step + 1 == steps:
                 self._check_finite(sums[: step + 1])
-                means = sums[: step + 1].sum(0) / min(n, (step + 1) * batch)
+                means = sums[: step + 1].sum(0) / seen
                 bar.update(step + 1 - reported)
                 reported = step + 1
                 bar.set_postfix_str(
@@ -257,7 +307,7 @@ class Trainer:
                     refresh=False,
                 )
         seconds = spent + time.perf_counter() - start
-        means = (sums.sum(0) / n).tolist()
+        means = (all_reduce_sum(sums.sum(0)) / n).tolist()
         record = {f"train_{name}": value for name, value in zip(TERMS, means, strict=True)}
         record.update(lr=lr, beta=beta, train_time_s=seconds, examples_per_s=n / seconds)
         return record
@@ -297,8 +347,7 @@ class Trainer:
         self.epoch, self.global_step = state["epoch"], state["global_step"]
         self.elapsed_s = state["elapsed_s"]
         self.lr_scale = state["lr_scale"] / 2
-        torch.set_rng_state(tensors["rng.torch"])
-        self.data_generator.set_state(tensors["rng.data"])
+        self._set_rng(tensors)
         self.partial = None
         tqdm.write(
             f"vaekit: {error}; rolled back to epoch {self.epoch} with learning rate "
@@ -322,7 +371,7 @@ class Trainer:
             try:
                 return self._run()
             except Interrupted as stop:
-                if self.run_dir is not None:
+                if self.writes:
                     self._checkpoint(stop.state)
                 raise KeyboardInterrupt from None
 
@@ -358,16 +407,16 @@ class Trainer:
                     bar.write(format_record(record))
                 if good is not None:
                     good = self._good_state()
-                if config.tensorboard:
+                if config.tensorboard and self.writes:
                     self._tensorboard(record)
-                if self.run_dir is not None:
+                if self.writes:
                     self._write_metrics()
                     if self.epoch % config.checkpoint_every == 0 or self.epoch == config.epochs:
                         self._checkpoint()
                     if time.perf_counter() - last_figures > FIGURE_INTERVAL_S:
                         self._figures()
                         last_figures = time.perf_counter()
-        if self.run_dir is not None:
+        if self.writes:
             self._figures()
         self.model.eval()
         return self.history
@@ -385,6 +434,34 @@ class Trainer:
         if samples.dim() == 4:
             self.writer.add_images("samples", samples.clamp(0, 1), record["epoch"])
         self.writer.flush()
+
+
+class _Objective(torch.nn.Module):
+    """The training objective as a module, so that DistributedDataParallel can wrap it.
+
+    ``forward(x, noise, beta, share)`` returns ``(loss, sums)``: loss = −Σ objective / share,
+    where ``share`` is the global batch divided by the number of ranks (DDP then averages the
+    ranks' gradients into the gradient of the global-batch mean), and the detached per-term
+    sums of (ELBO, reconstruction, rate) over the local examples.
+    """
+
+    def __init__(self, model: VAE, config: TrainConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.objective = config.objective
+        self.samples = config.samples
+
+    def forward(
+        self, x: torch.Tensor, noise: torch.Tensor, beta: float, share: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.objective == "iwae":
+            bound, terms = iwae_terms(self.model, x, self.samples, noise)
+            total = bound.sum()
+        else:
+            terms = elbo(self.model, x, self.samples, noise)
+            total = terms.objective(beta).sum()
+        sums = torch.stack([t.detach().double().sum() for t in terms])
+        return -total / share, sums
 
 
 @dataclass
@@ -464,11 +541,32 @@ def fit(
     config = replace(config or TrainConfig(), **options)
     if run_dir is None:
         return Trainer(model, data, config, None, progress).run()
-    run_dir = new_run_dir(Path(run_dir))
-    with run_lock(run_dir):
+    run_dir = Path(run_dir)
+    _on_rank_zero(lambda: new_run_dir(run_dir))
+    with _lock_on_rank_zero(run_dir):
         trainer = Trainer(model, data, config, run_dir, progress)
-        ckpt.write_config(run_dir, model, trainer.config, data.summary())
-        return trainer.run()
+        if trainer.writes:
+            ckpt.write_config(run_dir, model, trainer.config, data.summary())
+        history = trainer.run()
+    barrier()
+    return history
+
+
+def _on_rank_zero(action: Callable[[], object]) -> None:
+    """Run ``action`` on rank 0; if it fails, every rank raises the same error."""
+    error = None
+    if rank_and_size()[0] == 0:
+        try:
+            action()
+        except VaekitError as err:
+            error = err
+    error = broadcast(error)
+    if error is not None:
+        raise error
+
+
+def _lock_on_rank_zero(run_dir: Path) -> contextlib.AbstractContextManager[None]:
+    return run_lock(run_dir) if rank_and_size()[0] == 0 else contextlib.nullcontext()
 
 
 def resume(
@@ -492,9 +590,12 @@ def resume(
         config = replace(config, epochs=epochs)
     if data is None:
         data = load_dataset(config.dataset, config.data_dir, config.image_size, verify)
-    with run_lock(run_dir):
+    with _lock_on_rank_zero(run_dir):
         model = VAE.from_config(model_config)
         trainer = Trainer(model, data, config, run_dir, progress)
         trainer.restore()
-        ckpt.write_config(run_dir, model, trainer.config, data.summary())
-        return model, trainer.run()
+        if trainer.writes:
+            ckpt.write_config(run_dir, model, trainer.config, data.summary())
+        history = trainer.run()
+    barrier()
+    return model, history

@@ -1,0 +1,109 @@
+"""DDP through torchrun (gloo, 2 CPU processes) against one process; devices and precision.
+
+CUDA tests run only where a GPU is present.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import vaekit
+from vaekit.cli import main
+from vaekit.errors import ConfigError
+from vaekit.training.checkpoint import WEIGHTS
+
+COMMON = ["train", "--hidden", "32", "--latent-dim", "4", "--batch-size", "32", "--no-progress"]
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("ddp") / "data.npy"
+    rng = np.random.default_rng(0)
+    np.save(path, rng.random((1000, 64)).astype(np.float32))  # grey levels: binarised per batch
+    return path
+
+
+def _torchrun(*argv: str) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "vaekit",
+        *argv,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def _assert_same_weights(a: Path, b: Path) -> None:
+    first, second = load_file(a / WEIGHTS), load_file(b / WEIGHTS)
+    for key, value in first.items():
+        # the same global batches and draws: only the order of float additions differs
+        assert torch.allclose(value, second[key], rtol=1e-4, atol=1e-5), key
+
+
+def test_two_processes_train_like_one(tmp_path: Path, data_file: Path) -> None:
+    data = ["--dataset", str(data_file), "--epochs", "2"]
+    assert main([*COMMON, *data, "--run-dir", str(tmp_path / "one")]) == 0
+    _torchrun(*COMMON, *data, "--run-dir", str(tmp_path / "two"))
+    _assert_same_weights(tmp_path / "one", tmp_path / "two")
+    one = (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()
+    two = (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
+    assert len(one) == len(two) == 2
+    # a DDP checkpoint resumes in one process, and a one-process checkpoint under torchrun
+    assert main(["train", "--resume", str(tmp_path / "two"), "--epochs", "3", "--no-progress"]) == 0
+    _torchrun("train", "--resume", str(tmp_path / "one"), "--epochs", "3", "--no-progress")
+    _assert_same_weights(tmp_path / "one", tmp_path / "two")
+
+
+def test_bf16_autocast_on_cpu_and_fp16_needs_cuda(digits: vaekit.Dataset) -> None:
+    model = vaekit.VAE(digits.shape, 4, hidden=[16])
+    history = vaekit.fit(model, digits, epochs=2, precision="bf16", device="cpu", progress=False)
+    assert np.isfinite(history[-1]["test_elbo"])
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="fp16 needs CUDA"):
+            vaekit.fit(model, digits, epochs=1, precision="fp16", progress=False)
+        with pytest.raises(ConfigError, match="no CUDA device"):
+            vaekit.fit(model, digits, epochs=1, device="cuda", progress=False)
+
+
+@cuda
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_cuda_training_with_data_on_device(
+    tmp_path: Path, digits: vaekit.Dataset, precision: str
+) -> None:
+    model = vaekit.VAE(digits.shape, 4, hidden=[64])
+    history = vaekit.fit(
+        model,
+        digits,
+        run_dir=tmp_path / precision,
+        epochs=3,
+        device="cuda",
+        data_on_device=True,
+        precision=precision,
+        progress=False,
+    )
+    assert history[-1]["test_elbo"] > history[0]["test_elbo"]
+    reloaded = vaekit.load(tmp_path / precision)  # CUDA-trained weights load on the CPU
+    assert next(reloaded.parameters()).device.type == "cpu"
+
+
+@cuda
+def test_cuda_evaluation_matches_cpu(trained_run: Path, digits: vaekit.Dataset) -> None:
+    model = vaekit.load(trained_run)
+    on_cpu = vaekit.evaluate(model, digits, k=500)
+    on_gpu = vaekit.evaluate(model.cuda(), digits, k=500)
+    stderr = (on_cpu.log_px.stderr**2 + on_gpu.log_px.stderr**2) ** 0.5
+    assert abs(on_cpu.log_px.value - on_gpu.log_px.value) < 5 * stderr
