@@ -93,15 +93,19 @@ def _wait_for_epochs(run: Path, n: int, process: subprocess.Popen) -> None:
     raise AssertionError("training did not reach the expected epoch")
 
 
+def _signal_during_epoch_2(array_data: Path, run: Path, signum: int) -> subprocess.Popen:
+    process = _start(array_data, run)
+    _wait_for_epochs(run, 1, process)
+    time.sleep(0.05)  # somewhere inside epoch 2 (or its checkpoint)
+    process.send_signal(signum)
+    return process
+
+
 def test_kill_9_then_resume_ends_as_the_uninterrupted_run(
     tmp_path: Path, array_data: Path, uninterrupted: Path
 ) -> None:
     run = tmp_path / "killed"
-    process = _start(array_data, run)
-    _wait_for_epochs(run, 1, process)
-    time.sleep(0.05)  # somewhere inside epoch 2 (or its checkpoint)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    _signal_during_epoch_2(array_data, run, signal.SIGKILL).wait()
     vaekit.load(run)  # the last checkpoint is usable as it is
     (run / ".lock").write_text("999999999")  # the killed process left its lock: a dead pid
     assert main(["train", "--resume", str(run), "--no-progress"]) == 0
@@ -112,10 +116,7 @@ def test_ctrl_c_saves_mid_epoch_and_resume_is_exact(
     tmp_path: Path, array_data: Path, uninterrupted: Path
 ) -> None:
     run = tmp_path / "interrupted"
-    process = _start(array_data, run)
-    _wait_for_epochs(run, 1, process)
-    time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
+    process = _signal_during_epoch_2(array_data, run, signal.SIGINT)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err

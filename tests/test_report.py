@@ -102,8 +102,8 @@ def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> No
     assert pixels.std() > 20  # not blank: text and figures on a white page
 
 
-def test_every_plot(trained_run: Path, tmp_path: Path) -> None:
-    for what in PLOTS:
+def test_every_plot(trained_run: Path, report: Path, tmp_path: Path) -> None:
+    for what in PLOTS:  # (the report wrote the evaluation.json that identity and kl read)
         out = tmp_path / f"{what}.png"
         assert main(["plot", str(trained_run), "--what", what, "-o", str(out)]) == 0
         with Image.open(out) as image:

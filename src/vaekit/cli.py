@@ -256,7 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--data-dir", help="where the run's MNIST-style files are now")
     report.set_defaults(handler=cmd_report)
 
-    plot = commands.add_parser("plot", help="one of the report's figures as a PNG")
+    plot = commands.add_parser(
+        "plot",
+        help="one of the report's figures as a PNG (identity "
+        "and kl need 'vaekit evaluate RUN' first)",
+    )
     plot.add_argument("run", help="run directory")
     plot.add_argument("--what", choices=PLOTS, required=True)
     plot.add_argument("-o", "--output", help="PNG path (default: RUN/<what>.png)")

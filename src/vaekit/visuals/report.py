@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from vaekit.data import load_dataset, protocol_examples
+from vaekit.errors import ConfigError
 from vaekit.evaluation.diagnostics import kl_per_dimension
 from vaekit.evaluation.evaluate import evaluate
 from vaekit.training.checkpoint import METRICS, load, read_config
@@ -178,12 +179,20 @@ def build_report(
 
 
 def plot(run_dir: str | Path, what: str, data_dir: str | None = None) -> bytes:
-    """One of the report's figures as PNG bytes (``samples``, ``recon``, ``interp``,
-    ``traverse``, ``latent``, ``curves``)."""
+    """One of the report's figures as PNG bytes (see ``PLOTS``); ``identity`` and ``kl`` need
+    the run's ``evaluation.json`` (``vaekit evaluate``)."""
     run_dir = Path(run_dir)
     if what == "curves":
         history = [json.loads(line) for line in (run_dir / METRICS).read_text().splitlines()]
         return figures.curves_png(history)
+    if what in ("identity", "kl"):
+        path = run_dir / EVALUATION
+        if not path.exists():
+            raise ConfigError(f"{run_dir} has no {EVALUATION}: run 'vaekit evaluate {run_dir}'")
+        evaluation = json.loads(path.read_text())
+        if what == "identity":
+            return figures.identity_png(evaluation)
+        return figures.kl_per_dimension_png(evaluation["kl_per_dim"], evaluation["active"])
     model = load(run_dir)
     if what == "samples":
         return samples_png(model, 64, generator=torch.Generator().manual_seed(0))
@@ -204,4 +213,4 @@ def plot(run_dir: str | Path, what: str, data_dir: str | None = None) -> bytes:
     return figures.traversals_png(model, x, kl.tolist())
 
 
-PLOTS = ("samples", "recon", "interp", "traverse", "latent", "curves")
+PLOTS = ("samples", "recon", "interp", "traverse", "latent", "curves", "identity", "kl")
