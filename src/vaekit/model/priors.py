@@ -18,4 +18,5 @@ class StandardNormalPrior(nn.Module):
         self.register_buffer("scale", torch.ones(latent_dim), persistent=False)
 
     def forward(self, temperature: float = 1.0) -> Independent:
-        return Independent(Normal(self.loc, self.scale * temperature, validate_args=False), 1)
+        scale = self.scale if temperature == 1.0 else self.scale * temperature
+        return Independent(Normal(self.loc, scale, validate_args=False), 1)

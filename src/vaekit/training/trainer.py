@@ -460,7 +460,7 @@ class _Objective(torch.nn.Module):
         else:
             terms = elbo(self.model, x, self.samples, noise)
             total = terms.objective(beta).sum()
-        sums = torch.stack([t.detach().double().sum() for t in terms])
+        sums = torch.stack(terms).detach().sum(1, dtype=torch.float64)
         return -total / share, sums
 
 
