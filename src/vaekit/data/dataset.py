@@ -46,7 +46,7 @@ class Dataset:
 
     @property
     def is_binary(self) -> bool:
-        return all(bool(((x == 0) | (x == 1)).all()) for x in (self.train_x, self.test_x))
+        return all(is_binary(x) for x in (self.train_x, self.test_x))
 
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(x, y)`` of split ``train`` or ``test``."""
@@ -67,6 +67,11 @@ class Dataset:
         }
 
 
+def is_binary(x: torch.Tensor) -> bool:
+    """Whether every value of ``x`` is 0 or 1."""
+    return bool(((x == 0) | (x == 1)).all())
+
+
 def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """A Bernoulli(intensity) draw of every value of ``x`` (values in [0, 1])."""
     return torch.bernoulli(x, generator=generator)
@@ -83,7 +88,7 @@ def protocol_examples(
     """``(x, y)`` of ``split`` as a model is evaluated on them: grey-level data under a
     Bernoulli likelihood get the standard fixed-seed binarisation; anything else is unchanged."""
     x, y = data.split(split)
-    if likelihood == "bernoulli" and not bool(((x == 0) | (x == 1)).all()):
+    if likelihood == "bernoulli" and not is_binary(x):
         x = fixed_binarization(x)
     return x, y
 

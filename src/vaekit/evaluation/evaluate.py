@@ -217,11 +217,13 @@ def evaluate(
         k_sweep=[
             {
                 "k": size,
-                "log_px": float(torch.cat(parts).mean()),
-                "stderr": Mean.of(torch.cat(parts)).stderr,
-                "gap": float(torch.cat(parts).mean() - per["elbo"].mean()),
+                "log_px": bound.value,
+                "stderr": bound.stderr,
+                "gap": bound.value - float(per["elbo"].double().mean()),
             }
-            for size, parts in sorted(sweep.items())
+            for size, bound in sorted(
+                (size, Mean.of(torch.cat(parts))) for size, parts in sweep.items()
+            )
         ],
         kl_per_dim=kl_dims.tolist(),
         active=active_mask.tolist(),

@@ -95,6 +95,14 @@ def read_config(run_dir: Path) -> tuple[ModelConfig, TrainConfig, dict[str, Any]
         raise CheckpointError(f"{path}: invalid configuration ({err})") from err
 
 
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The per-epoch records of ``metrics.jsonl`` (none if the run has no such file yet)."""
+    metrics = run_dir / METRICS
+    return (
+        [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
+    )
+
+
 def _load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], where: Path) -> None:
     try:
         model.load_state_dict(tensors, strict=True)

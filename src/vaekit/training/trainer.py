@@ -167,9 +167,7 @@ class Trainer:
                 )
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             raise CheckpointError(f"{self.run_dir}: incomplete training state ({err})") from err
-        metrics = self.run_dir / ckpt.METRICS
-        lines = metrics.read_text().splitlines() if metrics.exists() else []
-        self.history = [r for r in map(json.loads, lines) if r["epoch"] <= self.epoch]
+        self.history = [r for r in ckpt.read_metrics(self.run_dir) if r["epoch"] <= self.epoch]
         self._write_metrics()
 
     @contextlib.contextmanager

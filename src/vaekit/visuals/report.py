@@ -19,7 +19,7 @@ from vaekit.data import load_dataset, protocol_examples
 from vaekit.errors import ConfigError
 from vaekit.evaluation.diagnostics import kl_per_dimension
 from vaekit.evaluation.evaluate import evaluate
-from vaekit.training.checkpoint import METRICS, load, read_config
+from vaekit.training.checkpoint import load, read_config, read_metrics
 from vaekit.training.io import atomic_write_bytes
 from vaekit.visuals import figures
 from vaekit.visuals.grids import examples_png, reconstructions_png, samples_png
@@ -78,6 +78,15 @@ def latest_evaluation(
     return result.to_dict()
 
 
+def _test_examples(run_dir: Path, data_dir: str | None) -> tuple[torch.Tensor, Any]:
+    """The run's test split as its model is evaluated on it (``protocol_examples``)."""
+    model_config, train_config, _ = read_config(run_dir)
+    data = load_dataset(
+        train_config.dataset, data_dir or train_config.data_dir, train_config.image_size
+    )
+    return protocol_examples(data, "test", model_config.likelihood)
+
+
 def build_report(
     run_dir: str | Path, k: int = 1000, limit: int | None = 2000, data_dir: str | None = None
 ) -> Path:
@@ -85,11 +94,8 @@ def build_report(
     run_dir = Path(run_dir)
     model = load(run_dir)
     model_config, train_config, raw = read_config(run_dir)
-    data = load_dataset(
-        train_config.dataset, data_dir or train_config.data_dir, train_config.image_size
-    )
-    x, y = protocol_examples(data, "test", model_config.likelihood)
-    history = [json.loads(line) for line in (run_dir / METRICS).read_text().splitlines()]
+    x, y = _test_examples(run_dir, data_dir)
+    history = read_metrics(run_dir)
     evaluation = latest_evaluation(run_dir, model, x, k, limit)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -183,8 +189,7 @@ def plot(run_dir: str | Path, what: str, data_dir: str | None = None) -> bytes:
     the run's ``evaluation.json`` (``vaekit evaluate``)."""
     run_dir = Path(run_dir)
     if what == "curves":
-        history = [json.loads(line) for line in (run_dir / METRICS).read_text().splitlines()]
-        return figures.curves_png(history)
+        return figures.curves_png(read_metrics(run_dir))
     if what in ("identity", "kl"):
         path = run_dir / EVALUATION
         if not path.exists():
@@ -196,11 +201,7 @@ def plot(run_dir: str | Path, what: str, data_dir: str | None = None) -> bytes:
     model = load(run_dir)
     if what == "samples":
         return samples_png(model, 64, generator=torch.Generator().manual_seed(0))
-    model_config, train_config, _ = read_config(run_dir)
-    data = load_dataset(
-        train_config.dataset, data_dir or train_config.data_dir, train_config.image_size
-    )
-    x, y = protocol_examples(data, "test", model_config.likelihood)
+    x, y = _test_examples(run_dir, data_dir)
     if what == "recon":
         return reconstructions_png(model, x[:32])
     if what == "interp":
