@@ -4,12 +4,14 @@ for exact identities)."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch.distributions import Independent, Normal, kl_divergence
 
+from vaekit.model import gaussian
 from vaekit.model import linear_gaussian as lg
-from vaekit.model.likelihoods import BernoulliLikelihood
+from vaekit.model.likelihoods import BernoulliLikelihood, GaussianLikelihood
 from vaekit.objectives.elbo import elbo
 
 Z_TOL = 5.0
@@ -31,10 +33,64 @@ def _model(seed: int = 0, data_dim: int = 5, latent_dim: int = 3, sigma: float =
 
 def test_analytic_kl_equals_monte_carlo_kl() -> None:
     torch.manual_seed(1)
-    q = Independent(Normal(torch.randn(4, 3), torch.rand(4, 3) + 0.3), 1)
-    p = Independent(Normal(torch.zeros(3), torch.ones(3)), 1)
-    z = q.sample((200_000,))
-    _within(q.log_prob(z) - p.log_prob(z), kl_divergence(q, p))
+    loc, scale = torch.randn(4, 3), torch.rand(4, 3) + 0.3
+    z = Independent(Normal(loc, scale), 1).sample((200_000,))
+    log_ratio = gaussian.log_density(z, loc, scale) - gaussian.standard_log_density(z)
+    _within(log_ratio, gaussian.kl_to_standard(loc, scale))
+
+
+def test_gaussian_closed_forms_equal_torch_distributions() -> None:
+    """Float64 round-off (1e-12) between vaekit's closed forms and torch.distributions."""
+    torch.manual_seed(7)
+    loc = torch.randn(5, 4, dtype=torch.float64)
+    scale = torch.rand(5, 4, dtype=torch.float64) + 0.05
+    z = torch.randn(3, 5, 4, dtype=torch.float64) * 2
+    q = Independent(Normal(loc, scale), 1)
+    p = Independent(Normal(torch.zeros(4, dtype=torch.float64), 1.0), 1)
+    torch.testing.assert_close(
+        gaussian.log_density(z, loc, scale), q.log_prob(z), rtol=0, atol=1e-12
+    )
+    torch.testing.assert_close(gaussian.standard_log_density(z), p.log_prob(z), rtol=0, atol=1e-12)
+    kl = kl_divergence(q, p)
+    torch.testing.assert_close(gaussian.kl_to_standard(loc, scale), kl, rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        gaussian.kl_to_standard(loc, scale, "sum"), kl.sum(), rtol=0, atol=1e-12
+    )
+    per_dim = kl_divergence(Normal(loc, scale), Normal(0.0, 1.0))
+    torch.testing.assert_close(
+        gaussian.kl_to_standard(loc, scale, "dims"), per_dim, rtol=0, atol=1e-12
+    )
+
+
+@pytest.mark.parametrize(
+    "likelihood",
+    [BernoulliLikelihood((1, 4, 4)), GaussianLikelihood((1, 4, 4), 0.3, learn_scale=True)],
+)
+def test_likelihood_log_prob_equals_its_distribution(likelihood) -> None:
+    """``log_prob(params, x)`` (the loops' fused form) = the torch distribution's log_prob, per
+    example and summed, with samples ``(S, B, ...)`` broadcast against data ``(B, ...)``."""
+    torch.manual_seed(8)
+    likelihood = likelihood.double()
+    with torch.no_grad():
+        for parameter in likelihood.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.2)
+    params = torch.randn(3, 6, 1, 4, 4, dtype=torch.float64)
+    x = torch.rand(6, 1, 4, 4, dtype=torch.float64).bernoulli()
+    expected = likelihood(params).log_prob(x)
+    assert expected.shape == (3, 6)
+    torch.testing.assert_close(likelihood.log_prob(params, x), expected, rtol=0, atol=1e-10)
+    torch.testing.assert_close(
+        likelihood.log_prob(params, x, "sum"), expected.sum(), rtol=0, atol=1e-9
+    )
+
+
+def test_summed_elbo_equals_the_sum_of_per_example_terms() -> None:
+    model, x = _model(seed=9)
+    noise = torch.randn(4, len(x), 3, dtype=torch.float64)
+    per_example = elbo(model, x, 4, noise)
+    summed = elbo(model, x, 4, noise, reduction="sum")
+    for total, terms in zip(summed, per_example, strict=True):
+        torch.testing.assert_close(total, terms.sum(), rtol=0, atol=1e-10)
 
 
 def test_identity_holds_exactly_for_linear_gaussian() -> None:

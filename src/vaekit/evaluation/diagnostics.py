@@ -14,15 +14,15 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.distributions import Normal, kl_divergence
+
+from vaekit.model.gaussian import kl_to_standard, log_density, standard_log_density
 
 ACTIVE_THRESHOLD = 0.01
 
 
 def kl_per_dimension(loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """E_x KL(N(μ_d, σ_d²) || N(0, 1)) for posterior parameters ``(N, D)``; returns ``(D,)``."""
-    per_example = kl_divergence(Normal(loc, scale), Normal(torch.zeros_like(loc), 1.0))
-    return per_example.mean(0)
+    return kl_to_standard(loc, scale, reduction="dims").mean(0)
 
 
 def active_units(loc: torch.Tensor, threshold: float = ACTIVE_THRESHOLD) -> torch.Tensor:
@@ -44,12 +44,10 @@ def aggregate_posterior_kl(
     z = loc + scale * torch.randn(
         loc.shape, generator=generator, dtype=loc.dtype, device=loc.device
     )
-    components = Normal(loc, scale)
-    standard = Normal(torch.zeros_like(loc[0]), torch.ones_like(loc[0]))
     total = 0.0
     for start in range(0, n, block):
         zb = z[start : start + block]
-        log_q_pairs = components.log_prob(zb[:, None, :]).sum(-1)  # (b, N): log q(z_m | x_n)
+        log_q_pairs = log_density(zb[:, None, :], loc, scale)  # (b, N): log q(z_m | x_n)
         log_qz = torch.logsumexp(log_q_pairs, dim=1) - math.log(n)
-        total += float((log_qz - standard.log_prob(zb).sum(-1)).sum())
+        total += float((log_qz - standard_log_density(zb)).sum())
     return total / n

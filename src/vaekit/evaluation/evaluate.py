@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.distributions import kl_divergence
 from tqdm.auto import tqdm
 
 from vaekit.data.dataset import Dataset, protocol_examples
@@ -173,19 +172,19 @@ def evaluate(
         range(0, len(x), batch), disable=not progress or None, unit="batch", leave=False
     ):
         xb = x[begin : begin + batch].to(device)
-        posterior = model.encode(xb)
+        loc, scale = model.posterior_parameters(xb)
         log_w, log_lik = zip(
             *iter_log_weights(model, xb, k, chunk, generator=generator), strict=True
         )
         log_w_all = torch.cat(log_w).double()  # (K, b)
         reconstruction = torch.cat(log_lik).double().mean(0)
-        kl = kl_divergence(posterior, model.prior()).double()  # analytic for diagonal Gaussians
+        kl = model.prior.kl(loc, scale).double()
         columns["reconstruction"].append(reconstruction)
         columns["rate"].append(kl)
         columns["elbo"].append(reconstruction - kl)
         columns["log_px"].append(torch.logsumexp(log_w_all, 0) - math.log(k))
-        columns["loc"].append(posterior.base_dist.loc)
-        columns["scale"].append(posterior.base_dist.scale)
+        columns["loc"].append(loc)
+        columns["scale"].append(scale)
         for size, parts in sweep.items():
             groups = log_w_all[: (k // size) * size].reshape(k // size, size, -1)
             parts.append((torch.logsumexp(groups, 1) - math.log(size)).mean(0))

@@ -2,7 +2,8 @@
 
 Each likelihood is a module so that a learned parameter (the Gaussian's scale) is saved with
 the model. ``likelihood(params)`` returns a torch distribution whose ``log_prob(x)`` sums
-over all dimensions of an example, giving nats per example.
+over all dimensions of an example, giving nats per example; ``likelihood.log_prob(params, x)``
+computes the same numbers with one fused operation, for the training and evaluation loops.
 """
 
 from __future__ import annotations
@@ -10,11 +11,25 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Bernoulli, Distribution, Independent, Normal
 
+from vaekit.model.gaussian import HALF_LOG_2PI
 
-class BernoulliLikelihood(nn.Module):
+
+class _Likelihood(nn.Module):
+    def __init__(self, event_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.event_dims = len(event_shape)
+
+    def _reduce(self, elementwise: torch.Tensor, reduction: str) -> torch.Tensor:
+        if reduction == "sum":
+            return elementwise.sum()
+        return elementwise.sum(tuple(range(-self.event_dims, 0)))
+
+
+class BernoulliLikelihood(_Likelihood):
     """p(x|z) = ∏_d Bernoulli(x_d; sigmoid(logits_d)); ``params`` are the logits.
 
     Only a likelihood of binary data: on grey levels its log_prob is not a log-density of the
@@ -23,15 +38,23 @@ class BernoulliLikelihood(nn.Module):
 
     name = "bernoulli"
 
-    def __init__(self, event_shape: tuple[int, ...]) -> None:
-        super().__init__()
-        self.event_dims = len(event_shape)
-
     def forward(self, params: torch.Tensor) -> Distribution:
         return Independent(Bernoulli(logits=params, validate_args=False), self.event_dims)
 
+    def log_prob(
+        self, params: torch.Tensor, x: torch.Tensor, reduction: str = "none"
+    ) -> torch.Tensor:
+        """log p(x|z) = Σ_d [x_d l_d − log(1 + e^{l_d})] = −BCE-with-logits(l, x) for logits
+        ``params (..., *event)`` and ``x`` broadcastable to them: ``(...)`` per example, or
+        the sum over everything with ``reduction="sum"``."""
+        x = x.expand_as(params)
+        if reduction == "sum":  # one fused operation for the whole batch
+            return -F.binary_cross_entropy_with_logits(params, x, reduction="sum")
+        elementwise = -F.binary_cross_entropy_with_logits(params, x, reduction="none")
+        return self._reduce(elementwise, reduction)
 
-class GaussianLikelihood(nn.Module):
+
+class GaussianLikelihood(_Likelihood):
     """p(x|z) = ∏_d N(x_d; μ_d, σ_d²); ``params`` are the means μ.
 
     σ is fixed (``scale``) or, with ``learn_scale``, a learned parameter per data dimension
@@ -41,8 +64,7 @@ class GaussianLikelihood(nn.Module):
     name = "gaussian"
 
     def __init__(self, event_shape: tuple[int, ...], scale: float, learn_scale: bool) -> None:
-        super().__init__()
-        self.event_dims = len(event_shape)
+        super().__init__(event_shape)
         log_scale = torch.full(event_shape, math.log(scale))
         if learn_scale:
             self.log_scale = nn.Parameter(log_scale)
@@ -52,6 +74,15 @@ class GaussianLikelihood(nn.Module):
     def forward(self, params: torch.Tensor) -> Distribution:
         scale = self.log_scale.exp().expand_as(params)
         return Independent(Normal(params, scale, validate_args=False), self.event_dims)
+
+    def log_prob(
+        self, params: torch.Tensor, x: torch.Tensor, reduction: str = "none"
+    ) -> torch.Tensor:
+        """log p(x|z) = −Σ_d [½ ((x_d − μ_d)/σ_d)² + log σ_d + ½ log 2π] for means
+        ``params (..., *event)``: ``(...)`` per example, or the total with ``"sum"``."""
+        standardised = (x - params) * torch.exp(-self.log_scale)
+        elementwise = -(0.5 * standardised.square() + self.log_scale + HALF_LOG_2PI)
+        return self._reduce(elementwise, reduction)
 
 
 def build_likelihood(

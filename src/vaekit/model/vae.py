@@ -15,7 +15,7 @@ from torch.distributions import Distribution
 from vaekit.config import ModelConfig
 from vaekit.errors import ConfigError
 from vaekit.model.likelihoods import build_likelihood
-from vaekit.model.posterior import diagonal_gaussian
+from vaekit.model.posterior import diagonal_gaussian, posterior_parameters
 from vaekit.model.priors import StandardNormalPrior
 from vaekit.nets.factory import build_networks
 from vaekit.objectives.elbo import ELBOTerms, elbo
@@ -88,12 +88,27 @@ class VAE(nn.Module):
         and event shape ``(latent_dim,)``."""
         return diagonal_gaussian(self.encoder(x))
 
+    def posterior_parameters(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(μ, σ)`` of q(z|x) = N(μ, diag σ²) for ``x (B, *input_shape)``; ``(B, D)`` each."""
+        return posterior_parameters(self.encoder(x))
+
     def decode(self, z: torch.Tensor) -> Distribution:
         """p(x|z) for ``z (..., latent_dim)``: batch shape ``(...)``, event shape
         ``input_shape``."""
-        lead = z.shape[:-1]
+        return self.likelihood(self.decoder_output(z))
+
+    def decoder_output(self, z: torch.Tensor) -> torch.Tensor:
+        """The likelihood's parameters for ``z (..., latent_dim)``: ``(..., *input_shape)``."""
         params = self.decoder(z.reshape(-1, self.latent_dim))
-        return self.likelihood(params.reshape(*lead, *self.input_shape))
+        return params.reshape(*z.shape[:-1], *self.input_shape)
+
+    def log_likelihood(
+        self, z: torch.Tensor, x: torch.Tensor, reduction: str = "none"
+    ) -> torch.Tensor:
+        """log p(x|z) in nats per example for ``z (..., latent_dim)`` and ``x (B,
+        *input_shape)`` (``B`` the last of ``...``): ``(...)``, or the total with
+        ``reduction="sum"``."""
+        return self.likelihood.log_prob(self.decoder_output(z), x, reduction)
 
     @torch.no_grad()
     def sample(

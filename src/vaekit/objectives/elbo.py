@@ -1,6 +1,7 @@
 """The evidence lower bound and the log importance weights it is the average of.
 
-All quantities are per example, in nats, summed over the data and latent dimensions.
+All quantities are per example, in nats, summed over the data and latent dimensions. The
+densities are the model's closed forms on plain tensors (see ``vaekit.model.gaussian``).
 """
 
 from __future__ import annotations
@@ -8,14 +9,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, NamedTuple
 
 import torch
-from torch.distributions import Distribution, kl_divergence
+
+from vaekit.model.gaussian import log_density
 
 if TYPE_CHECKING:
     from vaekit.model.vae import VAE
 
 
 class ELBOTerms(NamedTuple):
-    """Per-example terms, each of shape ``(B,)``, in nats.
+    """Per-example terms, each of shape ``(B,)`` (or their batch sums, scalars), in nats.
 
     elbo = reconstruction − rate, with reconstruction = E_q[log p(x|z)] and
     rate = KL(q(z|x) || p(z)).
@@ -26,51 +28,52 @@ class ELBOTerms(NamedTuple):
     rate: torch.Tensor
 
     def objective(self, beta: float = 1.0) -> torch.Tensor:
-        """The β-weighted training objective reconstruction − β·rate, shape ``(B,)``."""
-        return self.reconstruction - beta * self.rate
+        """The β-weighted training objective reconstruction − β·rate."""
+        return self.elbo if beta == 1.0 else self.reconstruction - beta * self.rate
 
 
 def log_weights(
-    model: VAE, x: torch.Tensor, z: torch.Tensor, posterior: Distribution
+    model: VAE, x: torch.Tensor, z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(log w, log p(x|z))`` with log w = log p(x|z) + log p(z) − log q(z|x), for samples
-    ``z (S, B, D)`` and ``x (B, *input_shape)``; each ``(S, B)``.
+    ``z (S, B, D)`` of q(z|x) = N(``loc``, diag ``scale``²) and ``x (B, *input_shape)``; each
+    ``(S, B)``.
 
     E_q[log w] is the ELBO and log E_q[w] = log p(x).
     """
-    log_likelihood = model.decode(z).log_prob(x)
-    return log_likelihood + model.prior().log_prob(z) - posterior.log_prob(z), log_likelihood
-
-
-def rate(posterior: Distribution, prior: Distribution, z: torch.Tensor) -> torch.Tensor:
-    """KL(q(z|x) || p(z)) per example, ``(B,)``: analytic when torch.distributions has the
-    pair's closed form, else the Monte Carlo mean of log q(z|x) − log p(z) over ``z (S, B, D)``."""
-    try:
-        return kl_divergence(posterior, prior)
-    except NotImplementedError:
-        return (posterior.log_prob(z) - prior.log_prob(z)).mean(0)
+    log_likelihood = model.log_likelihood(z, x)
+    log_q = log_density(z, loc, scale)
+    return log_likelihood + model.prior.log_prob(z) - log_q, log_likelihood
 
 
 def reparameterise(
-    posterior: Distribution, n_samples: int, noise: torch.Tensor | None = None
+    loc: torch.Tensor, scale: torch.Tensor, n_samples: int, noise: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """z = μ + σ ⊙ ε, ``(n_samples, B, D)``, with ε = ``noise`` or fresh standard normal draws."""
+    """z = μ + σ ⊙ ε, ``(n_samples, B, D)``, with ε = ``noise`` or fresh standard normal draws
+    from torch's global generator."""
     if noise is None:
-        return posterior.rsample((n_samples,))
-    return posterior.mean + posterior.stddev * noise
+        noise = torch.randn((n_samples, *loc.shape), dtype=loc.dtype, device=loc.device)
+    return loc + scale * noise
 
 
 def elbo(
-    model: VAE, x: torch.Tensor, n_samples: int = 1, noise: torch.Tensor | None = None
+    model: VAE,
+    x: torch.Tensor,
+    n_samples: int = 1,
+    noise: torch.Tensor | None = None,
+    reduction: str = "none",
 ) -> ELBOTerms:
     """ELBO(x) = E_q[log p(x|z)] − KL(q(z|x) || p(z)), with the expectation estimated by
-    ``n_samples`` reparameterised draws z = μ + σ ⊙ ε (unbiased, differentiable).
+    ``n_samples`` reparameterised draws z = μ + σ ⊙ ε (unbiased, differentiable) and the KL in
+    closed form.
 
-    ``x``: ``(B, *input_shape)``; ``noise``: the draws ε ``(n_samples, B, D)``, if given
-    (else they come from torch's global generator). Returns :class:`ELBOTerms`, ``(B,)`` each.
+    ``x``: ``(B, *input_shape)``; ``noise``: the draws ε ``(n_samples, B, D)``, if given.
+    Returns :class:`ELBOTerms`, ``(B,)`` each, or their sums over the batch (scalars) with
+    ``reduction="sum"`` (what the training loop needs, with fewer operations).
     """
-    posterior = model.encode(x)
-    z = reparameterise(posterior, n_samples, noise)
-    reconstruction = model.decode(z).log_prob(x).mean(0)
-    kl = rate(posterior, model.prior(), z)
+    loc, scale = model.posterior_parameters(x)
+    z = reparameterise(loc, scale, n_samples, noise)
+    log_likelihood = model.log_likelihood(z, x, reduction)
+    reconstruction = log_likelihood / n_samples if reduction == "sum" else log_likelihood.mean(0)
+    kl = model.prior.kl(loc, scale, reduction)
     return ELBOTerms(reconstruction - kl, reconstruction, kl)

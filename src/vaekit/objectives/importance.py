@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from vaekit.objectives.elbo import ELBOTerms, log_weights, rate, reparameterise
+from vaekit.objectives.elbo import ELBOTerms, log_weights, reparameterise
 
 if TYPE_CHECKING:
     from vaekit.model.vae import VAE
@@ -35,12 +35,12 @@ def iwae_terms(
 ) -> tuple[torch.Tensor, ELBOTerms]:
     """``(L_K(x), ELBO terms)`` from the same K reparameterised draws (ε = ``noise``
     ``(K, B, D)`` if given), each ``(B,)``: the ELBO's reconstruction is the mean of
-    log p(x|z_k), its rate the analytic KL."""
-    posterior = model.encode(x)
-    z = reparameterise(posterior, k, noise)
-    log_w, log_likelihood = log_weights(model, x, z, posterior)
+    log p(x|z_k), its rate the closed-form KL."""
+    loc, scale = model.posterior_parameters(x)
+    z = reparameterise(loc, scale, k, noise)
+    log_w, log_likelihood = log_weights(model, x, z, loc, scale)
     reconstruction = log_likelihood.mean(0)
-    kl = rate(posterior, model.prior(), z)
+    kl = model.prior.kl(loc, scale)
     bound = torch.logsumexp(log_w, dim=0) - math.log(k)
     return bound, ELBOTerms(reconstruction - kl, reconstruction, kl)
 
@@ -60,8 +60,7 @@ def iter_log_weights(
     Memory is O(chunk_size · B · dim x) whatever K. ``noise`` (``(K, B, D)`` standard normal
     draws) fixes ε (common random numbers); then the draws do not depend on ``chunk_size``.
     """
-    posterior = model.encode(x)
-    loc, scale = posterior.base_dist.loc, posterior.base_dist.scale
+    loc, scale = model.posterior_parameters(x)
     for start in range(0, k, chunk_size):
         size = min(chunk_size, k - start)
         if noise is None:
@@ -70,7 +69,7 @@ def iter_log_weights(
             )
         else:
             eps = noise[start : start + size]
-        yield log_weights(model, x, loc + scale * eps, posterior)
+        yield log_weights(model, x, reparameterise(loc, scale, size, eps), loc, scale)
 
 
 def log_px(

@@ -455,10 +455,11 @@ class _Objective(torch.nn.Module):
         if self.objective == "iwae":
             bound, terms = iwae_terms(self.model, x, self.samples, noise)
             total = bound.sum()
+            sums = torch.stack(terms).detach().sum(1, dtype=torch.float64)
         else:
-            terms = elbo(self.model, x, self.samples, noise)
-            total = terms.objective(beta).sum()
-        sums = torch.stack(terms).detach().sum(1, dtype=torch.float64)
+            terms = elbo(self.model, x, self.samples, noise, reduction="sum")
+            total = terms.objective(beta)
+            sums = torch.stack(terms).detach().double()
         return -total / share, sums
 
 
