@@ -212,3 +212,15 @@ def test_binarisation_fixed_for_test_fresh_for_training(digits: vaekit.Dataset) 
     p = digits.train_x
     stderr = float((p * (1 - p)).sum().sqrt()) / p.numel()
     assert abs(float(draws.mean() - p.mean())) < 5 * stderr / 20**0.5
+
+
+def test_binarize_is_bernoulli_at_every_intensity() -> None:
+    """P(1) = p for each intensity p (5 standard errors of 200,000 draws); p = 0 and p = 1 are
+    never flipped; values are 0.0/1.0 in the input's dtype."""
+    p = torch.tensor([0.0, 1 / 255, 0.1, 0.5, 254 / 255, 1.0])
+    n = 200_000
+    draws = binarize(p.expand(n, -1), torch.Generator().manual_seed(3))
+    assert draws.dtype == p.dtype and set(draws.unique().tolist()) <= {0.0, 1.0}
+    frequency = draws.mean(0)
+    stderr = (p * (1 - p) / n).sqrt()
+    assert torch.all((frequency - p).abs() <= 5 * stderr)

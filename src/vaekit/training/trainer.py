@@ -123,7 +123,11 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.step_module = DistributedDataParallel(self.step_module, device_ids=ids)
         precision = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.config.precision)
-        self.autocast_dtype = precision
+        self.autocast: Callable[[], contextlib.AbstractContextManager[Any]] = (
+            contextlib.nullcontext
+            if precision is None
+            else lambda: torch.autocast(self.device.type, precision)
+        )
         self.scaler = torch.amp.GradScaler("cuda") if self.config.precision == "fp16" else None
         self.epoch = 0
         self.global_step = 0
@@ -279,9 +283,7 @@ class Trainer:
                 )
             x = x.to(self.device, non_blocking=True)
             beta = kl_weight(config, self.global_step, steps)
-            with torch.autocast(
-                self.device.type, self.autocast_dtype, enabled=self.autocast_dtype is not None
-            ):
+            with self.autocast():
                 loss, step_sums = self.step_module(x, noise, beta, size / self.world)
             optimizer.zero_grad(set_to_none=True)
             if self.scaler is None:
@@ -459,7 +461,7 @@ class _Objective(torch.nn.Module):
         else:
             terms = elbo(self.model, x, self.samples, noise, reduction="sum")
             total = terms.objective(beta)
-            sums = torch.stack(terms).detach().double()
+            sums = torch.stack(terms).detach()
         return -total / share, sums
 
 
