@@ -148,6 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="fp32 (default); bf16 or fp16 (CUDA) under torch.autocast",
     )
     run.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        help="torch.compile the training objective (~7%% faster steps, slow start)",
+    )
+    run.add_argument(
         "--data-on-device",
         action=argparse.BooleanOptionalAction,
         help="keep the whole dataset on the device (GPU)",

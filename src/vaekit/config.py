@@ -121,6 +121,8 @@ class TrainConfig:
     ``precision``: ``bf16``/``fp16`` run the forward pass under torch.autocast (fp16 with a
     gradient scaler, CUDA only); ``data_on_device`` keeps the whole dataset on the device.
     ``batch_size`` is the global batch under torchrun (see :mod:`vaekit.training.distributed`).
+    ``compile``: run the training objective through ``torch.compile`` (faster steps after a
+    start-up cost of tens of seconds; see the README's Performance section).
     """
 
     dataset: str = "digits"
@@ -146,6 +148,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "fp32"
     data_on_device: bool = False
+    compile: bool = False
     recipe: str | None = None
 
     def __post_init__(self) -> None:

@@ -122,6 +122,8 @@ class Trainer:
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.step_module = DistributedDataParallel(self.step_module, device_ids=ids)
+        if self.config.compile:
+            self.step_module = torch.compile(self.step_module)
         precision = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.config.precision)
         self.autocast: Callable[[], contextlib.AbstractContextManager[Any]] = (
             contextlib.nullcontext
