@@ -3,10 +3,12 @@
 - vaekit: ``Trainer`` as ``vaekit train`` runs it (progress bar, per-epoch held-out ELBO on the
   10,000 test images, metrics.jsonl, checkpoint each epoch), timed wall-clock end to end.
 - peer: the design of pytorch/examples' vae: a per-sample Dataset that converts each image
-  (uint8 -> PIL -> float tensor, as torchvision's MNIST + ToTensor do) and a DataLoader, the
-  same networks, batch and Adam.
+  as torchvision's MNIST + ToTensor do (uint8 tensor -> PIL -> float tensor, with its label)
+  and a DataLoader, the same networks, batch and Adam.
 - bare: tensors in memory, random batch indexing, Bernoulli draw of the batch, forward,
   backward and fused Adam; nothing else.
+- pythae: pythae's VAE TrainingPipeline on the same networks (``pythae_rate.py``, run in the
+  interpreter given by ``--pythae-python``; this one if it has pythae, else skipped).
 
 Medians of several runs, alternating the three loops. Prints examples/s, the ratios, and the
 achieved GFLOP/s against a measured matmul peak.
@@ -18,7 +20,11 @@ achieved GFLOP/s against a measured matmul peak.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
+import math
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -71,31 +77,38 @@ class PeerVAE(nn.Module):
 
 
 class PerSampleMNIST(torch.utils.data.Dataset):
-    """One example at a time through PIL and a float conversion, like torchvision's MNIST."""
+    """torchvision's ``MNIST(transform=ToTensor())`` step for step (torchvision is not
+    installable beside the CPU torch here): a uint8 tensor per image, to PIL, then ToTensor's
+    conversion to a (1, 28, 28) float tensor, returned with its label."""
 
-    def __init__(self, images: np.ndarray) -> None:
-        self.images = images
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self.images, self.labels = images, labels
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         from PIL import Image
 
-        image = Image.fromarray(self.images[index], mode="L")
-        return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).reshape(784)
+        image, label = self.images[index], int(self.labels[index])
+        picture = Image.fromarray(image.numpy(), mode="L")
+        tensor = torch.from_numpy(np.array(picture, np.uint8, copy=True))
+        tensor = tensor.view(picture.size[1], picture.size[0], 1).permute((2, 0, 1)).contiguous()
+        return tensor.to(dtype=torch.get_default_dtype()).div(255), label
 
 
 def peer_rate(data: vaekit.Dataset, hidden, latent, activation, batch: int) -> float:
     torch.manual_seed(0)
     model = PeerVAE(hidden, latent, activation)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    images = (data.train_x.reshape(-1, 28, 28) * 255).round().to(torch.uint8).numpy()
-    loader = torch.utils.data.DataLoader(PerSampleMNIST(images), batch_size=batch, shuffle=True)
+    images = (data.train_x.reshape(-1, 28, 28) * 255).round().to(torch.uint8)
+    labels = data.train_y if data.train_y is not None else torch.zeros(len(images), dtype=int)
+    dataset = PerSampleMNIST(images, labels)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True)
     start = time.perf_counter()
-    for x in loader:
+    for x, _ in loader:
         optimizer.zero_grad()
-        loss = model.loss(x)
+        loss = model.loss(x.view(-1, 784))
         loss.backward()
         optimizer.step()
     return len(images) / (time.perf_counter() - start)
@@ -118,6 +131,14 @@ def bare_rate(data: vaekit.Dataset, hidden, latent, activation, batch: int) -> f
     return n / (time.perf_counter() - start)
 
 
+def pythae_rate(python: str, data_dir: Path, hidden, latent, activation, batch: int) -> float:
+    script = Path(__file__).parent / "pythae_rate.py"
+    widths = ",".join(map(str, hidden))
+    command = [python, str(script), str(data_dir), widths, str(latent), activation, str(batch)]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return float(output.split()[-1])
+
+
 def vaekit_rates(
     data: vaekit.Dataset, hidden, latent, activation, batch: int
 ) -> tuple[float, float]:
@@ -132,10 +153,20 @@ def vaekit_rates(
 
 
 def main() -> None:
+    with contextlib.ExitStack() as stack:
+        table(stack)
+
+
+def table(stack: contextlib.ExitStack) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--examples", type=int, help="training examples per run")
     parser.add_argument("--repeats", type=int)
+    parser.add_argument(
+        "--pythae-python",
+        default=sys.executable if importlib.util.find_spec("pythae") else None,
+        help="a Python interpreter with pythae installed (default: this one, if it has it)",
+    )
     args = parser.parse_args()
     quick = args.quick
     examples = args.examples or (10_000 if quick else 20_000)
@@ -147,11 +178,16 @@ def main() -> None:
         f"{examples} training examples per run, median of {repeats}; matmul peak {peak:.0f} "
         "GFLOP/s"
     )
+    if args.pythae_python is None:
+        print("pythae: not installed here (pip install pythae, or pass --pythae-python)")
+    data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+    np.save(data_dir / "train.npy", data.train_x.numpy())
+    np.save(data_dir / "test.npy", data.test_x.numpy())
     print(
-        "| architecture | batch | vaekit ex/s (loop only) | peer ex/s | bare ex/s | vaekit/peer "
-        "| vaekit/bare (loop only) | vaekit GFLOP/s (% of peak) |"
+        "| architecture | batch | vaekit ex/s (loop only) | peer ex/s | bare ex/s | pythae ex/s "
+        "| vaekit/peer | vaekit/bare (loop only) | vaekit/pythae | vaekit GFLOP/s (% of peak) |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     configs = (
         [("784-400-20 relu", 128)]
         if quick
@@ -159,20 +195,28 @@ def main() -> None:
     )
     for name, batch in configs:
         hidden, latent, activation = ARCHITECTURES[name]
-        rates: dict[str, list[float]] = {"vaekit": [], "loop": [], "peer": [], "bare": []}
+        rates: dict[str, list[float]] = {
+            k: [] for k in ("vaekit", "loop", "peer", "bare", "pythae")
+        }
         for _ in range(repeats):
             whole, loop = vaekit_rates(data, hidden, latent, activation, batch)
             rates["vaekit"].append(whole)
             rates["loop"].append(loop)
             rates["peer"].append(peer_rate(data, hidden, latent, activation, batch))
             rates["bare"].append(bare_rate(data, hidden, latent, activation, batch))
+            if args.pythae_python:
+                rates["pythae"].append(
+                    pythae_rate(args.pythae_python, data_dir, hidden, latent, activation, batch)
+                )
         ours, loop, peer, bare = (
             statistics.median(rates[k]) for k in ("vaekit", "loop", "peer", "bare")
         )
+        pythae = statistics.median(rates["pythae"]) if rates["pythae"] else math.nan
         gflops = loop * vae_flops(hidden, latent) / 1e9
         print(
             f"| {name} | {batch} | {ours:,.0f} ({loop:,.0f}) | {peer:,.0f} | {bare:,.0f} | "
-            f"{ours / peer:.2f} | {ours / bare:.2f} ({loop / bare:.2f}) | "
+            f"{pythae:,.0f} | {ours / peer:.2f} | {ours / bare:.2f} ({loop / bare:.2f}) | "
+            f"{ours / pythae:.2f} | "
             f"{gflops:.0f} ({100 * gflops / peak:.0f}%) |",
             flush=True,
         )
