@@ -21,6 +21,18 @@ def log_density(z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torc
     return -(0.5 * standardised.square() + scale.log()).sum(-1) - z.shape[-1] * HALF_LOG_2PI
 
 
+def pairwise_log_density(z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """log N(z_m; μ_n, diag σ_n²) for every pair: ``z (M, D)``, ``loc``, ``scale`` ``(N, D)`` ->
+    ``(M, N)``. Expands Σ_j (z_j − μ_j)²/σ_j² = z² · σ⁻² − 2 z · μσ⁻² + Σ_j μ_j²/σ_j² into
+    matrix products, so memory is O(M N) rather than the O(M N D) of broadcasting (use float64:
+    the expansion cancels large terms when σ is small)."""
+    precision = scale.square().reciprocal()  # (N, D)
+    squared = (
+        z.square() @ precision.T - 2 * z @ (loc * precision).T + (loc.square() * precision).sum(-1)
+    )
+    return -0.5 * squared - scale.log().sum(-1) - z.shape[-1] * HALF_LOG_2PI
+
+
 def standard_log_density(z: torch.Tensor) -> torch.Tensor:
     """log N(z; 0, I) = −½ ‖z‖² − (D/2) log 2π for ``z (..., D)``; ``(...)``."""
     return -0.5 * z.square().sum(-1) - z.shape[-1] * HALF_LOG_2PI
