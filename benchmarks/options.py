@@ -18,6 +18,7 @@ import statistics
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -32,23 +33,16 @@ Setup = Callable[[Trainer], None]
 
 
 @contextlib.contextmanager
-def threads(n: int) -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
+def setting(
+    get: Callable[[], object], set_to: Callable[[Any], None], value: object
+) -> Iterator[None]:
+    """A torch global set to ``value`` for the block, then restored."""
+    before = get()
+    set_to(value)
     try:
         yield
     finally:
-        torch.set_num_threads(before)
-
-
-@contextlib.contextmanager
-def matmul_precision(level: str) -> Iterator[None]:
-    before = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision(level)
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(before)
+        set_to(before)
 
 
 def adam(**kwargs: bool) -> Setup:
@@ -94,8 +88,18 @@ CONV = {"latent_dim": 20, "hidden": [256], "network": "conv"}
 def cases() -> list[tuple[str, dict, int, dict]]:
     """(option, model, batch, changes to loop_rate's arguments or a context manager)."""
     return [
-        ("1 thread instead of 2", MLP, 20, {"context": lambda: threads(1)}),
-        ("1 thread instead of 2", MLP, 128, {"context": lambda: threads(1)}),
+        (
+            "1 thread instead of 2",
+            MLP,
+            20,
+            {"context": lambda: setting(torch.get_num_threads, torch.set_num_threads, 1)},
+        ),
+        (
+            "1 thread instead of 2",
+            MLP,
+            128,
+            {"context": lambda: setting(torch.get_num_threads, torch.set_num_threads, 1)},
+        ),
         ("Adam foreach instead of fused", MLP, 128, {"setup": adam(foreach=True)}),
         ("Adam for-loop instead of fused", MLP, 128, {"setup": adam(foreach=False)}),
         ("torch.compile of the objective", MLP, 20, {"setup": compiled}),
@@ -104,7 +108,11 @@ def cases() -> list[tuple[str, dict, int, dict]]:
             "float32 matmul precision medium",
             MLP,
             128,
-            {"context": lambda: matmul_precision("medium")},
+            {
+                "context": lambda: setting(
+                    torch.get_float32_matmul_precision, torch.set_float32_matmul_precision, "medium"
+                )
+            },
         ),
         ("bf16 autocast", MLP, 128, {"precision": "bf16"}),
         ("batch 512 instead of 128", MLP, 128, {"batch": 512}),
