@@ -135,32 +135,19 @@ def build_parser() -> argparse.ArgumentParser:
         choices=OBJECTIVES,
         help="elbo, or iwae (the importance-weighted bound with --samples K)",
     )
-    run.add_argument(
-        "--output-bias",
-        action=argparse.BooleanOptionalAction,
-        help="start the decoder's output bias at logit(mean training image)",
-    )
+    for flag, text in (
+        ("--output-bias", "start the decoder's output bias at logit(mean training image)"),
+        ("--compile", "torch.compile the training objective (~7%% faster steps, slow start)"),
+        ("--data-on-device", "keep the whole dataset on the device (GPU)"),
+        ("--tensorboard", "also write TensorBoard event files into RUN/tensorboard"),
+    ):
+        run.add_argument(flag, action=argparse.BooleanOptionalAction, help=text)
     run.add_argument("--lr-schedule", choices=LR_SCHEDULES)
     run.add_argument("--device", choices=DEVICES, help="auto (default): CUDA, else MPS, else CPU")
     run.add_argument(
         "--precision",
         choices=PRECISIONS,
         help="fp32 (default); bf16 or fp16 (CUDA) under torch.autocast",
-    )
-    run.add_argument(
-        "--compile",
-        action=argparse.BooleanOptionalAction,
-        help="torch.compile the training objective (~7%% faster steps, slow start)",
-    )
-    run.add_argument(
-        "--data-on-device",
-        action=argparse.BooleanOptionalAction,
-        help="keep the whole dataset on the device (GPU)",
-    )
-    run.add_argument(
-        "--tensorboard",
-        action=argparse.BooleanOptionalAction,
-        help="also write TensorBoard event files into RUN/tensorboard",
     )
     run.add_argument(
         "--on-nan",
