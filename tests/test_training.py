@@ -112,6 +112,21 @@ def test_nan_stops_training_naming_the_term_and_keeps_checkpoint(
     assert state["epoch"] == 2
 
 
+def test_nan_is_located_at_its_step_past_the_first_check(digits: vaekit.Dataset) -> None:
+    """Checks run every 50 steps on the steps since the last one: a NaN at step 75 of 102 is
+    reported as step 75."""
+    model = _model(digits)
+    calls = {"n": 0}
+
+    def poison(module, inputs, output):
+        calls["n"] += 1
+        return output * math.nan if calls["n"] == 75 else output
+
+    model.decoder.register_forward_hook(poison)
+    with pytest.raises(TrainingDiverged, match=r"became nan at epoch 1, step 75;"):
+        vaekit.fit(model, digits, epochs=1, batch_size=16, progress=False)
+
+
 def test_bernoulli_likelihood_refuses_grey_levels(digits: vaekit.Dataset) -> None:
     with pytest.raises(DataError, match="--binarize dynamic"):
         vaekit.fit(_model(digits), digits, epochs=1, binarize="none", progress=False)

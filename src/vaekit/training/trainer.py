@@ -259,7 +259,10 @@ class Trainer:
             )
             first, spent = self.partial.step, self.partial.seconds
             self.partial = None
-        start, reported, seen = time.perf_counter(), first, 0
+        # NaN checks and the progress bar look at the steps since the last check only, so the
+        # work per check does not grow with the epoch
+        start, checked, seen = time.perf_counter(), first, min(first * batch, n)
+        totals = sums[:first].sum(0)
         beta = kl_weight(config, self.global_step, steps)
         latent = model.latent_dim
         for step in range(first, steps):
@@ -299,10 +302,12 @@ class Trainer:
             seen += len(x)
             self.global_step += 1
             if (step + 1) % CHECK_EVERY == 0 or step + 1 == steps:
-                self._check_finite(sums[: step + 1])
-                means = sums[: step + 1].sum(0) / seen
-                bar.update(step + 1 - reported)
-                reported = step + 1
+                block = sums[checked : step + 1]
+                self._check_finite(block, checked)
+                totals += block.sum(0)
+                means = totals / seen
+                bar.update(step + 1 - checked)
+                checked = step + 1
                 bar.set_postfix_str(
                     f"epoch {self.epoch + 1}/{config.epochs} ELBO {means[0]:.2f} "
                     f"recon {means[1]:.2f} KL {means[2]:.2f}",
@@ -314,15 +319,16 @@ class Trainer:
         record.update(lr=lr, beta=beta, train_time_s=seconds, examples_per_s=n / seconds)
         return record
 
-    def _check_finite(self, sums: torch.Tensor) -> None:
+    def _check_finite(self, sums: torch.Tensor, first_step: int) -> None:
+        """Raise :class:`TrainingDiverged` at the first non-finite row of ``sums`` (the term
+        sums of steps ``first_step``, ``first_step + 1``, ...)."""
         finite = torch.isfinite(sums)
         if bool(finite.all()):
             return
-        step = int((~finite).any(1).nonzero()[0])
-        bad = [
-            name for name, ok in zip(TERMS[1:], finite[step, 1:].tolist(), strict=True) if not ok
-        ]
-        value = sums[step, TERMS.index(bad[0])].item() if bad else math.nan
+        row = int((~finite).any(1).nonzero()[0])
+        bad = [name for name, ok in zip(TERMS[1:], finite[row, 1:].tolist(), strict=True) if not ok]
+        value = sums[row, TERMS.index(bad[0])].item() if bad else math.nan
+        step = first_step + row
         where = f"; the last good checkpoint is in {self.run_dir}" if self.run_dir else ""
         raise TrainingDiverged(
             f"training diverged: the {'/'.join(bad) or 'ELBO'} term became {value} at epoch "
