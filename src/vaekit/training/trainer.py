@@ -260,8 +260,8 @@ class Trainer:
             first, spent = self.partial.step, self.partial.seconds
             self.partial = None
         # NaN checks and the progress bar look at the steps since the last check only, so the
-        # work per check does not grow with the epoch
-        start, checked, seen = time.perf_counter(), first, min(first * batch, n)
+        # work per check does not grow with the epoch (``seen``: this rank's examples so far)
+        start, checked, seen = time.perf_counter(), first, min(first * batch, n) // self.world
         totals = sums[:first].sum(0)
         beta = kl_weight(config, self.global_step, steps)
         latent = model.latent_dim
