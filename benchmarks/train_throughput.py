@@ -20,7 +20,6 @@ achieved GFLOP/s against a measured matmul peak.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import math
 import statistics
@@ -152,12 +151,41 @@ def vaekit_rates(
         return len(data.train_x) / (time.perf_counter() - start), history[-1]["examples_per_s"]
 
 
+def table_row(
+    data: vaekit.Dataset,
+    name: str,
+    batch: int,
+    repeats: int,
+    peak: float,
+    pythae_python: str | None,
+    data_dir: Path,
+) -> str:
+    """One row of the table: medians of ``repeats`` alternating runs of every loop."""
+    hidden, latent, activation = ARCHITECTURES[name]
+    rates: dict[str, list[float]] = {k: [] for k in ("vaekit", "loop", "peer", "bare", "pythae")}
+    for _ in range(repeats):
+        whole, loop = vaekit_rates(data, hidden, latent, activation, batch)
+        rates["vaekit"].append(whole)
+        rates["loop"].append(loop)
+        rates["peer"].append(peer_rate(data, hidden, latent, activation, batch))
+        rates["bare"].append(bare_rate(data, hidden, latent, activation, batch))
+        if pythae_python:
+            rates["pythae"].append(
+                pythae_rate(pythae_python, data_dir, hidden, latent, activation, batch)
+            )
+    ours, loop, peer, bare = (
+        statistics.median(rates[k]) for k in ("vaekit", "loop", "peer", "bare")
+    )
+    pythae = statistics.median(rates["pythae"]) if rates["pythae"] else math.nan
+    gflops = loop * vae_flops(hidden, latent) / 1e9
+    return (
+        f"| {name} | {batch} | {ours:,.0f} ({loop:,.0f}) | {peer:,.0f} | {bare:,.0f} | "
+        f"{pythae:,.0f} | {ours / peer:.2f} | {ours / bare:.2f} ({loop / bare:.2f}) | "
+        f"{ours / pythae:.2f} | {gflops:.0f} ({100 * gflops / peak:.0f}%) |"
+    )
+
+
 def main() -> None:
-    with contextlib.ExitStack() as stack:
-        table(stack)
-
-
-def table(stack: contextlib.ExitStack) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--examples", type=int, help="training examples per run")
@@ -180,9 +208,6 @@ def table(stack: contextlib.ExitStack) -> None:
     )
     if args.pythae_python is None:
         print("pythae: not installed here (pip install pythae, or pass --pythae-python)")
-    data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-    np.save(data_dir / "train.npy", data.train_x.numpy())
-    np.save(data_dir / "test.npy", data.test_x.numpy())
     print(
         "| architecture | batch | vaekit ex/s (loop only) | peer ex/s | bare ex/s | pythae ex/s "
         "| vaekit/peer | vaekit/bare (loop only) | vaekit/pythae | vaekit GFLOP/s (% of peak) |"
@@ -193,33 +218,15 @@ def table(stack: contextlib.ExitStack) -> None:
         if quick
         else [(name, batch) for name in ARCHITECTURES for batch in (20, 128, 512)]
     )
-    for name, batch in configs:
-        hidden, latent, activation = ARCHITECTURES[name]
-        rates: dict[str, list[float]] = {
-            k: [] for k in ("vaekit", "loop", "peer", "bare", "pythae")
-        }
-        for _ in range(repeats):
-            whole, loop = vaekit_rates(data, hidden, latent, activation, batch)
-            rates["vaekit"].append(whole)
-            rates["loop"].append(loop)
-            rates["peer"].append(peer_rate(data, hidden, latent, activation, batch))
-            rates["bare"].append(bare_rate(data, hidden, latent, activation, batch))
-            if args.pythae_python:
-                rates["pythae"].append(
-                    pythae_rate(args.pythae_python, data_dir, hidden, latent, activation, batch)
-                )
-        ours, loop, peer, bare = (
-            statistics.median(rates[k]) for k in ("vaekit", "loop", "peer", "bare")
-        )
-        pythae = statistics.median(rates["pythae"]) if rates["pythae"] else math.nan
-        gflops = loop * vae_flops(hidden, latent) / 1e9
-        print(
-            f"| {name} | {batch} | {ours:,.0f} ({loop:,.0f}) | {peer:,.0f} | {bare:,.0f} | "
-            f"{pythae:,.0f} | {ours / peer:.2f} | {ours / bare:.2f} ({loop / bare:.2f}) | "
-            f"{ours / pythae:.2f} | "
-            f"{gflops:.0f} ({100 * gflops / peak:.0f}%) |",
-            flush=True,
-        )
+    with tempfile.TemporaryDirectory() as tmp:  # the data, as .npy files, for pythae_rate.py
+        data_dir = Path(tmp)
+        np.save(data_dir / "train.npy", data.train_x.numpy())
+        np.save(data_dir / "test.npy", data.test_x.numpy())
+        for name, batch in configs:
+            print(
+                table_row(data, name, batch, repeats, peak, args.pythae_python, data_dir),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
