@@ -47,12 +47,18 @@ def log_weights(
 
 
 def reparameterise(
-    loc: torch.Tensor, scale: torch.Tensor, n_samples: int, noise: torch.Tensor | None = None
+    loc: torch.Tensor,
+    scale: torch.Tensor,
+    n_samples: int,
+    noise: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """z = μ + σ ⊙ ε, ``(n_samples, B, D)``, with ε = ``noise`` or fresh standard normal draws
-    from torch's global generator."""
+    from ``generator`` (torch's global one if None)."""
     if noise is None:
-        noise = torch.randn((n_samples, *loc.shape), dtype=loc.dtype, device=loc.device)
+        noise = torch.randn(
+            (n_samples, *loc.shape), generator=generator, dtype=loc.dtype, device=loc.device
+        )
     return loc + scale * noise
 
 

@@ -63,13 +63,8 @@ def iter_log_weights(
     loc, scale = model.posterior_parameters(x)
     for start in range(0, k, chunk_size):
         size = min(chunk_size, k - start)
-        if noise is None:
-            eps = torch.randn(
-                (size, *loc.shape), generator=generator, device=loc.device, dtype=loc.dtype
-            )
-        else:
-            eps = noise[start : start + size]
-        yield log_weights(model, x, reparameterise(loc, scale, size, eps), loc, scale)
+        eps = None if noise is None else noise[start : start + size]
+        yield log_weights(model, x, reparameterise(loc, scale, size, eps, generator), loc, scale)
 
 
 def log_px(
