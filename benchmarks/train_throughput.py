@@ -1,7 +1,10 @@
 """Training throughput: vaekit's loop against a pytorch/examples-style loop and a bare loop.
 
 - vaekit: ``Trainer`` as ``vaekit train`` runs it (progress bar, per-epoch held-out ELBO on the
-  10,000 test images, metrics.jsonl, checkpoint each epoch), timed wall-clock end to end.
+  10,000 test images, metrics.jsonl, checkpoint each epoch), its second epoch timed
+  wall-clock end to end; eager (``--compile off``, and ``auto`` for runs under 50,000 steps)
+  and compiled (``--compile on``, and ``auto`` for longer runs), with the start-up that
+  compiling adds to the first epoch.
 - peer: the design of pytorch/examples' vae: a per-sample Dataset that converts each image
   as torchvision's MNIST + ToTensor do (uint8 tensor -> PIL -> float tensor, with its label)
   and a DataLoader, the same networks, batch and Adam.
@@ -10,7 +13,7 @@
 - pythae: pythae's VAE TrainingPipeline on the same networks (``pythae_rate.py``, run in the
   interpreter given by ``--pythae-python``; this one if it has pythae, else skipped).
 
-Medians of several runs, alternating the three loops. Prints examples/s, the ratios, and the
+Medians of several runs, alternating the loops. Prints examples/s, the ratios, and the
 achieved GFLOP/s against a measured matmul peak.
 
     python benchmarks/train_throughput.py            # both architectures, batch 20/128/512
@@ -20,6 +23,7 @@ achieved GFLOP/s against a measured matmul peak.
 from __future__ import annotations
 
 import argparse
+import collections
 import importlib.util
 import math
 import statistics
@@ -27,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -139,16 +144,24 @@ def pythae_rate(python: str, data_dir: Path, hidden, latent, activation, batch: 
 
 
 def vaekit_rates(
-    data: vaekit.Dataset, hidden, latent, activation, batch: int
-) -> tuple[float, float]:
-    """(end-to-end ex/s including the held-out ELBO and checkpoint, the loop's own ex/s)."""
+    data: vaekit.Dataset, hidden, latent, activation, batch: int, compile: str
+) -> tuple[float, float, float]:
+    """Epoch 2 of a run as ``vaekit train`` makes it: (end-to-end ex/s including the held-out
+    ELBO and checkpoint, the loop's own ex/s, seconds by which epoch 1 was slower: the
+    start-up, compiling included)."""
     torch.manual_seed(0)
     model = vaekit.VAE((1, 28, 28), latent, hidden=hidden, activation=activation)
+    config = TrainConfig(epochs=1, batch_size=batch, compile=compile)
     with tempfile.TemporaryDirectory() as run_dir:
-        trainer = Trainer(model, data, TrainConfig(epochs=1, batch_size=batch), Path(run_dir))
+        trainer = Trainer(model, data, config, Path(run_dir))
+        start = time.perf_counter()
+        trainer.run()
+        first = time.perf_counter() - start
+        trainer.config = replace(config, epochs=2)
         start = time.perf_counter()
         history = trainer.run()
-        return len(data.train_x) / (time.perf_counter() - start), history[-1]["examples_per_s"]
+        second = time.perf_counter() - start
+    return len(data.train_x) / second, history[-1]["examples_per_s"], first - second
 
 
 def table_row(
@@ -162,26 +175,30 @@ def table_row(
 ) -> str:
     """One row of the table: medians of ``repeats`` alternating runs of every loop."""
     hidden, latent, activation = ARCHITECTURES[name]
-    rates: dict[str, list[float]] = {k: [] for k in ("vaekit", "loop", "peer", "bare", "pythae")}
+    rates: dict[str, list[float]] = collections.defaultdict(list)
     for _ in range(repeats):
-        whole, loop = vaekit_rates(data, hidden, latent, activation, batch)
-        rates["vaekit"].append(whole)
-        rates["loop"].append(loop)
+        for compile in ("off", "on"):
+            whole, loop, startup = vaekit_rates(data, hidden, latent, activation, batch, compile)
+            rates[compile].append(whole)
+            rates[f"{compile} loop"].append(loop)
+            rates[f"{compile} startup"].append(startup)
         rates["peer"].append(peer_rate(data, hidden, latent, activation, batch))
         rates["bare"].append(bare_rate(data, hidden, latent, activation, batch))
         if pythae_python:
             rates["pythae"].append(
                 pythae_rate(pythae_python, data_dir, hidden, latent, activation, batch)
             )
-    ours, loop, peer, bare = (
-        statistics.median(rates[k]) for k in ("vaekit", "loop", "peer", "bare")
+    median = {key: statistics.median(values) for key, values in rates.items()}
+    eager, eager_loop, ours, loop, bare, peer = (
+        median[k] for k in ("off", "off loop", "on", "on loop", "bare", "peer")
     )
-    pythae = statistics.median(rates["pythae"]) if rates["pythae"] else math.nan
+    pythae = median.get("pythae", math.nan)
     gflops = loop * vae_flops(hidden, latent) / 1e9
     return (
-        f"| {name} | {batch} | {ours:,.0f} ({loop:,.0f}) | {peer:,.0f} | {bare:,.0f} | "
-        f"{pythae:,.0f} | {ours / peer:.2f} | {ours / bare:.2f} ({loop / bare:.2f}) | "
-        f"{ours / pythae:.2f} | {gflops:.0f} ({100 * gflops / peak:.0f}%) |"
+        f"| {name} | {batch} | {bare:,.0f} | {peer:,.0f} | {pythae:,.0f} | {eager:,.0f} "
+        f"({eager_loop:,.0f}) | {ours:,.0f} ({loop:,.0f}) | {median['on startup']:.1f} | "
+        f"{eager / bare:.2f} ({eager_loop / bare:.2f}) | {ours / bare:.2f} ({loop / bare:.2f}) | "
+        f"{ours / peer:.2f} | {ours / pythae:.2f} | {gflops:.0f} ({100 * gflops / peak:.0f}%) |"
     )
 
 
@@ -209,10 +226,11 @@ def main() -> None:
     if args.pythae_python is None:
         print("pythae: not installed here (pip install pythae, or pass --pythae-python)")
     print(
-        "| architecture | batch | vaekit ex/s (loop only) | peer ex/s | bare ex/s | pythae ex/s "
-        "| vaekit/peer | vaekit/bare (loop only) | vaekit/pythae | vaekit GFLOP/s (% of peak) |"
+        "| architecture | batch | bare ex/s | peer ex/s | pythae ex/s | vaekit eager ex/s (loop "
+        "only) | vaekit compiled ex/s (loop only) | compile start-up s | eager/bare (loop) | "
+        "compiled/bare (loop) | compiled/peer | compiled/pythae | compiled GFLOP/s (% of peak) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     configs = (
         [("784-400-20 relu", 128)]
         if quick

@@ -87,6 +87,7 @@ def test_bad_options(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None
     _fails_cleanly(capsys, ["train", "--batch-size", "0", *run], "batch_size")
     _fails_cleanly(capsys, ["train", "--network", "conv", "--hidden", "8,8", *run], "one --hidden")
     _fails_cleanly(capsys, ["train", "--likelihood", "poisson", *run], "invalid choice")
+    _fails_cleanly(capsys, ["train", "--compile", "yes", *run], "invalid choice")
     _fails_cleanly(capsys, ["train", "--dataset", "nope", *run], "unknown dataset")
     assert not (tmp_path / "never").exists()
 

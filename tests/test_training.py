@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -17,6 +19,7 @@ from vaekit.errors import CheckpointError, ConfigError, DataError, TrainingDiver
 from vaekit.training.checkpoint import CHECKPOINT, WEIGHTS
 from vaekit.training.io import run_lock
 from vaekit.training.schedule import kl_weight, learning_rate
+from vaekit.training.trainer import COMPILE_MIN_STEPS
 
 
 def _model(data: vaekit.Dataset, seed: int = 0) -> vaekit.VAE:
@@ -245,7 +248,7 @@ def test_glorot_init_and_output_bias(digits: vaekit.Dataset) -> None:
 
 
 def test_compiled_objective_equals_eager(digits: vaekit.Dataset) -> None:
-    """``compile=True`` computes the same loss, term sums and gradients as the eager step, to
+    """``compile="on"`` computes the same loss, term sums and gradients as the eager step, to
     float32 round-off (relative 1e-5 for sums of ~10³ terms of similar size)."""
     from vaekit.training.trainer import Trainer
 
@@ -253,10 +256,12 @@ def test_compiled_objective_equals_eager(digits: vaekit.Dataset) -> None:
     x = digits.train_x[:64].bernoulli(generator=torch.Generator().manual_seed(0))
     noise = torch.randn(1, 64, 4, generator=torch.Generator().manual_seed(1))
     results = []
-    for compile in (False, True):
+    for compile in ("off", "on"):
         trainer = Trainer(model, digits, TrainConfig(compile=compile), progress=False)
+        trainer._compile_if_worth_it(steps_ahead=1)
+        assert (trainer.step_module is not trainer.eager_module) == (compile == "on")
         model.zero_grad()
-        loss, sums = trainer.step_module(x, noise, 1.0, 64)
+        loss, sums = trainer._objective(x, noise, 1.0, 64)
         loss.backward()
         results.append((loss, sums, [p.grad.clone() for p in model.parameters()]))
     (eager_loss, eager_sums, eager_grads), (loss, sums, grads) = results
@@ -264,3 +269,63 @@ def test_compiled_objective_equals_eager(digits: vaekit.Dataset) -> None:
     torch.testing.assert_close(sums, eager_sums, rtol=1e-5, atol=0)
     for grad, eager in zip(grads, eager_grads, strict=True):
         torch.testing.assert_close(grad, eager, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("setting", "steps_ahead", "compiled"),
+    [
+        ("auto", COMPILE_MIN_STEPS - 1, False),
+        ("auto", COMPILE_MIN_STEPS, True),
+        ("off", 10**9, False),
+        ("on", 1, True),
+    ],
+)
+def test_compile_setting(
+    digits: vaekit.Dataset, setting: str, steps_ahead: int, compiled: bool
+) -> None:
+    """``auto`` compiles only runs long enough to repay the start-up; on/off are obeyed."""
+    from vaekit.training.trainer import Trainer
+
+    trainer = Trainer(_model(digits), digits, TrainConfig(compile=setting), progress=False)
+    trainer._compile_if_worth_it(steps_ahead)
+    assert (trainer.step_module is not trainer.eager_module) == compiled
+
+
+def test_compile_flag_of_older_configs_is_read() -> None:
+    """config.json files written before ``compile`` had three settings stored a boolean."""
+    assert TrainConfig.from_dict({"compile": True}).compile == "on"
+    assert TrainConfig.from_dict({"compile": False}).compile == "off"
+    with pytest.raises(ConfigError, match="compile"):
+        TrainConfig(compile="sometimes")
+
+
+def _failing_compile(module: torch.nn.Module) -> Callable[..., Any]:
+    """A stand-in for torch.compile on a machine where compiling fails at the first call."""
+    from torch._dynamo.exc import TorchDynamoException
+
+    def compiled(*args: Any) -> Any:
+        raise TorchDynamoException("C++ compile error\nlong compiler output")
+
+    return compiled
+
+
+def test_failed_compile_falls_back_or_stops_with_one_line(
+    digits: vaekit.Dataset, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``auto`` trains on without torch.compile when it fails, saying so in one line; ``on``
+    stops with one clear error."""
+    import vaekit.training.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "COMPILE_MIN_STEPS", 1)
+    monkeypatch.setattr(trainer_module.torch, "compile", _failing_compile)
+    history = vaekit.fit(_model(digits), digits, epochs=2, progress=False)
+    assert len(history) == 2 and math.isfinite(history[-1]["test_elbo"])
+    assert "vaekit: torch.compile failed (C++ compile error); training without it" in (
+        capsys.readouterr().out
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"^torch.compile failed \(C\+\+ compile error\); "
+        r"train with --compile off$",
+    ):
+        vaekit.fit(_model(digits), digits, epochs=1, compile="on", progress=False)

@@ -24,6 +24,7 @@ OBJECTIVES = ("elbo", "iwae")
 ON_NAN = ("stop", "rollback")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16", "fp16")
+COMPILE = ("auto", "on", "off")
 INITS = ("default", "glorot")
 
 
@@ -121,8 +122,9 @@ class TrainConfig:
     ``precision``: ``bf16``/``fp16`` run the forward pass under torch.autocast (fp16 with a
     gradient scaler, CUDA only); ``data_on_device`` keeps the whole dataset on the device.
     ``batch_size`` is the global batch under torchrun (see :mod:`vaekit.training.distributed`).
-    ``compile``: run the training objective through ``torch.compile`` (faster steps after a
-    start-up cost of tens of seconds; see the README's Performance section).
+    ``compile``: run the training objective through ``torch.compile``: ``on``, ``off``, or
+    ``auto`` (on for runs long enough to repay its start-up, see
+    :data:`vaekit.training.trainer.COMPILE_MIN_STEPS`; off if compiling fails).
     """
 
     dataset: str = "digits"
@@ -148,7 +150,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "fp32"
     data_on_device: bool = False
-    compile: bool = False
+    compile: str = "auto"
     recipe: str | None = None
 
     def __post_init__(self) -> None:
@@ -167,6 +169,9 @@ class TrainConfig:
         _choice("on_nan", self.on_nan, ON_NAN)
         _choice("device", self.device, DEVICES)
         _choice("precision", self.precision, PRECISIONS)
+        if isinstance(self.compile, bool):  # older config.json files store a flag
+            self.compile = "on" if self.compile else "off"
+        _choice("compile", self.compile, COMPILE)
         _positive_int("samples", self.samples)
         if not isinstance(self.warmup_epochs, int) or self.warmup_epochs < 0:
             raise ConfigError(f"warmup_epochs must be >= 0, got {self.warmup_epochs!r}")

@@ -28,8 +28,9 @@ class ELBOTerms(NamedTuple):
     rate: torch.Tensor
 
     def objective(self, beta: float = 1.0) -> torch.Tensor:
-        """The β-weighted training objective reconstruction − β·rate."""
-        return self.elbo if beta == 1.0 else self.reconstruction - beta * self.rate
+        """The β-weighted training objective reconstruction − β·rate (the ELBO at β = 1, to the
+        bit). No branch on β, so a compiled step is not recompiled as β warms up."""
+        return self.reconstruction - beta * self.rate
 
 
 def log_weights(
