@@ -292,9 +292,10 @@ def test_compile_setting(
 
 
 def test_compile_flag_of_older_configs_is_read() -> None:
-    """config.json files written before ``compile`` had three settings stored a boolean."""
+    """config.json files written before ``compile`` had three settings stored a boolean, false
+    by default: it now means the default, ``auto``."""
     assert TrainConfig.from_dict({"compile": True}).compile == "on"
-    assert TrainConfig.from_dict({"compile": False}).compile == "off"
+    assert TrainConfig.from_dict({"compile": False}).compile == "auto"
     with pytest.raises(ConfigError, match="compile"):
         TrainConfig(compile="sometimes")
 

@@ -169,8 +169,8 @@ class TrainConfig:
         _choice("on_nan", self.on_nan, ON_NAN)
         _choice("device", self.device, DEVICES)
         _choice("precision", self.precision, PRECISIONS)
-        if isinstance(self.compile, bool):  # older config.json files store a flag
-            self.compile = "on" if self.compile else "off"
+        if isinstance(self.compile, bool):  # older config.json files: a flag, false by default
+            self.compile = "on" if self.compile else "auto"
         _choice("compile", self.compile, COMPILE)
         _positive_int("samples", self.samples)
         if not isinstance(self.warmup_epochs, int) or self.warmup_epochs < 0:
