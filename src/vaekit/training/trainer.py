@@ -244,7 +244,8 @@ class Trainer:
     # ---------------------------------------------------------------- training
     def _compile_if_worth_it(self, steps_ahead: int) -> None:
         """Compile the objective if ``config.compile`` asks for it, or (``auto``) if
-        ``steps_ahead`` repay the start-up on a CPU or CUDA device."""
+        ``steps_ahead`` repay the start-up on a CPU or CUDA device in a single process (with
+        DistributedDataParallel, compiling is left to ``on``: it is not measured here)."""
         setting = self.config.compile
         if self.step_module is not self.eager_module:
             return  # compiled already (run() called again)
@@ -252,6 +253,7 @@ class Trainer:
             setting == "auto"
             and steps_ahead >= COMPILE_MIN_STEPS
             and self.device.type in ("cpu", "cuda")
+            and self.world == 1
         ):
             self.step_module = torch.compile(self.eager_module)
 
