@@ -48,13 +48,34 @@ def vae_flops(hidden: list[int], latent: int, backward: bool = True) -> float:
     return encoder + (3 * decoder if backward else decoder)
 
 
-def matmul_peak(size: int = 2048, repeats: int = 5) -> float:
-    """Measured GFLOP/s of a large float32 matmul (the arithmetic ceiling here)."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously), so a timer can stop."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(device: torch.device | str = "cpu", size: int = 2048, repeats: int = 5) -> float:
+    """Measured GFLOP/s of a large float32 matmul on ``device`` (the arithmetic ceiling)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        size *= 4
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
     a @ b
     times = []
     for _ in range(repeats):
+        synchronize(device)
         start = time.perf_counter()
         a @ b
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return 2 * size**3 / statistics.median(times) / 1e9
+
+
+def describe(device: torch.device) -> str:
+    """``torch X, N threads`` on the CPU, or the GPU's name."""
+    where = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"{torch.get_num_threads()} threads"
+    )
+    return f"torch {torch.__version__}, {where}"

@@ -6,6 +6,7 @@ same model and images, alternating, in this process; medians of several runs.
 
     python benchmarks/eval_throughput.py            # 784-400-20, 100 images x 3 runs
     python benchmarks/eval_throughput.py --quick    # 20 images x 2 runs, < 1 minute
+    python benchmarks/eval_throughput.py --device cuda
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-from common import matmul_peak, mnist_or_synthetic
+from common import describe, matmul_peak, mnist_or_synthetic, synchronize
 
 import vaekit
 from vaekit.data import fixed_binarization
@@ -35,7 +36,7 @@ def bare_log_px(model: vaekit.VAE, x: torch.Tensor, k: int) -> torch.Tensor:
         h = model.encoder(xi.reshape(1, 1, 28, 28))
         mu, raw = h.chunk(2, -1)
         sigma = F.softplus(raw) + 1e-6
-        eps = torch.randn(k, 20)
+        eps = torch.randn(k, 20, device=x.device)
         z = mu + sigma * eps
         logits = dec2(torch.relu(dec1(z)))
         log_lik = -F.binary_cross_entropy_with_logits(
@@ -51,6 +52,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--run", help="a trained 784-400-20 run (default: train one, 2 epochs)")
     parser.add_argument("-k", type=int, default=5000)
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     args = parser.parse_args()
     n, repeats = (20, 2) if args.quick else (100, 3)
     data = mnist_or_synthetic()
@@ -60,16 +62,20 @@ def main() -> None:
         torch.manual_seed(0)
         model = vaekit.VAE((1, 28, 28), 20, hidden=[400])
         vaekit.fit(model, data, epochs=2, progress=False)
-    x = fixed_binarization(data.test_x[:n])
+    device = torch.device(args.device)
+    model.to(device)
+    x = fixed_binarization(data.test_x[:n]).to(device)
 
     def vaekit_rate() -> float:
         start = time.perf_counter()
         vaekit.evaluate(model, x, args.k)
+        synchronize(device)
         return n / (time.perf_counter() - start)
 
     def bare_rate() -> float:
         start = time.perf_counter()
         bare_log_px(model, x.reshape(n, 784), args.k)
+        synchronize(device)
         return n / (time.perf_counter() - start)
 
     ours, bare = [], []
@@ -77,11 +83,11 @@ def main() -> None:
         ours.append(vaekit_rate())
         bare.append(bare_rate())
     ours_median, bare_median = sorted(ours)[len(ours) // 2], sorted(bare)[len(bare) // 2]
-    peak = matmul_peak()
+    peak = matmul_peak(device)
     flops = args.k * 2 * (20 * 400 + 400 * 784)  # decoder forward per image: the bulk
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, matmul peak "
+        f"{describe(device)}, matmul peak "
         f"{peak:.0f} GFLOP/s; K = {args.k}, {n} images, median of {repeats}"
     )
     print(
@@ -91,6 +97,8 @@ def main() -> None:
     print(f"  bare loop        {bare_median:7.1f} images/s")
     print(f"  vaekit/bare      {ours_median / bare_median:7.2f}")
     print(f"  peak memory (process RSS) {peak_rss_mb:.0f} MB")
+    if device.type == "cuda":
+        print(f"  peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MB")
     print(
         f"  10,000 MNIST test images: vaekit {10_000 / ours_median / 60:.1f} min, "
         f"bare {10_000 / bare_median / 60:.1f} min"

@@ -5,7 +5,7 @@ as vaekit's end-to-end number includes its held-out ELBO and checkpoint).
 
 Run by ``train_throughput.py`` in the interpreter that has pythae (``--pythae-python``):
 
-    python benchmarks/pythae_rate.py DATA_DIR HIDDEN LATENT ACTIVATION BATCH
+    python benchmarks/pythae_rate.py DATA_DIR HIDDEN LATENT ACTIVATION BATCH [cpu|cuda]
 
 DATA_DIR holds train.npy and test.npy (float32, (N, 1, 28, 28), values in [0, 1]).
 """
@@ -55,6 +55,7 @@ class Decoder(BaseDecoder):
 
 def main() -> None:
     data_dir, hidden_text, latent_text, activation_name, batch_text = sys.argv[1:6]
+    device = sys.argv[6] if len(sys.argv) > 6 else "cpu"
     hidden = [int(width) for width in hidden_text.split(",")]
     latent, batch = int(latent_text), int(batch_text)
     activation = nn.ReLU if activation_name == "relu" else nn.Tanh
@@ -70,7 +71,7 @@ def main() -> None:
             learning_rate=1e-3,
             per_device_train_batch_size=batch,
             per_device_eval_batch_size=1000,
-            no_cuda=True,
+            no_cuda=device != "cuda",
         )
         start = time.perf_counter()
         TrainingPipeline(model=model, training_config=training)(train_data=train, eval_data=test)

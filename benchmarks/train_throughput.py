@@ -18,6 +18,7 @@ achieved GFLOP/s against a measured matmul peak.
 
     python benchmarks/train_throughput.py            # both architectures, batch 20/128/512
     python benchmarks/train_throughput.py --quick    # 784-400-20, batch 128, < 1 minute
+    python benchmarks/train_throughput.py --device cuda   # on a GPU, the data on it
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).parent))
 import itertools
 
-from common import matmul_peak, mnist_or_synthetic, vae_flops
+from common import describe, matmul_peak, mnist_or_synthetic, synchronize, vae_flops
 
 import vaekit
 from vaekit.config import TrainConfig
@@ -101,9 +102,11 @@ class PerSampleMNIST(torch.utils.data.Dataset):
         return tensor.to(dtype=torch.get_default_dtype()).div(255), label
 
 
-def peer_rate(data: vaekit.Dataset, hidden, latent, activation, batch: int) -> float:
+def peer_rate(
+    data: vaekit.Dataset, hidden, latent, activation, batch: int, device: torch.device
+) -> float:
     torch.manual_seed(0)
-    model = PeerVAE(hidden, latent, activation)
+    model = PeerVAE(hidden, latent, activation).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     images = (data.train_x.reshape(-1, 28, 28) * 255).round().to(torch.uint8)
     labels = data.train_y if data.train_y is not None else torch.zeros(len(images), dtype=int)
@@ -111,55 +114,79 @@ def peer_rate(data: vaekit.Dataset, hidden, latent, activation, batch: int) -> f
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True)
     start = time.perf_counter()
     for x, _ in loader:
+        x = x.to(device)
         optimizer.zero_grad()
         loss = model.loss(x.view(-1, 784))
         loss.backward()
         optimizer.step()
+    synchronize(device)
     return len(images) / (time.perf_counter() - start)
 
 
-def bare_rate(data: vaekit.Dataset, hidden, latent, activation, batch: int) -> float:
+def bare_rate(
+    data: vaekit.Dataset, hidden, latent, activation, batch: int, device: torch.device
+) -> float:
+    """The bare loop, with the data on ``device``."""
     torch.manual_seed(0)
-    model = PeerVAE(hidden, latent, activation)
+    model = PeerVAE(hidden, latent, activation).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
-    x_all = data.train_x.reshape(-1, 784)
+    x_all = data.train_x.reshape(-1, 784).to(device)
     n = len(x_all)
+    synchronize(device)
     start = time.perf_counter()
-    order = torch.randperm(n)
+    order = torch.randperm(n, device=device)
     for i in range(0, n, batch):
         x = torch.bernoulli(x_all[order[i : i + batch]])
         optimizer.zero_grad(set_to_none=True)
         loss = model.loss(x) / len(x)
         loss.backward()
         optimizer.step()
+    synchronize(device)
     return n / (time.perf_counter() - start)
 
 
-def pythae_rate(python: str, data_dir: Path, hidden, latent, activation, batch: int) -> float:
+def pythae_rate(
+    python: str, data_dir: Path, hidden, latent, activation, batch: int, device: torch.device
+) -> float:
     script = Path(__file__).parent / "pythae_rate.py"
     widths = ",".join(map(str, hidden))
     command = [python, str(script), str(data_dir), widths, str(latent), activation, str(batch)]
+    command.append(device.type)
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     return float(output.split()[-1])
 
 
 def vaekit_rates(
-    data: vaekit.Dataset, hidden, latent, activation, batch: int, compile: str
+    data: vaekit.Dataset,
+    hidden,
+    latent,
+    activation,
+    batch: int,
+    compile: str,
+    device: torch.device,
 ) -> tuple[float, float, float]:
     """Epoch 2 of a run as ``vaekit train`` makes it: (end-to-end ex/s including the held-out
     ELBO and checkpoint, the loop's own ex/s, seconds by which epoch 1 was slower: the
     start-up, compiling included)."""
     torch.manual_seed(0)
     model = vaekit.VAE((1, 28, 28), latent, hidden=hidden, activation=activation)
-    config = TrainConfig(epochs=1, batch_size=batch, compile=compile)
+    config = TrainConfig(
+        epochs=1,
+        batch_size=batch,
+        compile=compile,
+        device=device.type,
+        data_on_device=device.type != "cpu",
+    )
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(model, data, config, Path(run_dir))
         start = time.perf_counter()
         trainer.run()
+        synchronize(device)
         first = time.perf_counter() - start
         trainer.config = replace(config, epochs=2)
         start = time.perf_counter()
         history = trainer.run()
+        synchronize(device)
         second = time.perf_counter() - start
     return len(data.train_x) / second, history[-1]["examples_per_s"], first - second
 
@@ -172,28 +199,27 @@ def table_row(
     peak: float,
     pythae_python: str | None,
     data_dir: Path,
+    device: torch.device,
 ) -> str:
     """One row of the table: medians of ``repeats`` alternating runs of every loop."""
-    hidden, latent, activation = ARCHITECTURES[name]
+    net = ARCHITECTURES[name]
     rates: dict[str, list[float]] = collections.defaultdict(list)
     for _ in range(repeats):
         for compile in ("off", "on"):
-            whole, loop, startup = vaekit_rates(data, hidden, latent, activation, batch, compile)
+            whole, loop, startup = vaekit_rates(data, *net, batch, compile, device)
             rates[compile].append(whole)
             rates[f"{compile} loop"].append(loop)
             rates[f"{compile} startup"].append(startup)
-        rates["peer"].append(peer_rate(data, hidden, latent, activation, batch))
-        rates["bare"].append(bare_rate(data, hidden, latent, activation, batch))
+        rates["peer"].append(peer_rate(data, *net, batch, device))
+        rates["bare"].append(bare_rate(data, *net, batch, device))
         if pythae_python:
-            rates["pythae"].append(
-                pythae_rate(pythae_python, data_dir, hidden, latent, activation, batch)
-            )
+            rates["pythae"].append(pythae_rate(pythae_python, data_dir, *net, batch, device))
     median = {key: statistics.median(values) for key, values in rates.items()}
     eager, eager_loop, ours, loop, bare, peer = (
         median[k] for k in ("off", "off loop", "on", "on loop", "bare", "peer")
     )
     pythae = median.get("pythae", math.nan)
-    gflops = loop * vae_flops(hidden, latent) / 1e9
+    gflops = loop * vae_flops(net[0], net[1]) / 1e9
     return (
         f"| {name} | {batch} | {bare:,.0f} | {peer:,.0f} | {pythae:,.0f} | {eager:,.0f} "
         f"({eager_loop:,.0f}) | {ours:,.0f} ({loop:,.0f}) | {median['on startup']:.1f} | "
@@ -207,6 +233,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--examples", type=int, help="training examples per run")
     parser.add_argument("--repeats", type=int)
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument(
         "--pythae-python",
         default=sys.executable if importlib.util.find_spec("pythae") else None,
@@ -217,9 +244,10 @@ def main() -> None:
     examples = args.examples or (10_000 if quick else 20_000)
     repeats = args.repeats or (2 if quick else 3)
     data = mnist_or_synthetic(examples)
-    peak = matmul_peak()
+    device = torch.device(args.device)
+    peak = matmul_peak(device)
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {data.name}, "
+        f"{describe(device)}, {data.name}, "
         f"{examples} training examples per run, median of {repeats}; matmul peak {peak:.0f} "
         "GFLOP/s"
     )
@@ -242,7 +270,7 @@ def main() -> None:
         np.save(data_dir / "test.npy", data.test_x.numpy())
         for name, batch in configs:
             print(
-                table_row(data, name, batch, repeats, peak, args.pythae_python, data_dir),
+                table_row(data, name, batch, repeats, peak, args.pythae_python, data_dir, device),
                 flush=True,
             )
 
