@@ -46,9 +46,10 @@ from vaekit.visuals.grids import save_reconstructions, save_samples
 CHECK_EVERY = 50
 """Steps between NaN/Inf checks and progress-bar updates (each is one host synchronisation)."""
 COMPILE_MIN_STEPS = 50_000
-"""``compile="auto"`` compiles a run with at least this many optimizer steps ahead: the
-compiled step saves 0.15-0.2 ms (5-13%) at batch 20-128 on 2 CPU cores, which repays its
-~7 s start-up after 35,000-45,000 steps (benchmarks/options.py, train_throughput.py)."""
+"""``compile="auto"`` compiles a run with at least this many optimizer steps ahead: on 2 CPU
+cores the compiled step is ~10% faster (from -4% to +22% over train_throughput.py's six
+settings; 0.15-0.3 ms a step at batch 20-128), which repays the ~7 s cold start-up after
+25,000-50,000 steps (benchmarks/results/train-throughput.log, options.log)."""
 FIGURE_INTERVAL_S = 60.0
 MAX_ROLLBACKS = 3
 TERMS = ("elbo", "reconstruction", "rate")
