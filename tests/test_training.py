@@ -19,7 +19,7 @@ from vaekit.errors import CheckpointError, ConfigError, DataError, TrainingDiver
 from vaekit.training.checkpoint import CHECKPOINT, WEIGHTS
 from vaekit.training.io import run_lock
 from vaekit.training.schedule import kl_weight, learning_rate
-from vaekit.training.trainer import COMPILE_MIN_STEPS
+from vaekit.training.trainer import COMPILE_MIN_STEPS, Trainer
 
 
 def _model(data: vaekit.Dataset, seed: int = 0) -> vaekit.VAE:
@@ -242,7 +242,7 @@ def test_glorot_init_and_output_bias(digits: vaekit.Dataset) -> None:
         for m in model.modules()
         if isinstance(m, torch.nn.Linear)
     )
-    trainer = vaekit.training.Trainer(model, digits, TrainConfig(output_bias=True), progress=False)
+    trainer = Trainer(model, digits, TrainConfig(output_bias=True), progress=False)
     mean = digits.train_x.mean(0).flatten().clamp(1e-3, 1 - 1e-3)
     assert torch.allclose(trainer.model.decoder.layers[-1].bias, torch.logit(mean))
 
@@ -250,8 +250,6 @@ def test_glorot_init_and_output_bias(digits: vaekit.Dataset) -> None:
 def test_compiled_objective_equals_eager(digits: vaekit.Dataset) -> None:
     """``compile="on"`` computes the same loss, term sums and gradients as the eager step, to
     float32 round-off (relative 1e-5 for sums of ~10³ terms of similar size)."""
-    from vaekit.training.trainer import Trainer
-
     model = _model(digits)
     x = digits.train_x[:64].bernoulli(generator=torch.Generator().manual_seed(0))
     noise = torch.randn(1, 64, 4, generator=torch.Generator().manual_seed(1))
@@ -284,8 +282,6 @@ def test_compile_setting(
     digits: vaekit.Dataset, setting: str, steps_ahead: int, compiled: bool
 ) -> None:
     """``auto`` compiles only runs long enough to repay the start-up; on/off are obeyed."""
-    from vaekit.training.trainer import Trainer
-
     trainer = Trainer(_model(digits), digits, TrainConfig(compile=setting), progress=False)
     trainer._compile_if_worth_it(steps_ahead)
     assert (trainer.step_module is not trainer.eager_module) == compiled

@@ -271,7 +271,7 @@ class Trainer:
 
             if not isinstance(err, TorchDynamoException):
                 raise
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
             if self.config.compile == "on":
                 raise ConfigError(
                     f"torch.compile failed ({reason}); train with --compile off"
