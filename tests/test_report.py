@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import shutil
 import subprocess
@@ -9,10 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import vaekit
 from vaekit.cli import main
+from vaekit.visuals.figures import latent_scatter_png
 from vaekit.visuals.report import PLOTS
 
 SECTIONS = (
@@ -108,6 +111,16 @@ def test_every_plot(trained_run: Path, report: Path, tmp_path: Path) -> None:
         assert main(["plot", str(trained_run), "--what", what, "-o", str(out)]) == 0
         with Image.open(out) as image:
             assert image.width > 50 and image.height > 50
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("with_labels", [True, False])
+def test_latent_scatter_with_and_without_labels(with_labels: bool) -> None:
+    """Unlabelled data (a user's .npy) plots in one colour, without matplotlib's warning."""
+    means = torch.randn(40, 5, generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(40) % 10 if with_labels else None
+    with Image.open(io.BytesIO(latent_scatter_png(means, labels))) as image:
+        assert image.width > 50 and image.height > 50
 
 
 def test_tensorboard_event_files(tmp_path: Path, digits: vaekit.Dataset) -> None:

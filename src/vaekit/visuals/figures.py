@@ -91,9 +91,12 @@ def latent_scatter_png(means: torch.Tensor, labels: torch.Tensor | None) -> byte
         share = 100 * pca.explained_variance_ratio_
         axis = (f"PC 1 ({share[0]:.0f}% of variance)", f"PC 2 ({share[1]:.0f}%)")
     fig, ax = plt.subplots(figsize=(6, 5))
-    colour = None if labels is None else labels.cpu().numpy()
-    shown = ax.scatter(points[:, 0], points[:, 1], c=colour, s=4, cmap="tab10", alpha=0.7)
-    if labels is not None:
+    if labels is None:
+        ax.scatter(points[:, 0], points[:, 1], s=4, alpha=0.7)
+    else:
+        shown = ax.scatter(
+            points[:, 0], points[:, 1], c=labels.cpu().numpy(), s=4, cmap="tab10", alpha=0.7
+        )
         fig.colorbar(shown, ax=ax, label="label")
     ax.set_xlabel(axis[0])
     ax.set_ylabel(axis[1])
