@@ -107,11 +107,10 @@ def test_bad_data(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
         capsys, ["train", "--dataset", "mnist", "--data-dir", str(tmp_path)], "not found"
     )
     np.save(tmp_path / "grey.npy", np.full((20, 4), 0.5, np.float32))
-    _fails_cleanly(
-        capsys,
-        ["train", "--dataset", str(tmp_path / "grey.npy"), "--binarize", "none"],
-        "Bernoulli",
-    )
+    grey = ["train", "--dataset", str(tmp_path / "grey.npy"), "--run-dir", str(tmp_path / "no")]
+    _fails_cleanly(capsys, [*grey, "--binarize", "none"], "Bernoulli")
+    _fails_cleanly(capsys, [*grey, "--likelihood", "gaussian", "--output-bias"], "--output-bias")
+    assert not (tmp_path / "no").exists()  # data and options are checked before it is made
 
 
 def test_bad_checkpoints(

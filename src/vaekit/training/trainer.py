@@ -594,9 +594,9 @@ def fit(
     if run_dir is None:
         return Trainer(model, data, config, None, progress).run()
     run_dir = Path(run_dir)
+    trainer = Trainer(model, data, config, run_dir, progress)  # checks first: no empty run dir
     _on_rank_zero(lambda: new_run_dir(run_dir))
     with _lock_on_rank_zero(run_dir):
-        trainer = Trainer(model, data, config, run_dir, progress)
         if trainer.writes:
             ckpt.write_config(run_dir, model, trainer.config, data.summary())
         history = trainer.run()
