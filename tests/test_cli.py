@@ -152,3 +152,22 @@ def test_real_process_prints_one_line_and_exits_2(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
+
+
+def test_closed_stdout_writes_the_files_and_exits_without_a_traceback(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    """``vaekit evaluate RUN | head -1``: the reader goes away; the evaluation is still saved."""
+    csv, saved = tmp_path / "terms.csv", trained_run / "evaluation.json"
+    saved.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "vaekit", "evaluate", str(trained_run), "-k", "2"]
+    process = subprocess.Popen(
+        [*command, "--no-progress", "--per-example", str(csv)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    process.stdout.close()  # before the process writes anything
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 141, err  # 128 + SIGPIPE, as a shell reports it
+    assert b"Traceback" not in err and err.strip() == b"", err
+    assert csv.exists() and saved.exists()

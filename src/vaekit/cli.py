@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -48,6 +50,7 @@ from vaekit.visuals.report import PLOTS
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell reports for a process killed by SIGPIPE
 
 
 class _Parser(argparse.ArgumentParser):
@@ -449,13 +452,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "split": args.split,
         "binarized": "fixed seed" if model.config.likelihood == "bernoulli" else "no",
     }
-    print(result.table())
+    # the files first: minutes of evaluation survive a closed pipe (vaekit evaluate ... | head)
+    written = []
     if run.is_dir():
         result.save(run / "evaluation.json")
-        print(f"wrote {run / 'evaluation.json'}")
+        written.append(f"wrote {run / 'evaluation.json'}")
     if csv_path is not None:
         result.save_per_example(csv_path, y)
-        print(f"wrote per-example terms to {csv_path}")
+        written.append(f"wrote per-example terms to {csv_path}")
+    print("\n".join([result.table(), *written]))
     return 0
 
 
@@ -512,6 +517,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"vaekit: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        # the reader of stdout went away (| head): no traceback; silence the final flush
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
         print(
             "vaekit: interrupted; the last checkpoint is intact (continue with "
