@@ -351,10 +351,11 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 
 def _report(run_dir: Path, history: list[dict[str, Any]], seconds: float, where: str = "") -> None:
     last = history[-1]
+    epochs = f"{last['epoch']} epoch" + ("s" if last["epoch"] != 1 else "")
     print(
         f"held-out ELBO {last['test_elbo']:.2f} ± {last['test_elbo_stderr']:.2f} nats/example "
         f"(reconstruction {last['test_reconstruction']:.2f}, KL {last['test_rate']:.2f}) after "
-        f"{last['epoch']} epochs; {seconds:.1f} s{where}; run: {run_dir}"
+        f"{epochs}; {seconds:.1f} s{where}; run: {run_dir}"
     )
 
 
