@@ -115,6 +115,23 @@ def test_evaluate_reports_every_term(
     assert saved["units"].startswith("nats per example") and saved["log_px"]["stderr"] > 0
 
 
+def test_grey_levels_under_a_bernoulli_are_refused(digits: vaekit.Dataset) -> None:
+    """Every measuring entry point refuses a "Bernoulli NLL" of grey levels; the binarised
+    test set, the Dataset (binarised by the protocol) and a Gaussian model are measured."""
+    model, grey = vaekit.VAE(digits.shape, 4, hidden=[8]), digits.test_x
+    for measure in (
+        lambda x: model.elbo(x),
+        lambda x: vaekit.log_px(model, x, 4),
+        lambda x: vaekit.evaluate(model, x, 4),
+    ):
+        with pytest.raises(vaekit.VaekitError, match="values other than 0 and 1"):
+            measure(grey)
+        measure(vaekit.fixed_binarization(grey))
+    assert vaekit.evaluate(model, digits, 4).n == len(grey)
+    gaussian = vaekit.VAE(digits.shape, 4, hidden=[8], likelihood="gaussian")
+    assert torch.isfinite(gaussian.elbo(grey).elbo).all()
+
+
 def test_elbo_surgery_on_a_known_aggregate_posterior() -> None:
     """N identical posteriors: q(z) = q(z|x), so I_q = 0 and KL(q(z)||p(z)) = the rate."""
     loc = torch.tensor([[0.5, -1.0]]).expand(400, 2)

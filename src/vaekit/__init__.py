@@ -12,14 +12,15 @@ Quick start::
     model = vaekit.VAE(data.shape, latent_dim=8)
     vaekit.fit(model, data, epochs=50, run_dir="runs/digits")
     q = model.encode(data.test_x)           # q(z|x), a torch Distribution
-    terms = model.elbo(data.test_x)         # per-example elbo, reconstruction, rate
+    x = vaekit.fixed_binarization(data.test_x)  # the standard binarised test set
+    terms = model.elbo(x)                   # per-example elbo, reconstruction, rate
     result = vaekit.evaluate(model, data, k=1000)   # log p̂_K(x), gap, diagnostics
     print(result.table())
     model = vaekit.load("runs/digits")
 """
 
 from vaekit.config import ModelConfig, TrainConfig
-from vaekit.data import Dataset, load_dataset
+from vaekit.data import Dataset, fixed_binarization, load_dataset
 from vaekit.errors import VaekitError
 from vaekit.evaluation import Evaluation, evaluate
 from vaekit.model import VAE
@@ -39,6 +40,7 @@ __all__ = [
     "elbo",
     "evaluate",
     "fit",
+    "fixed_binarization",
     "iwae_bound",
     "load",
     "load_dataset",

@@ -158,6 +158,7 @@ def evaluate(
         if isinstance(data, Dataset)
         else data
     )
+    model.likelihood.check(x)
     model.eval()
     start_time = time.perf_counter()
     device = next(model.parameters()).device

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Bernoulli, Distribution, Independent, Normal
 
+from vaekit.errors import DataError
 from vaekit.model.gaussian import HALF_LOG_2PI
 
 
@@ -22,6 +23,10 @@ class _Likelihood(nn.Module):
     def __init__(self, event_shape: tuple[int, ...]) -> None:
         super().__init__()
         self.event_dims = len(event_shape)
+
+    def check(self, x: torch.Tensor) -> None:
+        """Raise :class:`DataError` if ``x`` is outside this likelihood's support (called by
+        the measuring entry points, not by the training step, whose data are checked once)."""
 
     def _reduce(self, elementwise: torch.Tensor, reduction: str) -> torch.Tensor:
         if reduction == "sum":
@@ -37,6 +42,15 @@ class BernoulliLikelihood(_Likelihood):
     """
 
     name = "bernoulli"
+
+    def check(self, x: torch.Tensor) -> None:
+        if not bool(((x == 0) | (x == 1)).all()):
+            raise DataError(
+                "the data have values other than 0 and 1: a Bernoulli log-likelihood of grey "
+                "levels is not a log-probability of the data; binarise them first "
+                "(vaekit.fixed_binarization(x), the standard test-set draw) or evaluate a "
+                "vaekit.Dataset"
+            )
 
     def forward(self, params: torch.Tensor) -> Distribution:
         return Independent(Bernoulli(logits=params, validate_args=False), self.event_dims)

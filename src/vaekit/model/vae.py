@@ -133,7 +133,9 @@ class VAE(nn.Module):
         return self.decode(z).mean
 
     def elbo(self, x: torch.Tensor, n_samples: int = 1) -> ELBOTerms:
-        """Per-example ELBO, reconstruction, rate, ``(B,)`` each; see ``objectives.elbo``."""
+        """Per-example ELBO, reconstruction, rate, ``(B,)`` each; see ``objectives.elbo``.
+        Refuses data outside the likelihood's support (grey levels under a Bernoulli)."""
+        self.likelihood.check(x)
         return elbo(self, x, n_samples)
 
     def log_px(self, x: torch.Tensor, k: int = 5000, chunk_size: int = 500) -> torch.Tensor:
