@@ -12,7 +12,8 @@ from torch.distributions import Independent, Normal, kl_divergence
 from vaekit.model import gaussian
 from vaekit.model import linear_gaussian as lg
 from vaekit.model.likelihoods import BernoulliLikelihood, GaussianLikelihood
-from vaekit.objectives.elbo import elbo
+from vaekit.objectives.elbo import elbo, log_weights, reparameterise
+from vaekit.objectives.importance import iwae_bound, iwae_terms
 
 Z_TOL = 5.0
 
@@ -154,3 +155,48 @@ def test_bernoulli_likelihood_is_summed_binary_cross_entropy() -> None:
     expected = -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum((1, 2, 3))
     assert log_prob.shape == (4,)
     assert torch.allclose(log_prob, expected, atol=1e-5)
+
+
+def _flat_grad(output: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
+    grads = torch.autograd.grad(output, params, retain_graph=True)
+    return torch.cat([g.flatten() for g in grads])
+
+
+def test_iwae_gradient_is_the_normalised_weighted_score() -> None:
+    """∇L_K = Σ_k w̃_k ∇ log w_k with w̃ = softmax(log w), held constant (exactly, for the same
+    draws); the two classic mistakes — weights not held constant, or the sign flipped — give
+    another gradient, so this identity tells them apart."""
+    model, x = _model(seed=4)
+    params, k = list(model.parameters()), 16
+    noise = torch.randn((k, len(x), 3), dtype=torch.float64)
+    bound, _ = iwae_terms(model, x, k, noise)
+    loc, scale = model.posterior_parameters(x)
+    log_w, _ = log_weights(model, x, reparameterise(loc, scale, k, noise), loc, scale)
+    weights = torch.softmax(log_w, dim=0)
+    right = _flat_grad((weights.detach() * log_w).sum(), params)
+    ours = _flat_grad(bound.sum(), params)
+    assert torch.allclose(ours, right, rtol=1e-10, atol=1e-12)
+    undetached = _flat_grad((weights * log_w).sum(), params)
+    assert (undetached - right).abs().max() > 1e-3 * right.abs().max()
+    assert not torch.allclose(ours, -right)
+
+
+def test_iwae_decoder_gradient_approaches_the_gradient_of_log_px() -> None:
+    """E ∇_θ L_K → ∇_θ log p(x) as K grows (the decoder's θ; exact for the linear-Gaussian
+    model): at K = 1000 within 5 standard errors of the mean of 200 draws (the self-normalised
+    weights' bias is O(1/K): 7 s.e. at K = 10, 4 at K = 100, 2.5 at K = 1000 here), and the
+    error is a tenth of the ELBO's (K = 1), which is biased towards ∇ ELBO."""
+    model, x = _model(seed=0, data_dim=6)
+    lg.set_optimal_encoder(model)  # mean-field: the posterior is correlated, the gap > 0
+    with torch.no_grad():
+        model.encoder.bias[:3] += 0.3  # ... and off the optimum
+    decoder = list(model.decoder.parameters())
+    truth = _flat_grad(lg.log_px(model, x).sum(), decoder)
+    errors = []
+    for k in (1, 1000):
+        draws = torch.stack(
+            [_flat_grad(iwae_bound(model, x, k).sum(), decoder) for _ in range(200)]
+        )
+        errors.append((draws.mean(0) - truth).abs().max())
+    _within(draws, truth)
+    assert errors[1] < 0.1 * errors[0]
