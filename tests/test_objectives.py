@@ -200,3 +200,18 @@ def test_iwae_decoder_gradient_approaches_the_gradient_of_log_px() -> None:
         errors.append((draws.mean(0) - truth).abs().max())
     _within(draws, truth)
     assert errors[1] < 0.1 * errors[0]
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.5, 2.0])
+def test_sampler_draws_from_the_tempered_prior(temperature: float) -> None:
+    """model.sample(n, T, mean=False) for the linear-Gaussian model is x = Wz + b + σε with
+    z ~ N(0, T² I): covariance T² WWᵀ + σ² I. Each sample covariance entry has standard error
+    sqrt((Σ_ij² + Σ_ii Σ_jj) / n) (Gaussian data), the tolerance is 5 of them."""
+    model, _ = _model(seed=1, data_dim=4, latent_dim=2, sigma=0.3)
+    n = 20_000
+    x = model.sample(n, temperature, mean=False, generator=torch.Generator().manual_seed(0))
+    weight, bias = model.decoder.weight.detach(), model.decoder.bias.detach()
+    cov = temperature**2 * weight @ weight.T + 0.09 * torch.eye(4, dtype=torch.float64)
+    stderr = ((cov.square() + torch.outer(cov.diag(), cov.diag())) / n).sqrt()
+    assert torch.all((x.T.cov() - cov).abs() <= Z_TOL * stderr)
+    assert torch.all((x.mean(0) - bias).abs() <= Z_TOL * (cov.diag() / n).sqrt())

@@ -120,8 +120,11 @@ class VAE(nn.Module):
     ) -> torch.Tensor:
         """Generate ``(n, *input_shape)``: z ~ N(0, T² I), then the mean of p(x|z) (or a draw
         from it with ``mean=False``)."""
-        device = self.prior.loc.device
-        z = torch.randn(n, self.latent_dim, generator=generator, device=device) * temperature
+        loc = self.prior.loc  # z takes the model's dtype and device
+        noise = torch.randn(
+            (n, self.latent_dim), generator=generator, dtype=loc.dtype, device=loc.device
+        )
+        z = temperature * noise
         p_x = self.decode(z)
         return p_x.mean if mean else p_x.sample()
 
