@@ -120,12 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--activation", choices=ACTIVATIONS)
     model.add_argument("--likelihood", choices=LIKELIHOODS)
     model.add_argument(
-        "--gaussian-scale", type=float, help="standard deviation of the Gaussian likelihood"
+        "--gaussian-scale",
+        type=float,
+        help="the Gaussian's standard deviation, or the discretized logistic's scale (at the "
+        "start, with --learn-scale)",
     )
     model.add_argument(
         "--learn-scale",
         action=argparse.BooleanOptionalAction,
-        help="learn the Gaussian likelihood's standard deviation per dimension",
+        help="learn that scale per data dimension",
     )
     model.add_argument("--init", choices=INITS, help="weight initialisation")
     run = train.add_argument_group("training (defaults: vaekit.TrainConfig)")

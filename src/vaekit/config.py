@@ -17,7 +17,7 @@ FORMAT_VERSION = 1
 
 NETWORKS = ("mlp", "conv")
 ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "silu", "softplus", "leaky_relu")
-LIKELIHOODS = ("bernoulli", "gaussian")
+LIKELIHOODS = ("bernoulli", "gaussian", "discretized-logistic")
 BINARIZE = ("dynamic", "none")
 LR_SCHEDULES = ("constant", "cosine", "exponential", "burda")
 OBJECTIVES = ("elbo", "iwae")
@@ -52,8 +52,10 @@ class ModelConfig:
     input_shape: shape of one example, ``(C, H, W)`` for images or ``(D,)`` for vectors.
     latent_dim: size of z. hidden: widths of the MLP hidden layers (encoder; the decoder
     mirrors them), or the width of the dense layer of the conv nets.
-    likelihood: ``bernoulli`` (logits; binary data) or ``gaussian`` (continuous data) with
-    standard deviation ``gaussian_scale``, learned per dimension when ``learn_scale``.
+    likelihood: ``bernoulli`` (logits; binary data), ``gaussian`` (continuous data) with
+    standard deviation ``gaussian_scale``, learned per dimension when ``learn_scale``, or
+    ``discretized-logistic`` (8-bit data, levels k/255) with scale ``gaussian_scale``, learned
+    per dimension when ``learn_scale``.
     init: ``default`` (PyTorch's) or ``glorot`` (Glorot-uniform weights, zero biases).
     """
 

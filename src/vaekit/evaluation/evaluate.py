@@ -78,10 +78,12 @@ class Evaluation:
 
     def table(self) -> str:
         """A plain-text table of the identity and the diagnostics."""
-        bpd = "" if self.bits_per_dim is None else f"  ({self.bits_per_dim:.4f} bits/dim)"
+        density = self.bits_per_dim is None  # a density of x, not a probability of it
+        bpd = "" if density else f"  ({self.bits_per_dim:.4f} bits/dim)"
+        kind = " (a density of x, not comparable with discrete likelihoods)" if density else ""
         rows = [
-            f"{self.n} examples, K = {self.k}, {self.likelihood} likelihood; nats per example "
-            "(mean ± standard error)",
+            f"{self.n} examples, K = {self.k}, {self.likelihood} likelihood{kind}; nats per "
+            "example (mean ± standard error)",
             f"  log p̂_K(x)        {self.log_px!s:>18}{bpd}",
             f"  ELBO              {self.elbo!s:>18}",
             f"    reconstruction  {self.reconstruction!s:>18}",
@@ -212,7 +214,7 @@ def evaluate(
         log_px=log_px_mean,
         gap=Mean.of(per["gap"]),
         bits_per_dim=(-log_px_mean.value / (data_dim * math.log(2)))
-        if likelihood == "bernoulli"
+        if model.likelihood.discrete
         else None,
         k_sweep=[
             {

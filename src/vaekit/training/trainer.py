@@ -27,6 +27,7 @@ from vaekit.config import ModelConfig, TrainConfig
 from vaekit.data.dataset import Dataset, binarize, fixed_binarization
 from vaekit.errors import CheckpointError, ConfigError, DataError, TrainingDiverged, VaekitError
 from vaekit.evaluation.statistics import elbo_summary, per_example_elbo
+from vaekit.model.likelihoods import on_8bit_levels
 from vaekit.model.vae import VAE
 from vaekit.nets.factory import set_output_bias
 from vaekit.objectives.elbo import elbo
@@ -76,6 +77,13 @@ def check_data(config: ModelConfig, data: Dataset, train: TrainConfig) -> TrainC
             )
     elif binarization == "dynamic":
         raise ConfigError("--binarize dynamic goes with --likelihood bernoulli only")
+    elif config.likelihood == "discretized-logistic" and not all(
+        on_8bit_levels(x) for x in (data.train_x, data.test_x)
+    ):
+        raise DataError(
+            f"{data.name}: the discretized-logistic likelihood needs 8-bit data (values k/255 "
+            "in [0, 1], as uint8 images load); use --likelihood gaussian"
+        )
     if train.objective == "iwae" and (train.beta != 1 or train.warmup_epochs):
         raise ConfigError("the IWAE objective is a bound on log p(x): use --beta 1, no warm-up")
     if train.output_bias and (config.network != "mlp" or config.likelihood != "bernoulli"):
