@@ -137,7 +137,7 @@ class VAE(nn.Module):
 
     def elbo(self, x: torch.Tensor, n_samples: int = 1) -> ELBOTerms:
         """Per-example ELBO, reconstruction, rate, ``(B,)`` each; see ``objectives.elbo``.
-        Refuses data outside the likelihood's support (grey levels under a Bernoulli)."""
+        Refuses data outside the likelihood's support (e.g. grey levels under a Bernoulli)."""
         self.likelihood.check(x)
         return elbo(self, x, n_samples)
 

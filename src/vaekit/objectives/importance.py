@@ -78,7 +78,7 @@ def log_px(
     """log p̂_K(x) for a batch ``x (B, *input_shape)``; returns ``(B,)`` in nats, with the
     logsumexp over all K samples accumulated exactly chunk by chunk (see
     :func:`iter_log_weights` for ``chunk_size``, ``noise`` and ``generator``). Refuses data
-    outside the likelihood's support (grey levels under a Bernoulli)."""
+    outside the likelihood's support (e.g. grey levels under a Bernoulli)."""
     model.likelihood.check(x)
     total = None
     for chunk, _ in iter_log_weights(model, x, k, chunk_size, noise, generator):
