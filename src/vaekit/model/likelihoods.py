@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Bernoulli, Distribution, Independent, Normal, constraints
 
+from vaekit.data.dataset import is_binary
 from vaekit.errors import DataError
 from vaekit.model.gaussian import HALF_LOG_2PI
 
@@ -52,7 +53,7 @@ class BernoulliLikelihood(_Likelihood):
     discrete = True
 
     def check(self, x: torch.Tensor) -> None:
-        if not bool(((x == 0) | (x == 1)).all()):
+        if not is_binary(x):
             raise DataError(
                 "the data have values other than 0 and 1: a Bernoulli log-likelihood of grey "
                 "levels is not a log-probability of the data; binarise them first "
@@ -190,8 +191,8 @@ class DiscretizedLogisticLikelihood(_Likelihood):
     def check(self, x: torch.Tensor) -> None:
         if not on_8bit_levels(x):
             raise DataError(
-                "the data are not 8-bit levels (k/255 in [0, 1]), which the discretized-logistic "
-                "likelihood needs; use --likelihood gaussian"
+                "the discretized-logistic likelihood needs 8-bit data (values k/255 in [0, 1], "
+                "as uint8 images load); use --likelihood gaussian"
             )
 
     def forward(self, params: torch.Tensor) -> Distribution:

@@ -23,11 +23,10 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from vaekit.config import ModelConfig, TrainConfig
+from vaekit.config import TrainConfig
 from vaekit.data.dataset import Dataset, binarize, fixed_binarization
 from vaekit.errors import CheckpointError, ConfigError, DataError, TrainingDiverged, VaekitError
 from vaekit.evaluation.statistics import elbo_summary, per_example_elbo
-from vaekit.model.likelihoods import on_8bit_levels
 from vaekit.model.vae import VAE
 from vaekit.nets.factory import set_output_bias
 from vaekit.objectives.elbo import elbo
@@ -56,8 +55,9 @@ MAX_ROLLBACKS = 3
 TERMS = ("elbo", "reconstruction", "rate")
 
 
-def check_data(config: ModelConfig, data: Dataset, train: TrainConfig) -> TrainConfig:
+def check_data(model: VAE, data: Dataset, train: TrainConfig) -> TrainConfig:
     """Refuse data the model cannot honestly fit; return ``train`` with ``binarize`` resolved."""
+    config = model.config
     if data.shape != tuple(config.input_shape):
         raise ConfigError(
             f"the data's examples have shape {data.shape} but the model expects "
@@ -77,13 +77,12 @@ def check_data(config: ModelConfig, data: Dataset, train: TrainConfig) -> TrainC
             )
     elif binarization == "dynamic":
         raise ConfigError("--binarize dynamic goes with --likelihood bernoulli only")
-    elif config.likelihood == "discretized-logistic" and not all(
-        on_8bit_levels(x) for x in (data.train_x, data.test_x)
-    ):
-        raise DataError(
-            f"{data.name}: the discretized-logistic likelihood needs 8-bit data (values k/255 "
-            "in [0, 1], as uint8 images load); use --likelihood gaussian"
-        )
+    else:
+        try:
+            for x in (data.train_x, data.test_x):
+                model.likelihood.check(x)
+        except DataError as err:
+            raise DataError(f"{data.name}: {err}") from None
     if train.objective == "iwae" and (train.beta != 1 or train.warmup_epochs):
         raise ConfigError("the IWAE objective is a bound on log p(x): use --beta 1, no warm-up")
     if train.output_bias and (config.network != "mlp" or config.likelihood != "bernoulli"):
@@ -111,7 +110,7 @@ class Trainer:
         run_dir: Path | None = None,
         progress: bool = True,
     ) -> None:
-        self.config = check_data(model.config, data, config)
+        self.config = check_data(model, data, config)
         self.device = resolve_device(self.config.device)
         if self.config.precision == "fp16" and self.device.type != "cuda":
             raise ConfigError("--precision fp16 needs CUDA; use bf16 or fp32 here")
