@@ -45,6 +45,20 @@ def test_train_writes_a_run_and_resume_extends_it(
         assert (run / name).is_file(), name
     assert main(["train", "--resume", str(run), "--epochs", "3"]) == 0
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
+    capsys.readouterr()
+    _fails_cleanly(capsys, ["train", "--resume", str(run), "--epochs", "2"], "more than 3")
+
+
+def test_a_run_whose_data_file_moved(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "x.npy"
+    np.save(data, np.random.default_rng(0).random((40, 6), dtype=np.float32))
+    run = ["--run-dir", str(tmp_path / "run"), "--likelihood", "gaussian", "--hidden", "8"]
+    assert main(["train", "--dataset", str(data), "--epochs", "1", *run]) == 0
+    data.rename(tmp_path / "moved.npy")
+    capsys.readouterr()
+    evaluate = ["evaluate", str(tmp_path / "run"), "-k", "2", "--no-progress"]
+    _fails_cleanly(capsys, evaluate, "name them with --dataset")
+    assert main([*evaluate, "--dataset", str(tmp_path / "moved.npy")]) == 0
 
 
 def test_sample_reconstruct_encode(trained_run: Path, tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ from vaekit.config import (
     TrainConfig,
 )
 from vaekit.data import load_dataset, protocol_examples
-from vaekit.errors import ConfigError, VaekitError
+from vaekit.errors import ConfigError, DataError, VaekitError
 from vaekit.evaluation.evaluate import evaluate
 from vaekit.model.vae import VAE
 from vaekit.recipes import available as available_recipes
@@ -378,7 +378,12 @@ def _model_and_examples(args: argparse.Namespace, split: str) -> tuple[VAE, torc
         )
     else:
         raise ConfigError(f"{run} is a weights file: name the data with --dataset")
-    data = load_dataset(name, data_dir, image_size, not args.no_verify)
+    try:
+        data = load_dataset(name, data_dir, image_size, not args.no_verify)
+    except DataError as err:
+        if args.dataset:
+            raise
+        raise DataError(f"{err} (the run's data; name them with --dataset)") from None
     if data.shape != model.input_shape:
         raise ConfigError(
             f"the data's examples have shape {data.shape} but the model expects {model.input_shape}"

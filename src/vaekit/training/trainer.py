@@ -653,6 +653,11 @@ def resume(
         model = VAE.from_config(model_config)
         trainer = Trainer(model, data, config, run_dir, progress)
         trainer.restore()
+        if epochs is not None and epochs < trainer.epoch:
+            raise ConfigError(
+                f"{run_dir} has trained {trainer.epoch} epochs; --epochs is the total to reach, "
+                f"so give more than {trainer.epoch}"
+            )
         if trainer.writes:
             ckpt.write_config(run_dir, model, trainer.config, data.summary())
         history = trainer.run()
