@@ -115,7 +115,8 @@ class DiscretizedLogistic(Distribution):
 
         P(x) = σ((x + h − μ)/s) − σ((x − h − μ)/s),   h = 1/510 (half a level),
 
-    with σ(·) → 0 below level 0 and → 1 above level 255. Batch shape = ``loc``'s."""
+    with σ(·) → 0 below level 0 and → 1 above level 255. Batch shape = ``loc``'s. (Our own:
+    torch.distributions has no discretised distribution; this one follows its interface.)"""
 
     arg_constraints: ClassVar = {"loc": constraints.real, "scale": constraints.positive}
     has_rsample = False
