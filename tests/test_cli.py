@@ -49,6 +49,18 @@ def test_train_writes_a_run_and_resume_extends_it(
     _fails_cleanly(capsys, ["train", "--resume", str(run), "--epochs", "2"], "more than 3")
 
 
+def test_gaussian_on_8bit_images_points_to_the_discretized_logistic(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images = tmp_path / "images.npy"
+    np.save(images, np.random.default_rng(0).integers(0, 256, (30, 8, 8), dtype=np.uint8))
+    run = ["--dataset", str(images), "--epochs", "1", "--hidden", "8", "--latent-dim", "2"]
+    for likelihood, noted in (("gaussian", True), ("discretized-logistic", False)):
+        argv = ["train", *run, "--likelihood", likelihood, "--run-dir", str(tmp_path / likelihood)]
+        assert main(argv) == 0
+        assert ("note: a Gaussian likelihood of 8-bit images" in capsys.readouterr().out) is noted
+
+
 def test_a_run_whose_data_file_moved(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "x.npy"
     np.save(data, np.random.default_rng(0).random((40, 6), dtype=np.float32))

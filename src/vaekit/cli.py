@@ -38,6 +38,7 @@ from vaekit.config import (
 from vaekit.data import load_dataset, protocol_examples
 from vaekit.errors import ConfigError, DataError, VaekitError
 from vaekit.evaluation.evaluate import evaluate
+from vaekit.model.likelihoods import on_8bit_levels
 from vaekit.model.vae import VAE
 from vaekit.recipes import available as available_recipes
 from vaekit.recipes import load_recipe
@@ -335,6 +336,12 @@ def _train(args: argparse.Namespace, distributed: bool) -> int:
             f"vaekit: {summary['name']} {tuple(summary['shape'])}: {summary['train_examples']} "
             f"train / {summary['test_examples']} test examples -> {run_dir}"
         )
+        if model.config.likelihood == "gaussian" and data.is_image and on_8bit_levels(data.train_x):
+            print(
+                "vaekit: note: a Gaussian likelihood of 8-bit images is a density, not comparable "
+                "with discrete log-likelihoods (and unbounded with --learn-scale where pixels "
+                "never change); --likelihood discretized-logistic gives probabilities, bits/dim"
+            )
     start = time.perf_counter()
     history = fit(model, data, config, run_dir, progress=progress)
     if rank == 0:
