@@ -93,10 +93,22 @@ def test_sample_reconstruct_encode(trained_run: Path, tmp_path: Path) -> None:
     )
     cold = np.load(tmp_path / "s.npy")
     assert cold.shape == (5, 1, 8, 8) and np.allclose(cold, cold[0])  # T = 0: all at z = 0
+    drawn = []
+    for seed in ("1", "1", "2"):
+        out = tmp_path / f"d{len(drawn)}.npy"
+        argv = ["sample", str(trained_run), "-n", "5", "--draw", "--seed", seed, "-o", str(out)]
+        assert main(argv) == 0
+        drawn.append(np.load(out))
+    assert set(np.unique(drawn[0])) <= {0.0, 1.0}  # draws from the Bernoulli p(x|z)
+    assert np.array_equal(drawn[0], drawn[1]) and not np.array_equal(drawn[0], drawn[2])
     assert main(["reconstruct", str(trained_run), "-o", str(tmp_path / "r.png")]) == 0
     assert main(["encode", str(trained_run), "-o", str(tmp_path / "z.npy")]) == 0
     z, labels = np.load(tmp_path / "z.npy"), np.load(tmp_path / "z.labels.npy")
     assert z.shape == (180, 4) and labels.shape == (180,)
+    encode_draw = ["encode", str(trained_run), "--draw", "-o", str(tmp_path / "zd.npy")]
+    assert main(encode_draw) == 0
+    z_draw = np.load(tmp_path / "zd.npy")
+    assert z_draw.shape == z.shape and not np.allclose(z_draw, z)
     assert (
         main(["encode", str(trained_run), "--split", "train", "-o", str(tmp_path / "z.npz")]) == 0
     )

@@ -40,6 +40,7 @@ from vaekit.errors import ConfigError, DataError, VaekitError
 from vaekit.evaluation.evaluate import evaluate
 from vaekit.model.likelihoods import on_8bit_levels
 from vaekit.model.vae import VAE
+from vaekit.objectives.elbo import reparameterise
 from vaekit.recipes import available as available_recipes
 from vaekit.recipes import load_recipe
 from vaekit.training.checkpoint import load, read_config
@@ -194,7 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("-n", type=int, default=64, help="number of samples")
     sample.add_argument("-o", "--output", default="samples.png", help=".png grid or .npy array")
     sample.add_argument("--temperature", type=float, default=1.0, help="z ~ N(0, T² I)")
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument(
+        "--draw", action="store_true", help="draw x ~ p(x|z) instead of taking its mean"
+    )
+    sample.add_argument("--seed", type=int, default=0, help="seed of every draw (z, and x)")
     sample.set_defaults(handler=cmd_sample)
 
     recon = commands.add_parser("reconstruct", help="inputs beside their reconstructions")
@@ -204,10 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
     recon.add_argument("-o", "--output", default="reconstructions.png")
     recon.set_defaults(handler=cmd_reconstruct)
 
-    encode = commands.add_parser("encode", help="latent means E_q[z|x] of a dataset")
+    encode = commands.add_parser("encode", help="latent means E_q[z|x] (or draws) of a dataset")
     encode.add_argument("run", help="run directory or model.safetensors")
     _add_data_options(encode, "default: the run's")
     encode.add_argument("--split", choices=("train", "test"), default="test")
+    encode.add_argument(
+        "--draw", action="store_true", help="draw z ~ q(z|x) instead of taking its mean"
+    )
+    encode.add_argument("--seed", type=int, default=0, help="seed of the draws (with --draw)")
     encode.add_argument(
         "-o",
         "--output",
@@ -414,12 +422,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     out = _check_output(args.output, (".png", ".npy"))
     model = load(args.run)
     generator = torch.Generator().manual_seed(args.seed)
-    x = model.sample(args.n, args.temperature, generator=generator)
+    x = model.sample(args.n, args.temperature, mean=not args.draw, generator=generator)
+    what = "draws from p(x|z)" if args.draw else "means of p(x|z)"
     if out.suffix == ".npy":
         np.save(out, x.numpy())
     else:
-        save_examples(x, out, title=f"samples (T={args.temperature})")
-    print(f"wrote {args.n} samples (temperature {args.temperature}) to {out}")
+        save_examples(x, out, title=f"samples (T={args.temperature}, {what})")
+    print(f"wrote {args.n} samples ({what}, temperature {args.temperature}) to {out}")
     return 0
 
 
@@ -437,8 +446,14 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 def cmd_encode(args: argparse.Namespace) -> int:
     out = _check_output(args.output, (".npy", ".npz"))
     model, x, y = _model_and_examples(args, args.split)
+    generator = torch.Generator().manual_seed(args.seed)
+    parts = []
     with torch.no_grad():
-        z = torch.cat([model.encode(x[i : i + 1000]).mean for i in range(0, len(x), 1000)])
+        for begin in range(0, len(x), 1000):
+            loc, scale = model.posterior_parameters(x[begin : begin + 1000])
+            draw = reparameterise(loc, scale, 1, generator=generator)[0] if args.draw else None
+            parts.append(loc if draw is None else draw)
+    z = torch.cat(parts)
     labels = None if y is None else y.numpy()
     if out.suffix == ".npz":
         np.savez(out, z=z.numpy(), **({} if labels is None else {"labels": labels}))
@@ -447,7 +462,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
         if labels is not None:
             np.save(out.with_suffix(".labels.npy"), labels)
     note = "" if labels is None else " with labels"
-    print(f"wrote latent means {tuple(z.shape)} of the {args.split} split{note} to {out}")
+    what = "draws z ~ q(z|x)" if args.draw else "means"
+    print(f"wrote latent {what} {tuple(z.shape)} of the {args.split} split{note} to {out}")
     return 0
 
 

@@ -36,6 +36,11 @@ class _Likelihood(nn.Module):
         """Raise :class:`DataError` if ``x`` is outside this likelihood's support (called by
         the measuring entry points, not by the training step, whose data are checked once)."""
 
+    def draw(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """x ~ p(x|z) for the decoder's ``params (..., *event)``, with ``generator``'s draws
+        (torch.distributions' ``sample`` takes no generator)."""
+        raise NotImplementedError
+
     def _reduce(self, elementwise: torch.Tensor, reduction: str) -> torch.Tensor:
         if reduction == "sum":
             return elementwise.sum()
@@ -63,6 +68,10 @@ class BernoulliLikelihood(_Likelihood):
 
     def forward(self, params: torch.Tensor) -> Distribution:
         return Independent(Bernoulli(logits=params, validate_args=False), self.event_dims)
+
+    def draw(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """x ~ p(x|z): 1[u < sigmoid(l)], u ~ U[0, 1) from ``generator``."""
+        return (_uniform(params, generator) < torch.sigmoid(params)).to(params.dtype)
 
     def log_prob(
         self, params: torch.Tensor, x: torch.Tensor, reduction: str = "none"
@@ -93,6 +102,13 @@ class GaussianLikelihood(_Likelihood):
     def forward(self, params: torch.Tensor) -> Distribution:
         scale = self.log_scale.exp().expand_as(params)
         return Independent(Normal(params, scale, validate_args=False), self.event_dims)
+
+    def draw(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """x ~ p(x|z): μ + σ ε, ε ~ N(0, I) from ``generator``."""
+        noise = torch.randn(
+            params.shape, generator=generator, dtype=params.dtype, device=params.device
+        )
+        return params + self.log_scale.exp() * noise
 
     def log_prob(
         self, params: torch.Tensor, x: torch.Tensor, reduction: str = "none"
@@ -138,11 +154,18 @@ class DiscretizedLogistic(Distribution):
 
     @torch.no_grad()
     def sample(self, sample_shape: tuple[int, ...] = ()) -> torch.Tensor:
-        """A logistic draw μ + s·log(u / (1 − u)), rounded to the nearest level and clipped."""
         shape = self._extended_shape(torch.Size(sample_shape))
-        u = torch.rand(shape, dtype=self.loc.dtype, device=self.loc.device).clamp_(1e-6, 1 - 1e-6)
-        y = self.loc + self.scale * (u.log() - (-u).log1p())
-        return (y * (LEVELS - 1)).round_().clamp_(0, LEVELS - 1) / (LEVELS - 1)
+        return draw_discretized_logistic(self.loc.expand(shape), self.scale.expand(shape))
+
+
+def draw_discretized_logistic(
+    loc: torch.Tensor, scale: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """A logistic draw μ + s·log(u / (1 − u)), u ~ U(0, 1) from ``generator``, rounded to the
+    nearest level and clipped to [0, 1]: a draw of :class:`DiscretizedLogistic`."""
+    u = _uniform(loc, generator).clamp_(1e-6, 1 - 1e-6)
+    y = loc + scale * (u.log() - (-u).log1p())
+    return (y * (LEVELS - 1)).round_().clamp_(0, LEVELS - 1) / (LEVELS - 1)
 
 
 def on_8bit_levels(x: torch.Tensor) -> bool:
@@ -200,6 +223,10 @@ class DiscretizedLogisticLikelihood(_Likelihood):
         scale = self.log_scale.exp().expand_as(params)
         return Independent(DiscretizedLogistic(params, scale), self.event_dims)
 
+    def draw(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """x ~ p(x|z), a level k/255 per dimension, from ``generator``."""
+        return draw_discretized_logistic(params, self.log_scale.exp(), generator)
+
     def log_prob(
         self, params: torch.Tensor, x: torch.Tensor, reduction: str = "none"
     ) -> torch.Tensor:
@@ -207,6 +234,10 @@ class DiscretizedLogisticLikelihood(_Likelihood):
         ``(...)`` per example, or the total with ``"sum"``."""
         elementwise = discretized_logistic_log_prob(x, params, self.log_scale)
         return self._reduce(elementwise, reduction)
+
+
+def _uniform(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    return torch.rand(like.shape, generator=generator, dtype=like.dtype, device=like.device)
 
 
 def _add_log_scale(

@@ -119,14 +119,15 @@ class VAE(nn.Module):
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Generate ``(n, *input_shape)``: z ~ N(0, T² I), then the mean of p(x|z) (or a draw
-        from it with ``mean=False``)."""
+        from it with ``mean=False``); every draw from ``generator``."""
         loc = self.prior.loc  # z takes the model's dtype and device
         noise = torch.randn(
             (n, self.latent_dim), generator=generator, dtype=loc.dtype, device=loc.device
         )
         z = temperature * noise
-        p_x = self.decode(z)
-        return p_x.mean if mean else p_x.sample()
+        if mean:
+            return self.decode(z).mean
+        return self.likelihood.draw(self.decoder_output(z), generator)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, mean: bool = True) -> torch.Tensor:
