@@ -18,6 +18,7 @@ from vaekit.model.likelihoods import (
     DiscretizedLogistic,
     DiscretizedLogisticLikelihood,
     discretized_logistic_log_prob,
+    random_like,
 )
 
 GRID = torch.arange(LEVELS, dtype=torch.float64) / (LEVELS - 1)
@@ -135,3 +136,21 @@ def test_bernoulli_draws_have_the_decoded_probabilities() -> None:
     draws = likelihood.draw(logits, torch.Generator().manual_seed(0))
     p = torch.sigmoid(logits[0])
     assert torch.all((draws.mean(0) - p).abs() <= 5 * (p * (1 - p) / 20_000).sqrt())
+
+
+def test_a_cpu_generator_serves_a_model_on_another_device() -> None:
+    """Draws are made on the generator's device, then moved to the model's: a CPU generator
+    serves a CUDA model (CUDA's randn refuses a CPU generator; here "meta" stands in for CUDA,
+    and the draw's device is recorded)."""
+    made_on = []
+
+    def randn(shape, generator, dtype, device):
+        made_on.append(torch.device(device))
+        return torch.randn(shape, generator=generator, dtype=dtype, device=device)
+
+    like = torch.empty(0, dtype=torch.float64, device="meta")
+    draws = random_like(randn, (3, 2), like, torch.Generator().manual_seed(0))
+    assert made_on == [torch.device("cpu")]
+    assert draws.device.type == "meta" and draws.dtype == torch.float64 and draws.shape == (3, 2)
+    random_like(randn, (3, 2), like, None)  # no generator: drawn where the model is
+    assert made_on[-1].type == "meta"

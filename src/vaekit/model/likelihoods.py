@@ -13,6 +13,7 @@ density of x, whose value depends on the data's scale and is not comparable with
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -105,9 +106,7 @@ class GaussianLikelihood(_Likelihood):
 
     def draw(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """x ~ p(x|z): μ + σ ε, ε ~ N(0, I) from ``generator``."""
-        noise = torch.randn(
-            params.shape, generator=generator, dtype=params.dtype, device=params.device
-        )
+        noise = random_like(torch.randn, params.shape, params, generator)
         return params + self.log_scale.exp() * noise
 
     def log_prob(
@@ -236,8 +235,21 @@ class DiscretizedLogisticLikelihood(_Likelihood):
         return self._reduce(elementwise, reduction)
 
 
+def random_like(
+    draw: Callable[..., torch.Tensor],
+    shape: tuple[int, ...] | torch.Size,
+    like: torch.Tensor,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """``draw`` (torch.rand or torch.randn) of ``shape`` in ``like``'s dtype and on its device,
+    made on ``generator``'s device: a CPU generator serves a CUDA model (the same draws on
+    both), where torch itself refuses a generator of another device."""
+    device = like.device if generator is None else generator.device
+    return draw(shape, generator=generator, dtype=like.dtype, device=device).to(like.device)
+
+
 def _uniform(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.rand(like.shape, generator=generator, dtype=like.dtype, device=like.device)
+    return random_like(torch.rand, like.shape, like, generator)
 
 
 def _add_log_scale(

@@ -14,7 +14,7 @@ from torch.distributions import Distribution
 
 from vaekit.config import ModelConfig
 from vaekit.errors import ConfigError
-from vaekit.model.likelihoods import build_likelihood
+from vaekit.model.likelihoods import build_likelihood, random_like
 from vaekit.model.posterior import diagonal_gaussian, posterior_parameters
 from vaekit.model.priors import StandardNormalPrior
 from vaekit.nets.factory import build_networks
@@ -120,10 +120,7 @@ class VAE(nn.Module):
     ) -> torch.Tensor:
         """Generate ``(n, *input_shape)``: z ~ N(0, T² I), then the mean of p(x|z) (or a draw
         from it with ``mean=False``); every draw from ``generator``."""
-        loc = self.prior.loc  # z takes the model's dtype and device
-        noise = torch.randn(
-            (n, self.latent_dim), generator=generator, dtype=loc.dtype, device=loc.device
-        )
+        noise = random_like(torch.randn, (n, self.latent_dim), self.prior.loc, generator)
         z = temperature * noise
         if mean:
             return self.decode(z).mean

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 
 from vaekit.model.gaussian import log_density
+from vaekit.model.likelihoods import random_like
 
 if TYPE_CHECKING:
     from vaekit.model.vae import VAE
@@ -57,9 +58,7 @@ def reparameterise(
     """z = μ + σ ⊙ ε, ``(n_samples, B, D)``, with ε = ``noise`` or fresh standard normal draws
     from ``generator`` (torch's global one if None)."""
     if noise is None:
-        noise = torch.randn(
-            (n_samples, *loc.shape), generator=generator, dtype=loc.dtype, device=loc.device
-        )
+        noise = random_like(torch.randn, (n_samples, *loc.shape), loc, generator)
     return loc + scale * noise
 
 
