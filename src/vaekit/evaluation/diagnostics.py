@@ -16,6 +16,7 @@ import math
 import torch
 
 from vaekit.model.gaussian import kl_to_standard, pairwise_log_density, standard_log_density
+from vaekit.model.likelihoods import random_like
 
 ACTIVE_THRESHOLD = 0.01
 
@@ -42,9 +43,7 @@ def aggregate_posterior_kl(
     memory."""
     loc, scale = loc.double(), scale.double()
     n = len(loc)
-    z = loc + scale * torch.randn(
-        loc.shape, generator=generator, dtype=loc.dtype, device=loc.device
-    )
+    z = loc + scale * random_like(torch.randn, loc.shape, loc, generator)
     total = 0.0
     for start in range(0, n, block):
         zb = z[start : start + block]

@@ -113,7 +113,7 @@ def interpolations_png(
     (x[0]→x[1], x[2]→x[3], ...): one row per pair."""
     z = model.encode(x[: 2 * pairs]).mean
     start, end = z[0::2], z[1::2]
-    t = torch.linspace(0, 1, steps).reshape(1, steps, 1)
+    t = torch.linspace(0, 1, steps, device=z.device).reshape(1, steps, 1)
     path = start[:, None] * (1 - t) + end[:, None] * t
     return examples_png(
         model.decode(path.reshape(-1, z.shape[-1])).mean, ncol=steps, title="interpolations"
@@ -133,7 +133,7 @@ def traversals_png(
     largest KL over [−span, span] (one row per dimension)."""
     order = sorted(range(len(kl)), key=lambda d: -kl[d])[:dims]
     base = model.encode(x[:1]).mean[0]
-    values = torch.linspace(-span, span, steps)
+    values = torch.linspace(-span, span, steps, device=base.device)
     rows = []
     for d in order:
         z = base.repeat(steps, 1)
