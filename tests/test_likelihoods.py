@@ -13,12 +13,12 @@ import pytest
 import torch
 
 import vaekit
+from vaekit.model.draws import random_like
 from vaekit.model.likelihoods import (
     LEVELS,
     DiscretizedLogistic,
     DiscretizedLogisticLikelihood,
     discretized_logistic_log_prob,
-    random_like,
 )
 
 GRID = torch.arange(LEVELS, dtype=torch.float64) / (LEVELS - 1)

@@ -15,8 +15,8 @@ import math
 
 import torch
 
+from vaekit.model.draws import random_like
 from vaekit.model.gaussian import kl_to_standard, pairwise_log_density, standard_log_density
-from vaekit.model.likelihoods import random_like
 
 ACTIVE_THRESHOLD = 0.01
 

@@ -13,7 +13,6 @@ density of x, whose value depends on the data's scale and is not comparable with
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -23,6 +22,7 @@ from torch.distributions import Bernoulli, Distribution, Independent, Normal, co
 
 from vaekit.data.dataset import is_binary
 from vaekit.errors import DataError
+from vaekit.model.draws import random_like
 from vaekit.model.gaussian import HALF_LOG_2PI
 
 
@@ -233,19 +233,6 @@ class DiscretizedLogisticLikelihood(_Likelihood):
         ``(...)`` per example, or the total with ``"sum"``."""
         elementwise = discretized_logistic_log_prob(x, params, self.log_scale)
         return self._reduce(elementwise, reduction)
-
-
-def random_like(
-    draw: Callable[..., torch.Tensor],
-    shape: tuple[int, ...] | torch.Size,
-    like: torch.Tensor,
-    generator: torch.Generator | None,
-) -> torch.Tensor:
-    """``draw`` (torch.rand or torch.randn) of ``shape`` in ``like``'s dtype and on its device,
-    made on ``generator``'s device: a CPU generator serves a CUDA model (the same draws on
-    both), where torch itself refuses a generator of another device."""
-    device = like.device if generator is None else generator.device
-    return draw(shape, generator=generator, dtype=like.dtype, device=device).to(like.device)
 
 
 def _uniform(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

@@ -14,7 +14,8 @@ from torch.distributions import Distribution
 
 from vaekit.config import ModelConfig
 from vaekit.errors import ConfigError
-from vaekit.model.likelihoods import build_likelihood, random_like
+from vaekit.model.draws import random_like
+from vaekit.model.likelihoods import build_likelihood
 from vaekit.model.posterior import diagonal_gaussian, posterior_parameters
 from vaekit.model.priors import StandardNormalPrior
 from vaekit.nets.factory import build_networks

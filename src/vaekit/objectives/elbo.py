@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
+from vaekit.model.draws import random_like
 from vaekit.model.gaussian import log_density
-from vaekit.model.likelihoods import random_like
 
 if TYPE_CHECKING:
     from vaekit.model.vae import VAE
