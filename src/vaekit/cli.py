@@ -451,8 +451,9 @@ def cmd_encode(args: argparse.Namespace) -> int:
     with torch.no_grad():
         for begin in range(0, len(x), 1000):
             loc, scale = model.posterior_parameters(x[begin : begin + 1000])
-            draw = reparameterise(loc, scale, 1, generator=generator)[0] if args.draw else None
-            parts.append(loc if draw is None else draw)
+            parts.append(
+                reparameterise(loc, scale, 1, generator=generator)[0] if args.draw else loc
+            )
     z = torch.cat(parts)
     labels = None if y is None else y.numpy()
     if out.suffix == ".npz":
