@@ -1,9 +1,10 @@
 """Likelihoods p(x|z): turn the decoder's output into a distribution over one example.
 
-Each likelihood is a module so that a learned parameter (the Gaussian's scale) is saved with
-the model. ``likelihood(params)`` returns a torch distribution whose ``log_prob(x)`` sums
-over all dimensions of an example, giving nats per example; ``likelihood.log_prob(params, x)``
-computes the same numbers with one fused operation, for the training and evaluation loops.
+Each likelihood is a module so that a learned parameter (the Gaussian's or the logistic's
+scale) is saved with the model. ``likelihood(params)`` returns a torch distribution whose
+``log_prob(x)`` sums over all dimensions of an example, giving nats per example;
+``likelihood.log_prob(params, x)`` computes the same numbers with one fused operation, for the
+training and evaluation loops.
 
 ``discrete`` likelihoods (Bernoulli, discretised logistic) give probabilities of the data, so
 their log p(x) is a log-likelihood in the usual sense and has a bits/dim; the Gaussian gives a
@@ -27,6 +28,9 @@ from vaekit.model.gaussian import HALF_LOG_2PI
 
 
 class _Likelihood(nn.Module):
+    """What every likelihood offers: ``forward`` (a torch distribution), ``log_prob`` (fused),
+    ``draw`` (seeded draws), ``check`` (the data's support) and ``discrete``."""
+
     discrete = False
 
     def __init__(self, event_shape: tuple[int, ...]) -> None:
