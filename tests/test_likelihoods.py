@@ -6,6 +6,7 @@ Exact properties are checked in float64 to round-off; sampling against the proba
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,10 @@ import vaekit
 from vaekit.model.draws import random_like
 from vaekit.model.likelihoods import (
     LEVELS,
+    MIN_LOG_SCALE,
     DiscretizedLogistic,
     DiscretizedLogisticLikelihood,
+    build_likelihood,
     discretized_logistic_log_prob,
 )
 
@@ -154,3 +157,62 @@ def test_a_cpu_generator_serves_a_model_on_another_device() -> None:
     assert draws.device.type == "meta" and draws.dtype == torch.float64 and draws.shape == (3, 2)
     random_like(randn, (3, 2), like, None)  # no generator: drawn where the model is
     assert made_on[-1].type == "meta"
+
+
+@pytest.mark.parametrize("name", ["gaussian", "discretized-logistic"])
+def test_decoded_scale_is_the_per_dimension_scale_given_per_example(name: str) -> None:
+    """With params (..., 2, *event) = (μ, r), the decoded-scale likelihood is the one whose
+    log-scale is log(scale) + r (float64, to round-off), and r below the floor acts as the
+    floor."""
+    torch.manual_seed(0)
+    event, scale = (1, 3, 3), 0.2
+    decoded = build_likelihood(name, event, scale, decoded_scale=True).double()
+    per_dimension = build_likelihood(name, event, scale, learn_scale=True).double()
+    offset = torch.randn(event, dtype=torch.float64) * 0.5
+    with torch.no_grad():
+        per_dimension.log_scale.add_(offset)
+    loc = torch.rand(4, 5, *event, dtype=torch.float64)
+    params = torch.stack([loc, offset.expand_as(loc)], dim=2)  # (4, 5, 2, *event)
+    x = torch.randint(0, 256, (5, *event)).double() / 255
+    for reduction in ("none", "sum"):
+        torch.testing.assert_close(
+            decoded.log_prob(params, x, reduction), per_dimension.log_prob(loc, x, reduction)
+        )
+    torch.testing.assert_close(decoded(params).log_prob(x), per_dimension(loc).log_prob(x))
+    torch.testing.assert_close(decoded(params).mean, per_dimension(loc).mean)
+    same_draws = [
+        likelihood.draw(p, torch.Generator().manual_seed(3))
+        for likelihood, p in ((decoded, params), (per_dimension, loc))
+    ]
+    torch.testing.assert_close(*same_draws)
+    floor = torch.full_like(loc, MIN_LOG_SCALE - math.log(scale))
+    below = torch.stack([loc, floor - 5], dim=2)
+    at = torch.stack([loc, floor], dim=2)
+    torch.testing.assert_close(decoded.log_prob(below, x), decoded.log_prob(at, x))
+
+
+@pytest.mark.parametrize("network", ["mlp", "conv"])
+def test_decoded_scale_trains_evaluates_and_reloads(
+    tmp_path: Path, digits: vaekit.Dataset, network: str
+) -> None:
+    images = np.round(digits.train_x.numpy() * 255).astype(np.uint8).transpose(0, 2, 3, 1)
+    np.save(tmp_path / "digits8.npy", images)
+    data = vaekit.load_dataset(str(tmp_path / "digits8.npy"))
+    torch.manual_seed(0)
+    options = {"likelihood": "discretized-logistic", "decoded_scale": True, "network": network}
+    model = vaekit.VAE(data.shape, 4, hidden=[32], **options)
+    assert model.decoder_output(torch.zeros(7, 4)).shape == (7, 2, *data.shape)
+    history = vaekit.fit(model, data, epochs=4, run_dir=tmp_path / "run", progress=False)
+    assert history[-1]["test_elbo"] > history[0]["test_elbo"]
+    assert model.sample(3).shape == model.sample(3, mean=False).shape == (3, *data.shape)
+    reloaded = vaekit.load(tmp_path / "run")
+    x = data.test_x[:16]
+    torch.testing.assert_close(reloaded.elbo(x).rate, model.elbo(x).rate)
+    assert vaekit.evaluate(reloaded, data, k=10).bits_per_dim is not None
+
+
+def test_decoded_scale_options_that_do_not_go_together() -> None:
+    with pytest.raises(vaekit.VaekitError, match="gaussian or discretized-logistic"):
+        vaekit.VAE((4,), 2, decoded_scale=True)
+    with pytest.raises(vaekit.VaekitError, match="not both"):
+        vaekit.VAE((4,), 2, likelihood="gaussian", decoded_scale=True, learn_scale=True)

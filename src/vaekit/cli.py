@@ -132,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         help="learn that scale per data dimension",
     )
+    model.add_argument(
+        "--decoded-scale",
+        action=argparse.BooleanOptionalAction,
+        help="decode that scale from z, per example and dimension (the decoder outputs it)",
+    )
     model.add_argument("--init", choices=INITS, help="weight initialisation")
     run = train.add_argument_group("training (defaults: vaekit.TrainConfig)")
     run.add_argument(

@@ -53,9 +53,10 @@ class ModelConfig:
     latent_dim: size of z. hidden: widths of the MLP hidden layers (encoder; the decoder
     mirrors them), or the width of the dense layer of the conv nets.
     likelihood: ``bernoulli`` (logits; binary data), ``gaussian`` (continuous data) with
-    standard deviation ``gaussian_scale``, learned per dimension when ``learn_scale``, or
-    ``discretized-logistic`` (8-bit data, levels k/255) with scale ``gaussian_scale``, learned
-    per dimension when ``learn_scale``.
+    standard deviation ``gaussian_scale``, or ``discretized-logistic`` (8-bit data, levels
+    k/255) with scale ``gaussian_scale``; the scale of these two is fixed, learned per dimension
+    (``learn_scale``), or ``decoded_scale``: decoded from z per example and dimension, as
+    ``gaussian_scale`` · e^{decoder output} (log-scale at least −7).
     init: ``default`` (PyTorch's) or ``glorot`` (Glorot-uniform weights, zero biases).
     """
 
@@ -67,6 +68,7 @@ class ModelConfig:
     likelihood: str = "bernoulli"
     gaussian_scale: float = 0.1
     learn_scale: bool = False
+    decoded_scale: bool = False
     init: str = "default"
 
     def __post_init__(self) -> None:
@@ -84,6 +86,15 @@ class ModelConfig:
         _choice("likelihood", self.likelihood, LIKELIHOODS)
         _choice("init", self.init, INITS)
         _positive_float("gaussian_scale", self.gaussian_scale)
+        if self.decoded_scale and self.likelihood == "bernoulli":
+            raise ConfigError(
+                "--decoded-scale goes with a gaussian or discretized-logistic likelihood"
+            )
+        if self.decoded_scale and self.learn_scale:
+            raise ConfigError(
+                "choose --learn-scale (a scale per dimension) or --decoded-scale (per example "
+                "and dimension), not both"
+            )
         if self.network == "conv":
             if len(self.input_shape) != 3:
                 raise ConfigError(
@@ -98,6 +109,12 @@ class ModelConfig:
                 )
             if len(self.hidden) != 1:
                 raise ConfigError("the conv network takes one --hidden width (its dense layer)")
+
+    @property
+    def param_shape(self) -> tuple[int, ...]:
+        """The decoder's output per example: ``input_shape``, or ``(2, *input_shape)`` (location,
+        then log-scale) with ``decoded_scale``."""
+        return (2, *self.input_shape) if self.decoded_scale else self.input_shape
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -91,35 +91,64 @@ class BernoulliLikelihood(_Likelihood):
         return self._reduce(elementwise, reduction)
 
 
-class GaussianLikelihood(_Likelihood):
-    """p(x|z) = ∏_d N(x_d; μ_d, σ_d²); ``params`` are the means μ.
+class _ScaledLikelihood(_Likelihood):
+    """A location per dimension (the decoder's output) and a scale that is fixed (``scale``),
+    learned per dimension (``learn_scale``), or decoded from z (``decoded_scale``: the decoder
+    also outputs a log-scale per dimension, added to log ``scale`` and kept ≥ −7)."""
 
-    σ is fixed (``scale``) or, with ``learn_scale``, a learned parameter per data dimension
-    (initialised at ``scale``), independent of z.
-    """
+    def __init__(
+        self,
+        event_shape: tuple[int, ...],
+        scale: float,
+        learn_scale: bool,
+        decoded_scale: bool = False,
+    ) -> None:
+        super().__init__(event_shape)
+        log_scale = torch.full(event_shape, math.log(scale))
+        if learn_scale:
+            self.log_scale = nn.Parameter(log_scale)
+        else:
+            self.register_buffer("log_scale", log_scale)
+        self.decoded_scale = decoded_scale
+
+    def location_and_log_scale(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``params (..., *event)``, or ``(..., 2, *event)`` with a decoded scale: the location
+        and the log-scale, broadcastable to ``(..., *event)``."""
+        if not self.decoded_scale:
+            return params, self.log_scale
+        location, log_scale = params.unbind(-self.event_dims - 1)
+        return location, (log_scale + self.log_scale).clamp(min=MIN_LOG_SCALE)
+
+
+MIN_LOG_SCALE = -7.0
+"""Floor of a decoded log-scale (σ ≥ 9e-4): keeps a density from growing without bound where
+the data never vary (as PixelCNN++ and VDVAE do for their logistics)."""
+
+
+class GaussianLikelihood(_ScaledLikelihood):
+    """p(x|z) = ∏_d N(x_d; μ_d, σ_d²); ``params`` are the means μ (and the log-scales, with a
+    decoded scale; see :class:`_ScaledLikelihood`)."""
 
     name = "gaussian"
 
-    def __init__(self, event_shape: tuple[int, ...], scale: float, learn_scale: bool) -> None:
-        super().__init__(event_shape)
-        _add_log_scale(self, event_shape, scale, learn_scale)
-
     def forward(self, params: torch.Tensor) -> Distribution:
-        scale = self.log_scale.exp().expand_as(params)
-        return Independent(Normal(params, scale, validate_args=False), self.event_dims)
+        loc, log_scale = self.location_and_log_scale(params)
+        scale = log_scale.exp().expand_as(loc)
+        return Independent(Normal(loc, scale, validate_args=False), self.event_dims)
 
     def draw(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """x ~ p(x|z): μ + σ ε, ε ~ N(0, I) from ``generator``."""
-        noise = random_like(torch.randn, params.shape, params, generator)
-        return params + self.log_scale.exp() * noise
+        loc, log_scale = self.location_and_log_scale(params)
+        return loc + log_scale.exp() * random_like(torch.randn, loc.shape, loc, generator)
 
     def log_prob(
         self, params: torch.Tensor, x: torch.Tensor, reduction: str = "none"
     ) -> torch.Tensor:
-        """log p(x|z) = −Σ_d [½ ((x_d − μ_d)/σ_d)² + log σ_d + ½ log 2π] for means
-        ``params (..., *event)``: ``(...)`` per example, or the total with ``"sum"``."""
-        standardised = (x - params) * torch.exp(-self.log_scale)
-        elementwise = -(0.5 * standardised.square() + self.log_scale + HALF_LOG_2PI)
+        """log p(x|z) = −Σ_d [½ ((x_d − μ_d)/σ_d)² + log σ_d + ½ log 2π]: ``(...)`` per
+        example, or the total with ``"sum"``."""
+        loc, log_scale = self.location_and_log_scale(params)
+        standardised = (x - loc) * torch.exp(-log_scale)
+        elementwise = -(0.5 * standardised.square() + log_scale + HALF_LOG_2PI)
         return self._reduce(elementwise, reduction)
 
 
@@ -202,18 +231,14 @@ def discretized_logistic_log_prob(
     )
 
 
-class DiscretizedLogisticLikelihood(_Likelihood):
+class DiscretizedLogisticLikelihood(_ScaledLikelihood):
     """p(x|z) = ∏_d DiscretizedLogistic(x_d; μ_d, s_d) for 8-bit data (values k/255);
-    ``params`` are the means μ, the scale s is fixed or learned per data dimension (like the
-    Gaussian's σ). A probability of the data's 256 levels: a log-likelihood with bits/dim,
-    comparable across models, unlike a Gaussian density."""
+    ``params`` are the means μ (and the log-scales, with a decoded scale; see
+    :class:`_ScaledLikelihood`). A probability of the data's 256 levels: a log-likelihood with
+    bits/dim, comparable across models, unlike a Gaussian density."""
 
     name = "discretized-logistic"
     discrete = True
-
-    def __init__(self, event_shape: tuple[int, ...], scale: float, learn_scale: bool) -> None:
-        super().__init__(event_shape)
-        _add_log_scale(self, event_shape, scale, learn_scale)
 
     def check(self, x: torch.Tensor) -> None:
         if not on_8bit_levels(x):
@@ -223,42 +248,36 @@ class DiscretizedLogisticLikelihood(_Likelihood):
             )
 
     def forward(self, params: torch.Tensor) -> Distribution:
-        scale = self.log_scale.exp().expand_as(params)
-        return Independent(DiscretizedLogistic(params, scale), self.event_dims)
+        loc, log_scale = self.location_and_log_scale(params)
+        return Independent(DiscretizedLogistic(loc, log_scale.exp()), self.event_dims)
 
     def draw(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """x ~ p(x|z), a level k/255 per dimension, from ``generator``."""
-        return draw_discretized_logistic(params, self.log_scale.exp(), generator)
+        loc, log_scale = self.location_and_log_scale(params)
+        return draw_discretized_logistic(loc, log_scale.exp(), generator)
 
     def log_prob(
         self, params: torch.Tensor, x: torch.Tensor, reduction: str = "none"
     ) -> torch.Tensor:
-        """log p(x|z) = Σ_d log P(x_d; μ_d, s_d) for means ``params (..., *event)``:
-        ``(...)`` per example, or the total with ``"sum"``."""
-        elementwise = discretized_logistic_log_prob(x, params, self.log_scale)
-        return self._reduce(elementwise, reduction)
+        """log p(x|z) = Σ_d log P(x_d; μ_d, s_d): ``(...)`` per example, or the total with
+        ``"sum"``."""
+        loc, log_scale = self.location_and_log_scale(params)
+        return self._reduce(discretized_logistic_log_prob(x, loc, log_scale), reduction)
 
 
 def _uniform(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     return random_like(torch.rand, like.shape, like, generator)
 
 
-def _add_log_scale(
-    module: nn.Module, event_shape: tuple[int, ...], scale: float, learn_scale: bool
-) -> None:
-    """``module.log_scale``: log of the scale per data dimension, a parameter if learned."""
-    log_scale = torch.full(event_shape, math.log(scale))
-    if learn_scale:
-        module.log_scale = nn.Parameter(log_scale)
-    else:
-        module.register_buffer("log_scale", log_scale)
-
-
 def build_likelihood(
-    name: str, event_shape: tuple[int, ...], scale: float = 0.1, learn_scale: bool = False
+    name: str,
+    event_shape: tuple[int, ...],
+    scale: float = 0.1,
+    learn_scale: bool = False,
+    decoded_scale: bool = False,
 ) -> nn.Module:
     if name == "bernoulli":
         return BernoulliLikelihood(event_shape)
     if name == "discretized-logistic":
-        return DiscretizedLogisticLikelihood(event_shape, scale, learn_scale)
-    return GaussianLikelihood(event_shape, scale, learn_scale)
+        return DiscretizedLogisticLikelihood(event_shape, scale, learn_scale, decoded_scale)
+    return GaussianLikelihood(event_shape, scale, learn_scale, decoded_scale)

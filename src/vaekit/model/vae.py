@@ -29,7 +29,8 @@ class VAE(nn.Module):
     Build it from options (``VAE((1, 28, 28), latent_dim=20, hidden=[400])``), from a
     :class:`ModelConfig`, or with your own networks: ``encoder`` maps ``(B, *input_shape)`` to
     ``(B, 2 * latent_dim)`` and ``decoder`` maps ``(B, latent_dim)`` to ``(B, *input_shape)``
-    (the likelihood's parameters: logits for Bernoulli, means for Gaussian).
+    (the likelihood's parameters: logits for Bernoulli, means for the Gaussian and the
+    logistic), or with ``decoded_scale`` to ``(B, 2, *input_shape)`` (means, then log-scales).
     """
 
     def __init__(
@@ -43,6 +44,7 @@ class VAE(nn.Module):
         likelihood: str = "bernoulli",
         gaussian_scale: float = 0.1,
         learn_scale: bool = False,
+        decoded_scale: bool = False,
         init: str = "default",
         encoder: nn.Module | None = None,
         decoder: nn.Module | None = None,
@@ -57,6 +59,7 @@ class VAE(nn.Module):
             likelihood=likelihood,
             gaussian_scale=gaussian_scale,
             learn_scale=learn_scale,
+            decoded_scale=decoded_scale,
             init=init,
         )
         if (encoder is None) != (decoder is None):
@@ -67,7 +70,7 @@ class VAE(nn.Module):
         self.encoder = encoder
         self.decoder = decoder
         self.likelihood = build_likelihood(
-            likelihood, self.config.input_shape, gaussian_scale, learn_scale
+            likelihood, self.config.input_shape, gaussian_scale, learn_scale, decoded_scale
         )
         self.prior = StandardNormalPrior(latent_dim)
 
@@ -99,9 +102,10 @@ class VAE(nn.Module):
         return self.likelihood(self.decoder_output(z))
 
     def decoder_output(self, z: torch.Tensor) -> torch.Tensor:
-        """The likelihood's parameters for ``z (..., latent_dim)``: ``(..., *input_shape)``."""
+        """The likelihood's parameters for ``z (..., latent_dim)``: ``(..., *param_shape)``
+        (``input_shape``, or ``(2, *input_shape)`` with a decoded scale)."""
         params = self.decoder(z.reshape(-1, self.latent_dim))
-        return params.reshape(*z.shape[:-1], *self.input_shape)
+        return params.reshape(*z.shape[:-1], *self.config.param_shape)
 
     def log_likelihood(
         self, z: torch.Tensor, x: torch.Tensor, reduction: str = "none"

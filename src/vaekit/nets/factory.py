@@ -12,18 +12,21 @@ from vaekit.nets.mlp import MLP
 
 def build_networks(config: ModelConfig) -> tuple[nn.Module, nn.Module]:
     """Return ``(encoder, decoder)``: encoder ``(B, *input_shape) -> (B, 2 * latent_dim)``,
-    decoder ``(B, latent_dim) -> (B, *input_shape)``, initialised as ``config.init`` says."""
+    decoder ``(B, latent_dim) -> (B, *param_shape)`` (conv: the parameters stacked along the
+    channels), initialised as ``config.init`` says."""
     shape, latent = config.input_shape, config.latent_dim
     if config.network == "conv":
         (hidden,) = config.hidden
+        channels, height, width = shape
+        out = (channels * (2 if config.decoded_scale else 1), height, width)
         networks: tuple[nn.Module, nn.Module] = (
             ConvEncoder(shape, hidden, 2 * latent, config.activation),  # type: ignore[arg-type]
-            ConvDecoder(latent, hidden, shape, config.activation),  # type: ignore[arg-type]
+            ConvDecoder(latent, hidden, out, config.activation),
         )
     else:
         networks = (
             MLP(shape, config.hidden, (2 * latent,), config.activation),
-            MLP((latent,), list(reversed(config.hidden)), shape, config.activation),
+            MLP((latent,), list(reversed(config.hidden)), config.param_shape, config.activation),
         )
     if config.init == "glorot":
         for network in networks:
