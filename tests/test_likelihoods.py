@@ -1,4 +1,5 @@
-"""The discretised logistic likelihood of 8-bit data against its definition.
+"""The likelihoods beyond their log-probabilities (tested in test_objectives): the discretised
+logistic of 8-bit data against its definition, the decoded scale, seeded draws on any device.
 
 Exact properties are checked in float64 to round-off; sampling against the probabilities with
 5 binomial standard errors per level (false failure probability < 1e-6 per level).
