@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from vaekit.cli import main
-from vaekit.training.checkpoint import CHECKPOINT, WEIGHTS
+from vaekit.training.run_dir import CHECKPOINT, WEIGHTS
 
 
 def _fails_cleanly(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:

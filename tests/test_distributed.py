@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 import vaekit
 from vaekit.cli import main
 from vaekit.errors import ConfigError
-from vaekit.training.checkpoint import WEIGHTS
+from vaekit.training.run_dir import WEIGHTS
 
 COMMON = ["train", "--hidden", "32", "--latent-dim", "4", "--batch-size", "32", "--no-progress"]
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

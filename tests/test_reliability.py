@@ -25,11 +25,11 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
 import vaekit
+from vaekit import files as io
 from vaekit.cli import main
 from vaekit.data import read_idx
 from vaekit.errors import CheckpointError, DataError, TrainingDiverged
-from vaekit.training import io
-from vaekit.training.checkpoint import CHECKPOINT, CONFIG, WEIGHTS
+from vaekit.training.run_dir import CHECKPOINT, CONFIG, WEIGHTS
 
 TRAIN = [
     "train",

@@ -15,8 +15,8 @@ from PIL import Image
 
 import vaekit
 from vaekit.cli import main
+from vaekit.report import PLOTS
 from vaekit.visuals.figures import latent_scatter_png
-from vaekit.visuals.report import PLOTS
 
 SECTIONS = (
     "config",

@@ -14,10 +14,10 @@ import torch
 from safetensors.torch import load_file
 
 import vaekit
-from vaekit.config import TrainConfig
 from vaekit.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
-from vaekit.training.checkpoint import CHECKPOINT, WEIGHTS
-from vaekit.training.io import run_lock
+from vaekit.files import run_lock
+from vaekit.training.config import TrainConfig
+from vaekit.training.run_dir import CHECKPOINT, WEIGHTS
 from vaekit.training.schedule import kl_weight, learning_rate
 from vaekit.training.trainer import COMPILE_MIN_STEPS, Trainer
 

@@ -13,24 +13,24 @@ Quick start::
     vaekit.fit(model, data, epochs=50, run_dir="runs/digits")
     q = model.encode(data.test_x)           # q(z|x), a torch Distribution
     x = vaekit.fixed_binarization(data.test_x)  # the standard binarised test set
-    terms = model.elbo(x)                   # per-example elbo, reconstruction, rate
+    terms = vaekit.elbo(model, x)           # per-example elbo, reconstruction, rate
     result = vaekit.evaluate(model, data, k=1000)   # log p̂_K(x), gap, diagnostics
     print(result.table())
     model = vaekit.load("runs/digits")
 """
 
-from vaekit.config import ModelConfig, TrainConfig
-from vaekit.data import Dataset, fixed_binarization, load_dataset
+from vaekit.data import Batch, Dataset, fixed_binarization, load_dataset
 from vaekit.errors import VaekitError
 from vaekit.evaluation import Evaluation, evaluate
-from vaekit.model import VAE
+from vaekit.model import VAE, ModelConfig
 from vaekit.objectives import ELBOTerms, elbo, iwae_bound, log_px
-from vaekit.training import fit, load, resume
+from vaekit.training import TrainConfig, fit, load, resume
 
 __version__ = "0.1.0"
 
 __all__ = [
     "VAE",
+    "Batch",
     "Dataset",
     "ELBOTerms",
     "Evaluation",

@@ -7,48 +7,35 @@ with status 2 (``--debug`` shows the traceback instead).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import signal
 import sys
 import time
+import typing
 from collections.abc import Callable, Sequence
-from dataclasses import fields
 from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
 import torch
 
-from vaekit.config import (
-    ACTIVATIONS,
-    BINARIZE,
-    COMPILE,
-    DEVICES,
-    INITS,
-    LIKELIHOODS,
-    LR_SCHEDULES,
-    NETWORKS,
-    OBJECTIVES,
-    ON_NAN,
-    PRECISIONS,
-    ModelConfig,
-    TrainConfig,
-)
-from vaekit.data import load_dataset, protocol_examples
-from vaekit.errors import ConfigError, DataError, VaekitError
-from vaekit.evaluation.evaluate import evaluate
-from vaekit.model.likelihoods import on_8bit_levels
-from vaekit.model.vae import VAE
-from vaekit.objectives.elbo import reparameterise
+from vaekit.data import Batch, load_dataset
+from vaekit.errors import ConfigError, VaekitError
+from vaekit.evaluation.evaluate import evaluate, evaluation_batch
+from vaekit.files import atomic_write_bytes
+from vaekit.model import COMPONENTS, build_model
+from vaekit.model.config import DEFAULTS, ModelConfig
+from vaekit.objectives.elbo import standard_noise
 from vaekit.recipes import available as available_recipes
 from vaekit.recipes import load_recipe
-from vaekit.training.checkpoint import load, read_config
+from vaekit.report import PLOTS
+from vaekit.training.config import TrainConfig
 from vaekit.training.distributed import broadcast, finish, init_from_environment, rank_and_size
-from vaekit.training.io import atomic_write_bytes
+from vaekit.training.run_dir import RunDirectory, load
 from vaekit.training.trainer import fit, resume
 from vaekit.visuals.grids import save_examples, save_reconstructions
-from vaekit.visuals.report import PLOTS
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -88,6 +75,68 @@ def _add_data_options(parser: argparse.ArgumentParser, default_help: str) -> Non
     )
 
 
+def _add_fields(
+    group: argparse._ArgumentGroup,
+    config: type,
+    skip: tuple[str, ...] = (),
+    owners: dict[str, str] | None = None,
+) -> None:
+    """One flag per field of the dataclass ``config``, with its help, choices, type and
+    default (see :func:`vaekit.checks.option`); ``owners`` says who takes each option."""
+    hints = typing.get_type_hints(config)
+    for f in dataclasses.fields(config):
+        if f.name in skip:
+            continue
+        default = f.default_factory() if callable(f.default_factory) else f.default
+        shown = ",".join(map(str, default)) if isinstance(default, list) else default
+        text = f.metadata.get("help", "")
+        if owners:
+            text += f" ({owners[f.name]})"
+        if default is not None:
+            text += f" (default: {shown})"
+        flag, text = "--" + f.name.replace("_", "-"), text.replace("%", "%%")
+        if hints[f.name] is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, help=text)
+        else:
+            convert = _converter(hints[f.name])
+            group.add_argument(flag, type=convert, choices=f.metadata.get("choices"), help=text)
+
+
+def _converter(kind: Any) -> Callable[[str], Any]:
+    """The parser of a field's type: ``int``, ``float``, ``str``, ``list[int]`` or optional
+    ones of these."""
+    if kind == list[int]:
+        return _int_list
+    for simple in (int, float, str):
+        if kind is simple or simple in typing.get_args(kind):
+            return simple
+    raise TypeError(f"no command-line type for {kind}")
+
+
+def _add_model_options(group: argparse._ArgumentGroup) -> None:
+    """``--latent-dim``, a choice per component kind, and every registered component's
+    options (a flag shared by components means the same for each)."""
+    group.add_argument("--latent-dim", type=int, help="the size of z (default: 20)")
+    for kind, registry in COMPONENTS.items():
+        described = "; ".join(f"{entry.name}: {entry.help}" for entry in registry)
+        group.add_argument(
+            f"--{kind}",
+            choices=registry.names(),
+            help=f"{described} (default: {DEFAULTS[kind]})".replace("%", "%%"),
+        )
+    owners: dict[str, list[str]] = {}
+    for kind, registry in COMPONENTS.items():
+        for entry in registry:
+            for name in entry.option_names():
+                owners.setdefault(name, []).append(f"--{kind} {entry.name}")
+    added: set[str] = set()
+    for registry in COMPONENTS.values():
+        for entry in registry:
+            skip = tuple(name for name in entry.option_names() if name in added)
+            _add_fields(group, entry.options, skip, {k: ", ".join(v) for k, v in owners.items()})
+            added.update(entry.option_names())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="vaekit",
@@ -99,7 +148,6 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = commands.add_parser("train", help="train a VAE (default: on the embedded digits)")
-    _add_data_options(train, "default: digits")
     train.add_argument("--run-dir", help="where to write the run (default: runs/<dataset>-<time>)")
     train.add_argument(
         "--resume",
@@ -111,84 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--recipe",
         help="start from a named recipe (see 'vaekit recipes'); other options override its fields",
     )
-    model = train.add_argument_group("model (defaults: vaekit.ModelConfig)")
-    model.add_argument("--network", choices=NETWORKS)
-    model.add_argument(
-        "--hidden",
-        type=_int_list,
-        help="hidden layer sizes, e.g. 400 or 200,200 (conv: dense layer width)",
+    train.add_argument(
+        "--no-verify", action="store_true", help="skip the SHA-256 check of MNIST-style files"
     )
-    model.add_argument("--latent-dim", type=int)
-    model.add_argument("--activation", choices=ACTIVATIONS)
-    model.add_argument("--likelihood", choices=LIKELIHOODS)
-    model.add_argument(
-        "--gaussian-scale",
-        type=float,
-        help="the Gaussian's standard deviation, or the discretized logistic's scale (at the "
-        "start, with --learn-scale)",
-    )
-    model.add_argument(
-        "--learn-scale",
-        action=argparse.BooleanOptionalAction,
-        help="learn that scale per data dimension",
-    )
-    model.add_argument(
-        "--decoded-scale",
-        action=argparse.BooleanOptionalAction,
-        help="decode that scale from z, per example and dimension (the decoder outputs it)",
-    )
-    model.add_argument("--init", choices=INITS, help="weight initialisation")
-    run = train.add_argument_group("training (defaults: vaekit.TrainConfig)")
-    run.add_argument(
-        "--binarize",
-        choices=BINARIZE,
-        help="dynamic: fresh Bernoulli draw of each batch (default for bernoulli)",
-    )
-    run.add_argument(
-        "--objective",
-        choices=OBJECTIVES,
-        help="elbo, or iwae (the importance-weighted bound with --samples K)",
-    )
-    for flag, text in (
-        ("--output-bias", "start the decoder's output bias at logit(mean training image)"),
-        ("--data-on-device", "keep the whole dataset on the device (GPU)"),
-        ("--tensorboard", "also write TensorBoard event files into RUN/tensorboard"),
-    ):
-        run.add_argument(flag, action=argparse.BooleanOptionalAction, help=text)
-    run.add_argument("--lr-schedule", choices=LR_SCHEDULES)
-    run.add_argument(
-        "--compile",
-        choices=COMPILE,
-        help="torch.compile the training objective (~10%% faster steps after a start-up of "
-        "~7 s); auto (default): for single-process runs of 50,000 steps or more",
-    )
-    run.add_argument("--device", choices=DEVICES, help="auto (default): CUDA, else MPS, else CPU")
-    run.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        help="fp32 (default); bf16 or fp16 (CUDA) under torch.autocast",
-    )
-    run.add_argument(
-        "--on-nan",
-        choices=ON_NAN,
-        help="stop (default), or roll back to the last epoch with half the lr",
-    )
-    for option in (
-        "epochs",
-        "batch_size",
-        "samples",
-        "lr",
-        "lr_final",
-        "adam_eps",
-        "beta",
-        "warmup_epochs",
-        "seed",
-        "checkpoint_every",
-    ):
-        default = TrainConfig.__dataclass_fields__[option].default
-        run.add_argument(
-            f"--{option.replace('_', '-')}", type=type(default), help=f"(default: {default})"
-        )
+    _add_model_options(train.add_argument_group("model"))
+    _add_fields(train.add_argument_group("training"), TrainConfig, skip=("recipe",))
     train.add_argument("--no-progress", action="store_true", help="no progress bar or epoch lines")
     train.set_defaults(handler=cmd_train)
 
@@ -288,10 +263,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ------------------------------------------------------------------------- commands
-def _given(args: argparse.Namespace, config_class: type) -> dict[str, Any]:
-    """The options of ``config_class`` given on the command line."""
-    names = {f.name for f in fields(config_class)}
+def _model_option_names() -> set[str]:
+    names = {"latent_dim", *COMPONENTS}
+    for registry in COMPONENTS.values():
+        for entry in registry:
+            names.update(entry.option_names())
+    return names
+
+
+def _given(args: argparse.Namespace, names: set[str]) -> dict[str, Any]:
+    """The options named ``names`` that were given on the command line."""
     return {k: v for k, v in vars(args).items() if k in names and v is not None}
+
+
+def _train_option_names() -> set[str]:
+    return {f.name for f in dataclasses.fields(TrainConfig)}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -307,7 +293,7 @@ def _train(args: argparse.Namespace, distributed: bool) -> int:
     rank = rank_and_size()[0]
     progress = not args.no_progress and rank == 0
     if args.resume:
-        given = {**_given(args, ModelConfig), **_given(args, TrainConfig)}
+        given = {**_given(args, _model_option_names()), **_given(args, _train_option_names())}
         given.pop("epochs", None)
         given.pop("data_dir", None)
         if given or args.recipe or args.run_dir:
@@ -318,9 +304,8 @@ def _train(args: argparse.Namespace, distributed: bool) -> int:
             )
         data = None
         if args.data_dir:
-            _, config, _ = read_config(Path(args.resume))
-            data = load_dataset(
-                config.dataset, args.data_dir, config.image_size, not args.no_verify
+            data = RunDirectory(args.resume).load_dataset(
+                data_dir=args.data_dir, verify=not args.no_verify
             )
         start = time.perf_counter()
         _, history = resume(
@@ -330,14 +315,14 @@ def _train(args: argparse.Namespace, distributed: bool) -> int:
             _report(Path(args.resume), history, time.perf_counter() - start)
         return 0
     recipe = load_recipe(args.recipe) if args.recipe else None
-    model_options = {**(recipe.model if recipe else {}), **_given(args, ModelConfig)}
-    train_options = {**(recipe.train if recipe else {}), **_given(args, TrainConfig)}
+    model_options = {**(recipe.model if recipe else {}), **_given(args, _model_option_names())}
+    train_options = {**(recipe.train if recipe else {}), **_given(args, _train_option_names())}
     if recipe:
         train_options["recipe"] = f"{recipe.name}@{recipe.version}"
     config = TrainConfig(**train_options)
     data = load_dataset(config.dataset, config.data_dir, config.image_size, not args.no_verify)
     torch.manual_seed(config.seed)
-    model = VAE(data.shape, **model_options)
+    model = build_model(ModelConfig.from_options(data.shape, **model_options))
     run_dir = Path(
         broadcast(
             args.run_dir or f"runs/{Path(config.dataset).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -349,12 +334,9 @@ def _train(args: argparse.Namespace, distributed: bool) -> int:
             f"vaekit: {summary['name']} {tuple(summary['shape'])}: {summary['train_examples']} "
             f"train / {summary['test_examples']} test examples -> {run_dir}"
         )
-        if model.config.likelihood == "gaussian" and data.is_image and on_8bit_levels(data.train_x):
-            print(
-                "vaekit: note: a Gaussian likelihood of 8-bit images is a density, not comparable "
-                "with discrete log-likelihoods (and unbounded with --learn-scale where pixels "
-                "never change); --likelihood discretized-logistic gives probabilities, bits/dim"
-            )
+        advice = model.likelihood.advice(data)
+        if advice:
+            print(f"vaekit: note: {advice}")
     start = time.perf_counter()
     history = fit(model, data, config, run_dir, progress=progress)
     if rank == 0:
@@ -382,34 +364,19 @@ def _report(run_dir: Path, history: list[dict[str, Any]], seconds: float, where:
     )
 
 
-def _model_and_examples(args: argparse.Namespace, split: str) -> tuple[VAE, torch.Tensor, Any]:
+def _model_and_examples(args: argparse.Namespace, split: str) -> tuple[torch.nn.Module, Batch]:
     """The model of ``args.run`` and the ``split`` of the dataset named on the command line
-    (else the run's own), as the model is evaluated on them (see ``protocol_examples``)."""
+    (else the run's own), as the model is evaluated on them (``evaluation_batch``)."""
     model = load(args.run)
-    run = Path(args.run)
-    if args.dataset:
-        name, data_dir, image_size = args.dataset, args.data_dir, args.image_size
-    elif run.is_dir():
-        _, config, _ = read_config(run)
-        name, data_dir, image_size = (
-            config.dataset,
-            args.data_dir or config.data_dir,
-            config.image_size,
-        )
-    else:
+    run = RunDirectory(args.run)
+    if not args.dataset and not run.path.is_dir():
         raise ConfigError(f"{run} is a weights file: name the data with --dataset")
-    try:
-        data = load_dataset(name, data_dir, image_size, not args.no_verify)
-    except DataError as err:
-        if args.dataset:
-            raise
-        raise DataError(f"{err} (the run's data; name them with --dataset)") from None
+    data = run.load_dataset(args.dataset, args.data_dir, args.image_size, not args.no_verify)
     if data.shape != model.input_shape:
         raise ConfigError(
             f"the data's examples have shape {data.shape} but the model expects {model.input_shape}"
         )
-    x, y = protocol_examples(data, split, model.config.likelihood)
-    return model, x, y
+    return model, evaluation_batch(model, data, split)
 
 
 def _check_output(path: str, suffixes: tuple[str, ...]) -> Path:
@@ -441,24 +408,27 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     if args.n <= 0:
         raise ConfigError("-n must be positive")
     out = _check_output(args.output, (".png",))
-    model, x, _ = _model_and_examples(args, "test")
-    x = x[: args.n]
-    save_reconstructions(model, x, out)
-    print(f"wrote {len(x)} test examples and their reconstructions to {out}")
+    model, batch = _model_and_examples(args, "test")
+    batch = batch.select(slice(args.n))
+    save_reconstructions(model, batch, out)
+    print(f"wrote {len(batch.x)} test examples and their reconstructions to {out}")
     return 0
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
     out = _check_output(args.output, (".npy", ".npz"))
-    model, x, y = _model_and_examples(args, args.split)
+    model, batch = _model_and_examples(args, args.split)
+    y = batch.y
     generator = torch.Generator().manual_seed(args.seed)
     parts = []
     with torch.no_grad():
-        for begin in range(0, len(x), 1000):
-            loc, scale = model.posterior_parameters(x[begin : begin + 1000])
-            parts.append(
-                reparameterise(loc, scale, 1, generator=generator)[0] if args.draw else loc
-            )
+        for begin in range(0, len(batch.x), 1000):
+            params = model.posterior_parameters(batch.select(slice(begin, begin + 1000)))
+            if args.draw:
+                noise = standard_noise(model, 1, params[0], generator)
+                parts.append(model.posterior.rsample(params, noise)[0])
+            else:
+                parts.append(model.posterior.representative(params))
     z = torch.cat(parts)
     labels = None if y is None else y.numpy()
     if out.suffix == ".npz":
@@ -477,18 +447,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit <= 0:
         raise ConfigError("--limit must be positive")
     csv_path = _check_output(args.per_example, (".csv",)) if args.per_example else None
-    model, x, y = _model_and_examples(args, args.split)
+    model, batch = _model_and_examples(args, args.split)
     if args.limit is not None:
-        x, y = x[: args.limit], None if y is None else y[: args.limit]
+        batch = batch.select(slice(args.limit))
     result = evaluate(
-        model, x, args.k, k_sweep=args.k_sweep, seed=args.seed, progress=not args.no_progress
+        model, batch, args.k, k_sweep=args.k_sweep, seed=args.seed, progress=not args.no_progress
     )
     run = Path(args.run)
     result.info = {
         "run": str(run),
         "dataset": args.dataset or "the run's",
         "split": args.split,
-        "binarized": "fixed seed" if model.config.likelihood == "bernoulli" else "no",
+        "binarized": model.likelihood.evaluation_binarization,
     }
     # the files first: minutes of evaluation survive a closed pipe (vaekit evaluate ... | head)
     written = []
@@ -496,14 +466,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         result.save(run / "evaluation.json")
         written.append(f"wrote {run / 'evaluation.json'}")
     if csv_path is not None:
-        result.save_per_example(csv_path, y)
+        result.save_per_example(csv_path, batch.y)
         written.append(f"wrote per-example terms to {csv_path}")
     print("\n".join([result.table(), *written]))
     return 0
 
 
 def cmd_identity(args: argparse.Namespace) -> int:
-    from vaekit.evaluation.identity import fit_linear_gaussian, identity_check
+    from vaekit.evaluation.identity import identity_check
+    from vaekit.training.linear_gaussian import fit_linear_gaussian
 
     name = args.dataset or "digits"
     data = load_dataset(name, args.data_dir, args.image_size, not args.no_verify)
@@ -525,7 +496,7 @@ def _run_dir(path: str) -> Path:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from vaekit.visuals.report import build_report
+    from vaekit.report import build_report
 
     if args.k <= 0 or args.limit < 0:
         raise ConfigError("-k must be positive and --limit non-negative")
@@ -535,7 +506,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from vaekit.visuals.report import plot
+    from vaekit.report import plot
 
     run = _run_dir(args.run)
     out = _check_output(args.output or str(run / f"{args.what}.png"), (".png",))

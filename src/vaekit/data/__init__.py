@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vaekit.data.dataset import Dataset, binarize, fixed_binarization, protocol_examples
+from vaekit.data.batch import Batch, as_batch
+from vaekit.data.dataset import Dataset, binarize, fixed_binarization
 from vaekit.data.files import load_array, load_image_folder
 from vaekit.data.idx import read_idx
 from vaekit.data.standard import IDX_SOURCES, STANDARD_DATASETS, load_digits, load_idx_dataset
@@ -12,11 +13,12 @@ from vaekit.errors import DataError
 
 __all__ = [
     "STANDARD_DATASETS",
+    "Batch",
     "Dataset",
+    "as_batch",
     "binarize",
     "fixed_binarization",
     "load_dataset",
-    "protocol_examples",
     "read_idx",
 ]
 

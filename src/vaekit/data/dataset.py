@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from vaekit.data.batch import Batch
 from vaekit.errors import DataError
 
 TEST_BINARIZATION_SEED = 0
@@ -47,6 +48,10 @@ class Dataset:
     @property
     def is_binary(self) -> bool:
         return all(is_binary(x) for x in (self.train_x, self.test_x))
+
+    def batch(self, name: str) -> Batch:
+        """Split ``train`` or ``test`` as a :class:`Batch` (x and labels)."""
+        return Batch(*self.split(name))
 
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(x, y)`` of split ``train`` or ``test``."""
@@ -86,17 +91,6 @@ def fixed_binarization(x: torch.Tensor, seed: int = TEST_BINARIZATION_SEED) -> t
     """The test set's one binarisation, the same for every run: torch.bernoulli with a
     generator seeded ``seed`` (this defines the test set that vaekit's reported numbers use)."""
     return torch.bernoulli(x, generator=torch.Generator().manual_seed(seed))
-
-
-def protocol_examples(
-    data: Dataset, split: str, likelihood: str
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``(x, y)`` of ``split`` as a model is evaluated on them: grey-level data under a
-    Bernoulli likelihood get the standard fixed-seed binarisation; anything else is unchanged."""
-    x, y = data.split(split)
-    if likelihood == "bernoulli" and not is_binary(x):
-        x = fixed_binarization(x)
-    return x, y
 
 
 def holdout_split(

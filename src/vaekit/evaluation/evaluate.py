@@ -1,7 +1,9 @@
 """Measure every term of log p(x) = ELBO(x) + KL(q(z|x) || p(z|x)) for a trained model.
 
-Per example, from the same K draws z_k ~ q(z|x):
-    reconstruction = (1/K) Σ_k log p(x|z_k)          rate = KL(q(z|x) || p(z))  (analytic)
+Per example, from the same K draws z_k ~ q(z|x) (the objectives' log weights):
+    reconstruction = (1/K) Σ_k log p(x|z_k)
+    rate           = KL(q(z|x) || p(z)): the closed form where the model has one, else the
+                     Monte Carlo mean (1/K) Σ_k [log q(z_k|x) − log p(z_k)]
     ELBO           = reconstruction − rate
     log p̂_K(x)     = logsumexp_k log w_k − log K,   log w = log p(x|z) + log p(z) − log q(z|x)
     gap            = log p̂_K(x) − ELBO   (an estimate, from below, of KL(q(z|x) || p(z|x)))
@@ -12,6 +14,7 @@ over all K).
 
 from __future__ import annotations
 
+import collections
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,17 +24,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from vaekit.data.dataset import Dataset, protocol_examples
+from vaekit.data.batch import Batch, as_batch
+from vaekit.data.dataset import Dataset
 from vaekit.errors import ConfigError
-from vaekit.evaluation.diagnostics import (
-    ACTIVE_THRESHOLD,
-    active_units,
-    aggregate_posterior_kl,
-    kl_per_dimension,
-)
+from vaekit.evaluation.diagnostics import ACTIVE_THRESHOLD, active_units, aggregate_posterior_kl
 from vaekit.evaluation.statistics import Mean
-from vaekit.objectives.importance import iter_log_weights
-from vaekit.training.io import atomic_write_bytes, atomic_write_json
+from vaekit.files import atomic_write_bytes, atomic_write_json
+from vaekit.objectives.importance import iter_log_weights, log_mean_exp
 
 ROWS_PER_CHUNK = 1024
 """Decoder rows (samples x examples) per chunk. Small chunks keep the decoder's output in cache
@@ -46,6 +45,7 @@ class Evaluation:
     n: int
     k: int
     likelihood: str
+    rate_estimator: str
     data_dim: int
     elbo: Mean
     reconstruction: Mean
@@ -57,8 +57,8 @@ class Evaluation:
     kl_per_dim: list[float]
     active: list[bool]
     active_units: int
-    mutual_information: float
-    marginal_kl: float
+    mutual_information: float | None
+    marginal_kl: float | None
     seconds: float
     warnings: list[str] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
@@ -81,20 +81,27 @@ class Evaluation:
         density = self.bits_per_dim is None  # a density of x, not a probability of it
         bpd = "" if density else f"  ({self.bits_per_dim:.4f} bits/dim)"
         kind = " (a density of x, not comparable with discrete likelihoods)" if density else ""
+        rate_note = "  (Monte Carlo, K draws)" if self.rate_estimator == "Monte Carlo" else ""
         rows = [
             f"{self.n} examples, K = {self.k}, {self.likelihood} likelihood{kind}; nats per "
             "example (mean ± standard error)",
             f"  log p̂_K(x)        {self.log_px!s:>18}{bpd}",
             f"  ELBO              {self.elbo!s:>18}",
             f"    reconstruction  {self.reconstruction!s:>18}",
-            f"    rate (KL to p(z)) {self.rate!s:>16}",
+            f"    rate (KL to p(z)) {self.rate!s:>16}{rate_note}",
             f"  gap log p̂ − ELBO  {self.gap!s:>18}   (≈ KL(q(z|x) || p(z|x)))",
-            f"  rate = I_q(x;z) {self.mutual_information:.2f} + KL(q(z) || p(z)) "
-            f"{self.marginal_kl:.2f}",
-            f"  active units      {self.active_units} of {len(self.kl_per_dim)} "
-            f"(Cov_x E_q[z_d] > {ACTIVE_THRESHOLD})",
-            "  KL per dimension  " + " ".join(f"{v:.2f}" for v in self.kl_per_dim),
         ]
+        if self.marginal_kl is not None:
+            rows.append(
+                f"  rate = I_q(x;z) {self.mutual_information:.2f} + KL(q(z) || p(z)) "
+                f"{self.marginal_kl:.2f}"
+            )
+        rows.append(
+            f"  active units      {self.active_units} of {len(self.active)} "
+            f"(Cov_x E_q[z_d] > {ACTIVE_THRESHOLD})"
+        )
+        if self.kl_per_dim:
+            rows.append("  KL per dimension  " + " ".join(f"{v:.2f}" for v in self.kl_per_dim))
         if self.k_sweep:
             rows.append("  K sweep:          K    log p̂_K(x)            gap")
             rows += [
@@ -133,10 +140,17 @@ def _warnings(active: int, latent_dim: int, mean_rate: float) -> list[str]:
     return []
 
 
+def evaluation_batch(model: torch.nn.Module, data: Dataset, split: str = "test") -> Batch:
+    """The ``split`` of ``data`` as ``model`` is evaluated on it: its likelihood's protocol
+    (e.g. grey levels binarised once with the fixed test seed under a Bernoulli)."""
+    x, y = data.split(split)
+    return Batch(model.likelihood.evaluation_examples(x), y)
+
+
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module,
-    data: torch.Tensor | Dataset,
+    data: torch.Tensor | Batch | Dataset,
     k: int = 5000,
     *,
     split: str = "test",
@@ -145,9 +159,9 @@ def evaluate(
     seed: int = 0,
     progress: bool = False,
 ) -> Evaluation:
-    """Evaluate ``model`` with K importance samples on examples ``(N, *input_shape)``, or on
-    the ``split`` of a :class:`Dataset` (binarised with the fixed test seed under a Bernoulli
-    likelihood: the standard protocol).
+    """Evaluate ``model`` with K importance samples on examples ``(N, *input_shape)`` (or a
+    :class:`Batch`), or on the ``split`` of a :class:`Dataset` (see :func:`evaluation_batch`:
+    the standard protocol).
 
     Examples are processed in batches and samples in chunks of at most ``ROWS_PER_CHUNK``
     decoder rows, so memory stays bounded whatever K. Random draws come from a generator
@@ -155,58 +169,88 @@ def evaluate(
     """
     if k < 1 or any(s < 1 or s > k for s in k_sweep):
         raise ConfigError(f"K must be >= 1 and every --k-sweep value within 1..{k}")
-    x = (
-        protocol_examples(data, split, model.config.likelihood)[0]
-        if isinstance(data, Dataset)
-        else data
-    )
-    model.likelihood.check(x)
+    batch = evaluation_batch(model, data, split) if isinstance(data, Dataset) else as_batch(data)
+    model.likelihood.check(batch.x)
     model.eval()
     start_time = time.perf_counter()
     device = next(model.parameters()).device
     generator = torch.Generator(device).manual_seed(seed)
     chunk = chunk_size or max(1, min(k, ROWS_PER_CHUNK))
-    batch = max(1, min(len(x), ROWS_PER_CHUNK // chunk))
-    columns: dict[str, list[torch.Tensor]] = {
-        n: [] for n in ("elbo", "reconstruction", "rate", "log_px", "loc", "scale")
-    }
+    size = max(1, min(len(batch.x), ROWS_PER_CHUNK // chunk))
+    columns: dict[str, list[torch.Tensor]] = collections.defaultdict(list)
     sweep: dict[int, list[torch.Tensor]] = {s: [] for s in k_sweep}
     for begin in tqdm(
-        range(0, len(x), batch), disable=not progress or None, unit="batch", leave=False
+        range(0, len(batch.x), size), disable=not progress or None, unit="batch", leave=False
     ):
-        xb = x[begin : begin + batch].to(device)
-        loc, scale = model.posterior_parameters(xb)
-        log_w, log_lik = zip(
-            *iter_log_weights(model, xb, k, chunk, generator=generator), strict=True
-        )
-        log_w_all = torch.cat(log_w).double()  # (K, b)
-        reconstruction = torch.cat(log_lik).double().mean(0)
-        kl = model.prior.kl(loc, scale).double()
-        columns["reconstruction"].append(reconstruction)
-        columns["rate"].append(kl)
-        columns["elbo"].append(reconstruction - kl)
-        columns["log_px"].append(torch.logsumexp(log_w_all, 0) - math.log(k))
-        columns["loc"].append(loc)
-        columns["scale"].append(scale)
-        for size, parts in sweep.items():
-            groups = log_w_all[: (k // size) * size].reshape(k // size, size, -1)
-            parts.append((torch.logsumexp(groups, 1) - math.log(size)).mean(0))
+        part = batch.select(slice(begin, begin + size)).to(device)
+        log_w = _evaluate_batch(model, part, k, chunk, generator, columns)
+        for group, parts in sweep.items():
+            groups = log_w[: (k // group) * group].reshape(k // group, group, -1)
+            parts.append(log_mean_exp(groups.transpose(0, 1)).mean(0))
     per = {name: torch.cat(parts) for name, parts in columns.items()}
-    loc, scale = per.pop("loc"), per.pop("scale")
+    per_dim = per.pop("kl_per_dim", None)
+    loc, scale, means = per.pop("loc", None), per.pop("scale", None), per.pop("means")
     per = {name: values.cpu() for name, values in per.items()}
     per["gap"] = per["log_px"] - per["elbo"]
-    kl_dims = kl_per_dimension(loc, scale)
-    active_mask = active_units(loc)
+    marginal_kl = (
+        None if loc is None else aggregate_posterior_kl(loc, scale, model.log_prior, generator)
+    )
+    return _evaluation(model, batch.x, k, per, per_dim, means, marginal_kl, sweep, start_time)
+
+
+def _evaluate_batch(
+    model: torch.nn.Module,
+    batch: Batch,
+    k: int,
+    chunk: int,
+    generator: torch.Generator,
+    columns: dict[str, list[torch.Tensor]],
+) -> torch.Tensor:
+    """Append one batch's terms to ``columns``; return its log weights ``(K, b)`` (float64)."""
+    params = model.posterior_parameters(batch)
+    weights = list(iter_log_weights(model, batch, k, chunk, generator=generator))
+    log_w = torch.cat([w.log_w for w in weights]).double()
+    reconstruction = torch.cat([w.log_likelihood for w in weights]).double().mean(0)
+    if model.rate_rule.analytic:
+        rate = model.rate(params).double()
+        columns["kl_per_dim"].append(model.rate_rule.per_dimension(params).double())
+    else:
+        log_q = torch.cat([w.log_q for w in weights]).double()
+        rate = (log_q - torch.cat([w.log_prior for w in weights]).double()).mean(0)
+    columns["reconstruction"].append(reconstruction)
+    columns["rate"].append(rate)
+    columns["elbo"].append(reconstruction - rate)
+    columns["log_px"].append(log_mean_exp(log_w))
+    columns["means"].append(model.posterior.representative(params))
+    layers = model.posterior.gaussian_layers(params)
+    if layers is not None and len(layers) == 1:
+        columns["loc"].append(layers[0][0])
+        columns["scale"].append(layers[0][1])
+    return log_w
+
+
+def _evaluation(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    k: int,
+    per: dict[str, torch.Tensor],
+    per_dim: torch.Tensor | None,
+    means: torch.Tensor,
+    marginal_kl: float | None,
+    sweep: dict[int, list[torch.Tensor]],
+    start_time: float,
+) -> Evaluation:
+    active_mask = active_units(means)
     active = int(active_mask.sum())
-    marginal_kl = aggregate_posterior_kl(loc, scale, generator)
     mean_rate = float(per["rate"].mean())
     data_dim = math.prod(x.shape[1:])
-    likelihood = model.config.likelihood
     log_px_mean = Mean.of(per["log_px"])
+    elbo_mean = float(per["elbo"].double().mean())
     return Evaluation(
         n=len(x),
         k=k,
-        likelihood=likelihood,
+        likelihood=model.config.likelihood.name,
+        rate_estimator=model.rate_rule.label,
         data_dim=data_dim,
         elbo=Mean.of(per["elbo"]),
         reconstruction=Mean.of(per["reconstruction"]),
@@ -221,18 +265,18 @@ def evaluate(
                 "k": size,
                 "log_px": bound.value,
                 "stderr": bound.stderr,
-                "gap": bound.value - float(per["elbo"].double().mean()),
+                "gap": bound.value - elbo_mean,
             }
             for size, bound in sorted(
                 (size, Mean.of(torch.cat(parts))) for size, parts in sweep.items()
             )
         ],
-        kl_per_dim=kl_dims.tolist(),
+        kl_per_dim=[] if per_dim is None else per_dim.mean(0).tolist(),
         active=active_mask.tolist(),
         active_units=active,
-        mutual_information=mean_rate - marginal_kl,
+        mutual_information=None if marginal_kl is None else mean_rate - marginal_kl,
         marginal_kl=marginal_kl,
         seconds=time.perf_counter() - start_time,
-        warnings=_warnings(active, len(kl_dims), mean_rate),
+        warnings=_warnings(active, len(active_mask), mean_rate),
         per_example=per,
     )

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from vaekit.objectives.elbo import ELBOTerms, elbo
+from vaekit.objectives.elbo import ELBOTerms
 
 
 @dataclass(frozen=True)
@@ -27,18 +27,6 @@ class Mean:
     def __str__(self) -> str:
         digits = 2 if abs(self.value) >= 1 or self.stderr >= 0.01 else 4
         return f"{self.value:.{digits}f} ± {self.stderr:.{digits}f}"
-
-
-@torch.no_grad()
-def per_example_elbo(
-    model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1000, n_samples: int = 1
-) -> ELBOTerms:
-    """ELBO terms of every example of ``x (N, *shape)``, computed in batches; ``(N,)`` each."""
-    was_training = model.training
-    model.eval()
-    parts = [elbo(model, x[i : i + batch_size], n_samples) for i in range(0, len(x), batch_size)]
-    model.train(was_training)
-    return ELBOTerms(*(torch.cat(column) for column in zip(*parts, strict=True)))
 
 
 def elbo_summary(terms: ELBOTerms) -> dict[str, Mean]:

@@ -1,16 +1,34 @@
-"""The probabilistic model: prior p(z), likelihood p(x|z), approximate posterior q(z|x),
-the VAE that ties them together, and the linear-Gaussian model whose terms are exact."""
+"""The probabilistic model: the contract of its parts (:mod:`~vaekit.model.contract`),
+posteriors q(z|x), priors p(z), likelihoods p(x|z), the rate rules, and the VAE that ties them
+together; each part is registered by name (``POSTERIORS``, ``PRIORS``, ``LIKELIHOODS``,
+``MODELS``)."""
 
-from vaekit.model.likelihoods import BernoulliLikelihood, GaussianLikelihood, build_likelihood
-from vaekit.model.posterior import diagonal_gaussian
-from vaekit.model.priors import StandardNormalPrior
+from vaekit.model.config import COMPONENTS, Component, ModelConfig
+from vaekit.model.contract import MODELS, POSTERIORS, PRIORS, Posterior, Prior, build_model
+from vaekit.model.likelihoods import LIKELIHOODS, BernoulliLikelihood, GaussianLikelihood
+from vaekit.model.posteriors.diagonal_gaussian import DiagonalGaussianPosterior
+from vaekit.model.priors.mixture import MixtureOfGaussiansPrior
+from vaekit.model.priors.standard_normal import StandardNormalPrior
+from vaekit.model.rate import RateRule, register_rate
 from vaekit.model.vae import VAE
 
 __all__ = [
+    "COMPONENTS",
+    "LIKELIHOODS",
+    "MODELS",
+    "POSTERIORS",
+    "PRIORS",
     "VAE",
     "BernoulliLikelihood",
+    "Component",
+    "DiagonalGaussianPosterior",
     "GaussianLikelihood",
+    "MixtureOfGaussiansPrior",
+    "ModelConfig",
+    "Posterior",
+    "Prior",
+    "RateRule",
     "StandardNormalPrior",
-    "build_likelihood",
-    "diagonal_gaussian",
+    "build_model",
+    "register_rate",
 ]

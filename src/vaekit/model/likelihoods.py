@@ -14,32 +14,78 @@ density of x, whose value depends on the data's scale and is not comparable with
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Bernoulli, Distribution, Independent, Normal, constraints
 
-from vaekit.data.dataset import is_binary
-from vaekit.errors import DataError
+from vaekit.checks import boolean, option, positive_float
+from vaekit.data.dataset import Dataset, binarize, fixed_binarization, is_binary
+from vaekit.errors import ConfigError, DataError
 from vaekit.model.draws import random_like
 from vaekit.model.gaussian import HALF_LOG_2PI
+from vaekit.registry import Registry
+
+LIKELIHOODS: Registry[type[_Likelihood]] = Registry("likelihood")
+
+BatchTransform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+"""What a training batch becomes before the step (e.g. a fresh binarisation): ``(x, gen)``."""
 
 
 class _Likelihood(nn.Module):
     """What every likelihood offers: ``forward`` (a torch distribution), ``log_prob`` (fused),
-    ``draw`` (seeded draws), ``check`` (the data's support) and ``discrete``."""
+    ``draw`` (seeded draws), ``discrete``, and its data protocol: ``check`` (the data's
+    support), ``training_transform`` (what a training batch is), ``evaluation_examples`` (what
+    the evaluated data are). Built as ``cls(event_shape, options)``."""
 
     discrete = False
+    evaluation_binarization = "no"
+    """How evaluated data are binarised (for the record of an evaluation)."""
 
-    def __init__(self, event_shape: tuple[int, ...]) -> None:
+    def __init__(self, event_shape: tuple[int, ...], options: Any = None) -> None:
         super().__init__()
+        self.event_shape = tuple(event_shape)
         self.event_dims = len(event_shape)
+
+    @property
+    def param_shape(self) -> tuple[int, ...]:
+        """The decoder's output per example: the likelihood's parameters."""
+        return self.event_shape
 
     def check(self, x: torch.Tensor) -> None:
         """Raise :class:`DataError` if ``x`` is outside this likelihood's support (called by
         the measuring entry points, not by the training step, whose data are checked once)."""
+
+    def training_transform(
+        self, data: Dataset, binarization: str | None
+    ) -> tuple[str, BatchTransform | None]:
+        """Check that ``data`` can be trained on with ``binarization`` (``dynamic``, ``none``
+        or ``None``: this likelihood's default); return the binarisation chosen and what each
+        training batch goes through (``None``: nothing)."""
+        if binarization == "dynamic":
+            raise ConfigError("--binarize dynamic goes with --likelihood bernoulli only")
+        try:
+            for x in (data.train_x, data.test_x):
+                self.check(x)
+        except DataError as err:
+            raise DataError(f"{data.name}: {err}") from None
+        return "none", None
+
+    def evaluation_examples(self, x: torch.Tensor) -> torch.Tensor:
+        """The examples ``x`` as they are evaluated (the standard protocol)."""
+        return x
+
+    def initial_output_bias(self, train_x: torch.Tensor) -> torch.Tensor:
+        """The decoder's output bias that predicts the training data's marginals."""
+        raise ConfigError("--output-bias needs a Bernoulli likelihood")
+
+    def advice(self, data: Dataset) -> str | None:
+        """A note for the run's header about this likelihood on ``data``, if one is due."""
+        return None
 
     def draw(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """x ~ p(x|z) for the decoder's ``params (..., *event)``, with ``generator``'s draws
@@ -52,15 +98,44 @@ class _Likelihood(nn.Module):
         return elementwise.sum(tuple(range(-self.event_dims, 0)))
 
 
+@LIKELIHOODS.register("bernoulli")
 class BernoulliLikelihood(_Likelihood):
-    """p(x|z) = ∏_d Bernoulli(x_d; sigmoid(logits_d)); ``params`` are the logits.
+    """For binary data; the decoder outputs logits.
 
-    Only a likelihood of binary data: on grey levels its log_prob is not a log-density of the
-    data, so vaekit binarises (dynamically) or refuses grey-level data with this likelihood.
+    p(x|z) = ∏_d Bernoulli(x_d; sigmoid(logits_d)). Only a likelihood of binary data: on grey
+    levels its log_prob is not a log-density of the data, so vaekit binarises grey levels (a
+    fresh draw of every training batch; the test set once, with a fixed seed) or refuses them.
     """
 
-    name = "bernoulli"
     discrete = True
+    evaluation_binarization = "fixed seed"
+
+    def training_transform(
+        self, data: Dataset, binarization: str | None
+    ) -> tuple[str, BatchTransform | None]:
+        binarization = binarization or "dynamic"
+        if not data.in_unit_interval:
+            raise DataError(
+                f"{data.name}: values outside [0, 1] cannot have a Bernoulli likelihood; use "
+                "--likelihood gaussian"
+            )
+        if binarization == "none":
+            if not data.is_binary:
+                raise DataError(
+                    f"{data.name}: grey-level data with a Bernoulli likelihood would not give a "
+                    "log-likelihood of the data; use --binarize dynamic or --likelihood gaussian"
+                )
+            return binarization, None
+        return binarization, binarize
+
+    def evaluation_examples(self, x: torch.Tensor) -> torch.Tensor:
+        """Grey levels binarised once with the fixed test seed; binary data unchanged."""
+        return x if is_binary(x) else fixed_binarization(x)
+
+    def initial_output_bias(self, train_x: torch.Tensor) -> torch.Tensor:
+        """logit(mean training example): the untrained model predicts each pixel's marginal
+        frequency (Burda et al. 2015)."""
+        return torch.logit(train_x.mean(0).flatten().clamp(1e-3, 1 - 1e-3))
 
     def check(self, x: torch.Tensor) -> None:
         if not is_binary(x):
@@ -91,25 +166,50 @@ class BernoulliLikelihood(_Likelihood):
         return self._reduce(elementwise, reduction)
 
 
+@dataclass
+class ScaleOptions:
+    """gaussian_scale: the Gaussian's standard deviation or the logistic's scale (fixed, or
+    where learning starts); learn_scale: learn it per data dimension; decoded_scale: decode it
+    from z per example and dimension, as gaussian_scale · e^{decoder output}."""
+
+    gaussian_scale: float = option(
+        0.1, "the Gaussian's standard deviation, or the logistic's scale (where learning starts)"
+    )
+    learn_scale: bool = option(False, "learn that scale per data dimension")
+    decoded_scale: bool = option(
+        False, "decode that scale from z, per example and dimension (the decoder outputs it)"
+    )
+
+    def __post_init__(self) -> None:
+        positive_float("gaussian_scale", self.gaussian_scale)
+        boolean("learn_scale", self.learn_scale)
+        boolean("decoded_scale", self.decoded_scale)
+        if self.decoded_scale and self.learn_scale:
+            raise ConfigError(
+                "choose --learn-scale (a scale per dimension) or --decoded-scale (per example "
+                "and dimension), not both"
+            )
+
+
 class _ScaledLikelihood(_Likelihood):
     """A location per dimension (the decoder's output) and a scale that is fixed (``scale``),
     learned per dimension (``learn_scale``), or decoded from z (``decoded_scale``: the decoder
     also outputs a log-scale per dimension, added to log ``scale`` and kept ≥ −7)."""
 
-    def __init__(
-        self,
-        event_shape: tuple[int, ...],
-        scale: float,
-        learn_scale: bool,
-        decoded_scale: bool = False,
-    ) -> None:
+    def __init__(self, event_shape: tuple[int, ...], options: ScaleOptions) -> None:
         super().__init__(event_shape)
-        log_scale = torch.full(event_shape, math.log(scale))
-        if learn_scale:
+        log_scale = torch.full(event_shape, math.log(options.gaussian_scale))
+        if options.learn_scale:
             self.log_scale = nn.Parameter(log_scale)
         else:
             self.register_buffer("log_scale", log_scale)
-        self.decoded_scale = decoded_scale
+        self.decoded_scale = options.decoded_scale
+
+    @property
+    def param_shape(self) -> tuple[int, ...]:
+        """``event_shape``, or ``(2, *event_shape)`` (location, then log-scale) with a decoded
+        scale."""
+        return (2, *self.event_shape) if self.decoded_scale else self.event_shape
 
     def location_and_log_scale(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``params (..., *event)``, or ``(..., 2, *event)`` with a decoded scale: the location
@@ -125,11 +225,21 @@ MIN_LOG_SCALE = -7.0
 the data never vary (as PixelCNN++ and VDVAE do for their logistics)."""
 
 
+@LIKELIHOODS.register("gaussian", ScaleOptions)
 class GaussianLikelihood(_ScaledLikelihood):
-    """p(x|z) = ∏_d N(x_d; μ_d, σ_d²); ``params`` are the means μ (and the log-scales, with a
+    """For continuous data (a density of x); the decoder outputs the means.
+
+    p(x|z) = ∏_d N(x_d; μ_d, σ_d²); ``params`` are the means μ (and the log-scales, with a
     decoded scale; see :class:`_ScaledLikelihood`)."""
 
-    name = "gaussian"
+    def advice(self, data: Dataset) -> str | None:
+        if data.is_image and on_8bit_levels(data.train_x):
+            return (
+                "a Gaussian likelihood of 8-bit images is a density, not comparable with "
+                "discrete log-likelihoods (and unbounded with --learn-scale where pixels never "
+                "change); --likelihood discretized-logistic gives probabilities, bits/dim"
+            )
+        return None
 
     def forward(self, params: torch.Tensor) -> Distribution:
         loc, log_scale = self.location_and_log_scale(params)
@@ -229,13 +339,16 @@ def discretized_logistic_log_prob(
     return upper * below_top + lower * above_bottom + width * (below_top * above_bottom)
 
 
+@LIKELIHOODS.register("discretized-logistic", ScaleOptions)
 class DiscretizedLogisticLikelihood(_ScaledLikelihood):
-    """p(x|z) = ∏_d DiscretizedLogistic(x_d; μ_d, s_d) for 8-bit data (values k/255);
+    """For 8-bit data (levels k/255; a probability, with bits/dim); the decoder outputs
+    the means.
+
+    p(x|z) = ∏_d DiscretizedLogistic(x_d; μ_d, s_d) for 8-bit data (values k/255);
     ``params`` are the means μ (and the log-scales, with a decoded scale; see
     :class:`_ScaledLikelihood`). A probability of the data's 256 levels: a log-likelihood with
     bits/dim, comparable across models, unlike a Gaussian density."""
 
-    name = "discretized-logistic"
     discrete = True
 
     def check(self, x: torch.Tensor) -> None:
@@ -265,17 +378,3 @@ class DiscretizedLogisticLikelihood(_ScaledLikelihood):
 
 def _uniform(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     return random_like(torch.rand, like.shape, like, generator)
-
-
-def build_likelihood(
-    name: str,
-    event_shape: tuple[int, ...],
-    scale: float = 0.1,
-    learn_scale: bool = False,
-    decoded_scale: bool = False,
-) -> nn.Module:
-    if name == "bernoulli":
-        return BernoulliLikelihood(event_shape)
-    if name == "discretized-logistic":
-        return DiscretizedLogisticLikelihood(event_shape, scale, learn_scale, decoded_scale)
-    return GaussianLikelihood(event_shape, scale, learn_scale, decoded_scale)

@@ -2,82 +2,82 @@
 
 log p_θ(x) = ELBO(x) + KL(q_φ(z|x) || p_θ(z|x))
 ELBO(x)    = E_q[log p_θ(x|z)] − KL(q_φ(z|x) || p(z))        (reconstruction − rate)
+
+The VAE is what the objectives, the trainer and ``evaluate`` see of a latent-variable model
+(see :mod:`vaekit.model.contract` for its parts): posterior parameters from a batch, draws of
+z with log q(z|x) from given noise, the rate (its rule resolved once, here), log p(z) and
+log p(x|z). It knows nothing of the objectives.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from vaekit.config import ModelConfig
+from vaekit.data.batch import Batch, as_batch
 from vaekit.errors import ConfigError
-from vaekit.model.draws import random_like
-from vaekit.model.likelihoods import build_likelihood
-from vaekit.model.posterior import diagonal_gaussian, posterior_parameters
-from vaekit.model.priors import StandardNormalPrior
-from vaekit.nets.factory import build_networks
-from vaekit.objectives.elbo import ELBOTerms, elbo
-from vaekit.objectives.importance import log_px
+from vaekit.model.config import COMPONENTS, ModelConfig
+from vaekit.model.contract import MODELS, PosteriorParameters
+from vaekit.model.rate import RateRule
 
 
+@MODELS.register("vae")
 class VAE(nn.Module):
-    """A VAE with a diagonal-Gaussian encoder and a standard normal prior.
+    """A VAE with one latent layer z of ``latent_dim`` dimensions.
 
-    Build it from options (``VAE((1, 28, 28), latent_dim=20, hidden=[400])``), from a
-    :class:`ModelConfig`, or with your own networks: ``encoder`` maps ``(B, *input_shape)`` to
-    ``(B, 2 * latent_dim)`` and ``decoder`` maps ``(B, latent_dim)`` to ``(B, *input_shape)``
-    (the likelihood's parameters: logits for Bernoulli, means for the Gaussian and the
-    logistic), or with ``decoded_scale`` to ``(B, 2, *input_shape)`` (means, then log-scales).
+    Build it from options (``VAE((1, 28, 28), latent_dim=20, hidden=[400], prior="mog")``;
+    see :meth:`ModelConfig.from_options`), from a :class:`ModelConfig`
+    (``VAE.from_config``), or with your own networks: ``encoder`` maps ``(B, *input_shape)``
+    to ``(B, width)`` (the posterior's features: ``2 * latent_dim`` for the diagonal Gaussian,
+    mean and unconstrained scale) and ``decoder`` maps ``(B, latent_dim)`` to ``(B,
+    *input_shape)`` (the likelihood's parameters: logits for Bernoulli, means for the Gaussian
+    and the logistic), or with ``decoded_scale`` to ``(B, 2, *input_shape)``.
     """
+
+    uses_labels = False
+    """Whether the model reads a batch's labels y (the trainer then carries them)."""
 
     def __init__(
         self,
-        input_shape: Sequence[int],
+        input_shape: tuple[int, ...] | list[int],
         latent_dim: int = 20,
         *,
-        network: str = "mlp",
-        hidden: Sequence[int] = (400,),
-        activation: str = "relu",
-        likelihood: str = "bernoulli",
-        gaussian_scale: float = 0.1,
-        learn_scale: bool = False,
-        decoded_scale: bool = False,
-        init: str = "default",
         encoder: nn.Module | None = None,
         decoder: nn.Module | None = None,
+        config: ModelConfig | None = None,
+        **options: Any,
     ) -> None:
         super().__init__()
-        self.config = ModelConfig(
-            input_shape=tuple(input_shape),
-            latent_dim=latent_dim,
-            network=network,
-            hidden=list(hidden),
-            activation=activation,
-            likelihood=likelihood,
-            gaussian_scale=gaussian_scale,
-            learn_scale=learn_scale,
-            decoded_scale=decoded_scale,
-            init=init,
-        )
+        if config is None:
+            config = ModelConfig.from_options(tuple(input_shape), latent_dim, **options)
+        elif options:
+            raise ConfigError("pass a ModelConfig or options, not both")
+        self.config = config
         if (encoder is None) != (decoder is None):
             raise ConfigError("pass both encoder and decoder, or neither")
         self.custom_networks = encoder is not None
+        self.likelihood = _build("likelihood", config, config.input_shape)
+        self.posterior = _build("posterior", config, config.latent_dim)
+        self.prior = _build("prior", config, config.latent_dim)
         if encoder is None:
-            encoder, decoder = build_networks(self.config)
+            network = config.network
+            encoder, decoder = COMPONENTS["network"][network.name].builder(
+                network.options,
+                config.input_shape,
+                self.posterior.encoder_width(config.latent_dim, config.posterior.options),
+                config.latent_dim,
+                self.likelihood.param_shape,
+            )
         self.encoder = encoder
         self.decoder = decoder
-        self.likelihood = build_likelihood(
-            likelihood, self.config.input_shape, gaussian_scale, learn_scale, decoded_scale
-        )
-        self.prior = StandardNormalPrior(latent_dim)
+        self.rate_rule = RateRule(self.posterior, self.prior)
 
     @classmethod
     def from_config(cls, config: ModelConfig, **networks: nn.Module) -> VAE:
-        options = config.to_dict()
-        return cls(options.pop("input_shape"), options.pop("latent_dim"), **options, **networks)
+        return cls(config.input_shape, config.latent_dim, config=config, **networks)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -87,33 +87,62 @@ class VAE(nn.Module):
     def latent_dim(self) -> int:
         return self.config.latent_dim
 
-    def encode(self, x: torch.Tensor) -> Distribution:
-        """q(z|x) for ``x (B, *input_shape)``: a diagonal Gaussian with batch shape ``(B,)``
-        and event shape ``(latent_dim,)``."""
-        return diagonal_gaussian(self.encoder(x))
+    @property
+    def noise_dim(self) -> int:
+        """Standard-normal draws per sample of z: the trainer draws noise ``(S, B, noise_dim)``."""
+        return self.posterior.noise_dim
 
-    def posterior_parameters(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(μ, σ)`` of q(z|x) = N(μ, diag σ²) for ``x (B, *input_shape)``; ``(B, D)`` each."""
-        return posterior_parameters(self.encoder(x))
+    # ------------------------------------------------------------ the contract, on tensors
+    def posterior_parameters(self, batch: torch.Tensor | Batch) -> PosteriorParameters:
+        """q(z|x)'s parameters for ``x (B, *input_shape)`` (or a :class:`Batch`): for the
+        diagonal Gaussian ``(μ, σ)``, ``(B, D)`` each."""
+        return self.posterior.parameters_from(self.encoder(as_batch(batch).x))
 
-    def decode(self, z: torch.Tensor) -> Distribution:
-        """p(x|z) for ``z (..., latent_dim)``: batch shape ``(...)``, event shape
-        ``input_shape``."""
-        return self.likelihood(self.decoder_output(z))
+    def sample_posterior(
+        self, params: PosteriorParameters, noise: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(z, log q(z|x))`` from ``noise (S, B, noise_dim)``: ``(S, B, D)`` and ``(S, B)``."""
+        return self.posterior.sample_and_log_prob(params, noise)
+
+    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z) for ``z (..., D)``; ``(...)``."""
+        return self.prior.log_prob(z)
+
+    def rate(
+        self,
+        params: PosteriorParameters,
+        log_q: torch.Tensor | None = None,
+        log_prior: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """KL(q(z|x) || p(z)) per example ``(B,)``: closed form, or the Monte Carlo mean of
+        ``log_q − log_prior`` over the draws (see :class:`RateRule`; ``rate_rule.label``)."""
+        return self.rate_rule(params, log_q, log_prior)
 
     def decoder_output(self, z: torch.Tensor) -> torch.Tensor:
-        """The likelihood's parameters for ``z (..., latent_dim)``: ``(..., *param_shape)``
-        (``input_shape``, or ``(2, *input_shape)`` with a decoded scale)."""
+        """The likelihood's parameters for ``z (..., latent_dim)``: ``(..., *param_shape)``."""
         params = self.decoder(z.reshape(-1, self.latent_dim))
-        return params.reshape(*z.shape[:-1], *self.config.param_shape)
+        return params.reshape(*z.shape[:-1], *self.likelihood.param_shape)
 
     def log_likelihood(
-        self, z: torch.Tensor, x: torch.Tensor, reduction: str = "none"
+        self, z: torch.Tensor, batch: torch.Tensor | Batch, reduction: str = "none"
     ) -> torch.Tensor:
         """log p(x|z) in nats per example for ``z (..., latent_dim)`` and ``x (B,
         *input_shape)`` (``B`` the last of ``...``): ``(...)``, or the total with
         ``reduction="sum"``."""
-        return self.likelihood.log_prob(self.decoder_output(z), x, reduction)
+        return self.likelihood.log_prob(self.decoder_output(z), as_batch(batch).x, reduction)
+
+    # ------------------------------------------------------------ for users and figures
+    def encode(self, batch: torch.Tensor | Batch) -> Distribution:
+        """q(z|x) as a torch distribution: batch shape ``(B,)``, event shape ``(latent_dim,)``."""
+        return self.posterior.distribution(self.posterior_parameters(batch))
+
+    def representative(self, batch: torch.Tensor | Batch) -> torch.Tensor:
+        """One latent point per example, E_q[z|x]: ``(B, latent_dim)``."""
+        return self.posterior.representative(self.posterior_parameters(batch))
+
+    def decode(self, z: torch.Tensor) -> Distribution:
+        """p(x|z) for ``z (..., latent_dim)``: batch shape ``(...)``, event ``input_shape``."""
+        return self.likelihood(self.decoder_output(z))
 
     @torch.no_grad()
     def sample(
@@ -123,30 +152,25 @@ class VAE(nn.Module):
         mean: bool = True,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Generate ``(n, *input_shape)``: z ~ N(0, T² I), then the mean of p(x|z) (or a draw
-        from it with ``mean=False``); every draw from ``generator``."""
-        noise = random_like(torch.randn, (n, self.latent_dim), self.prior.loc, generator)
-        z = temperature * noise
+        """Generate ``(n, *input_shape)``: z from the prior at temperature T, then the mean of
+        p(x|z) (or a draw from it with ``mean=False``); every draw from ``generator``."""
+        z = self.prior.sample(n, temperature, generator)
         if mean:
             return self.decode(z).mean
         return self.likelihood.draw(self.decoder_output(z), generator)
 
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor, mean: bool = True) -> torch.Tensor:
+    def reconstruct(self, batch: torch.Tensor | Batch, mean: bool = True) -> torch.Tensor:
         """x -> z = E_q[z|x] (or a draw with ``mean=False``) -> E[x|z]; ``(B, *input_shape)``."""
-        posterior = self.encode(x)
-        z = posterior.mean if mean else posterior.sample()
+        params = self.posterior_parameters(batch)
+        if mean:
+            z = self.posterior.representative(params)
+        else:
+            noise = torch.randn((1, len(params[0]), self.noise_dim), dtype=params[0].dtype)
+            z = self.posterior.rsample(params, noise.to(params[0].device))[0]
         return self.decode(z).mean
 
-    def elbo(self, x: torch.Tensor, n_samples: int = 1) -> ELBOTerms:
-        """Per-example ELBO, reconstruction, rate, ``(B,)`` each; see ``objectives.elbo``.
-        Refuses data outside the likelihood's support (e.g. grey levels under a Bernoulli)."""
-        self.likelihood.check(x)
-        return elbo(self, x, n_samples)
 
-    def log_px(self, x: torch.Tensor, k: int = 5000, chunk_size: int = 500) -> torch.Tensor:
-        """Importance-sampled log p̂_K(x), ``(B,)``; see :func:`vaekit.objectives.log_px`."""
-        return log_px(self, x, k, chunk_size)
-
-    def forward(self, x: torch.Tensor) -> ELBOTerms:
-        return self.elbo(x)
+def _build(kind: str, config: ModelConfig, size: Any) -> Any:
+    component = getattr(config, kind)
+    return COMPONENTS[kind][component.name].builder(size, component.options)

@@ -1,37 +1,105 @@
-"""Build the encoder/decoder pair named by a :class:`~vaekit.config.ModelConfig`."""
+"""The registered encoder/decoder pairs (``NETWORKS``) and their options."""
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from vaekit.config import ModelConfig
+from vaekit.checks import choice, option, positive_int
+from vaekit.errors import ConfigError
 from vaekit.nets.conv import ConvDecoder, ConvEncoder
-from vaekit.nets.mlp import MLP
+from vaekit.nets.mlp import ACTIVATIONS, MLP
+from vaekit.registry import Registry
+
+INITS = ("default", "glorot")
+
+NETWORKS: Registry = Registry("network")
+"""Builders ``(options, input_shape, encoder_width, latent_dim, param_shape) -> (encoder,
+decoder)``: the encoder maps ``(B, *input_shape)`` to ``(B, encoder_width)``, the decoder
+``(B, latent_dim)`` to ``(B, *param_shape)``."""
 
 
-def build_networks(config: ModelConfig) -> tuple[nn.Module, nn.Module]:
-    """Return ``(encoder, decoder)``: encoder ``(B, *input_shape) -> (B, 2 * latent_dim)``,
-    decoder ``(B, latent_dim) -> (B, *param_shape)`` (conv: the parameters stacked along the
-    channels), initialised as ``config.init`` says."""
-    shape, latent = config.input_shape, config.latent_dim
-    if config.network == "conv":
-        (hidden,) = config.hidden
-        channels, height, width = shape
-        out = (channels * (2 if config.decoded_scale else 1), height, width)
-        networks: tuple[nn.Module, nn.Module] = (
-            ConvEncoder(shape, hidden, 2 * latent, config.activation),  # type: ignore[arg-type]
-            ConvDecoder(latent, hidden, out, config.activation),
+@dataclass
+class NetworkOptions:
+    """hidden: widths of the hidden layers (encoder; the decoder mirrors them), or the width of
+    the conv nets' dense layer; activation: the nonlinearity; init: ``default`` (PyTorch's) or
+    ``glorot`` (Glorot-uniform weights, zero biases)."""
+
+    hidden: list[int] = option(
+        lambda: [400], "hidden layer sizes, e.g. 400 or 200,200 (conv: the dense layer's width)"
+    )
+    activation: str = option("relu", "the nonlinearity", tuple(ACTIVATIONS))
+    init: str = option("default", "weight initialisation: PyTorch's, or Glorot-uniform", INITS)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.hidden, (list, tuple)):
+            raise ConfigError(f"hidden must be a list of layer sizes, got {self.hidden!r}")
+        self.hidden = list(self.hidden)
+        for width in self.hidden:
+            positive_int("every hidden layer size", width)
+        choice("activation", self.activation, ACTIVATIONS)
+        choice("init", self.init, INITS)
+
+
+@NETWORKS.register("mlp", NetworkOptions)
+def mlp_networks(
+    options: NetworkOptions,
+    input_shape: tuple[int, ...],
+    encoder_width: int,
+    latent_dim: int,
+    param_shape: tuple[int, ...],
+) -> tuple[nn.Module, nn.Module]:
+    """Multi-layer perceptrons (any data shape)."""
+    return _initialised(
+        options,
+        MLP(input_shape, options.hidden, (encoder_width,), options.activation),
+        MLP((latent_dim,), list(reversed(options.hidden)), param_shape, options.activation),
+    )
+
+
+@NETWORKS.register("conv", NetworkOptions)
+def conv_networks(
+    options: NetworkOptions,
+    input_shape: tuple[int, ...],
+    encoder_width: int,
+    latent_dim: int,
+    param_shape: tuple[int, ...],
+) -> tuple[nn.Module, nn.Module]:
+    """Two stride-2 convolutions and a dense layer (images with sides divisible by 4).
+
+    The likelihood's parameters are stacked along the decoder's output channels."""
+    if len(input_shape) != 3:
+        raise ConfigError(
+            f"the conv network needs image data (C, H, W), got shape {tuple(input_shape)}; "
+            "use --network mlp"
         )
-    else:
-        networks = (
-            MLP(shape, config.hidden, (2 * latent,), config.activation),
-            MLP((latent,), list(reversed(config.hidden)), config.param_shape, config.activation),
+    _, height, width = input_shape
+    if height % 4 or width % 4:
+        raise ConfigError(
+            f"the conv network needs height and width divisible by 4 (e.g. 28 or 32), "
+            f"got {height}x{width}; use --image-size or --network mlp"
         )
-    if config.init == "glorot":
-        for network in networks:
+    if len(options.hidden) != 1:
+        raise ConfigError("the conv network takes one --hidden width (its dense layer)")
+    (hidden,) = options.hidden
+    out = (math.prod(param_shape) // (height * width), height, width)
+    return _initialised(
+        options,
+        ConvEncoder(input_shape, hidden, encoder_width, options.activation),  # type: ignore[arg-type]
+        ConvDecoder(latent_dim, hidden, out, options.activation),
+    )
+
+
+def _initialised(
+    options: NetworkOptions, encoder: nn.Module, decoder: nn.Module
+) -> tuple[nn.Module, nn.Module]:
+    if options.init == "glorot":
+        for network in (encoder, decoder):
             network.apply(_glorot)
-    return networks
+    return encoder, decoder
 
 
 def _glorot(module: nn.Module) -> None:
@@ -42,10 +110,10 @@ def _glorot(module: nn.Module) -> None:
 
 
 @torch.no_grad()
-def set_output_bias(decoder: nn.Module, train_x: torch.Tensor) -> None:
-    """Start an MLP decoder's Bernoulli logits at logit(mean training example), so that the
-    untrained model already predicts each pixel's marginal frequency (Burda et al. 2015)."""
+def set_output_bias(decoder: nn.Module, bias: torch.Tensor | None) -> None:
+    """Set the output bias of vaekit's MLP decoder (e.g. to the likelihood's
+    ``initial_output_bias``); with ``None``, only check that it can be set."""
     if not isinstance(decoder, MLP):
-        raise TypeError("the output bias can be set for vaekit's MLP decoder only")
-    mean = train_x.mean(0).flatten().clamp(1e-3, 1 - 1e-3)
-    decoder.layers[-1].bias.copy_(torch.logit(mean))
+        raise ConfigError("--output-bias needs an MLP decoder (--network mlp)")
+    if bias is not None:
+        decoder.layers[-1].bias.copy_(bias)

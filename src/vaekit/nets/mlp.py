@@ -7,7 +7,7 @@ import itertools
 import torch
 from torch import nn
 
-_ACTIVATIONS: dict[str, type[nn.Module]] = {
+ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
     "elu": nn.ELU,
@@ -19,7 +19,7 @@ _ACTIVATIONS: dict[str, type[nn.Module]] = {
 
 
 def activation_layer(name: str) -> nn.Module:
-    return _ACTIVATIONS[name]()
+    return ACTIVATIONS[name]()
 
 
 class MLP(nn.Module):

@@ -1,7 +1,8 @@
 """The evidence lower bound and the log importance weights it is the average of.
 
 All quantities are per example, in nats, summed over the data and latent dimensions. The
-densities are the model's closed forms on plain tensors (see ``vaekit.model.gaussian``).
+objectives see a model only through its contract (:mod:`vaekit.model.vae`): posterior
+parameters, draws of z with log q(z|x), the rate, log p(z), log p(x|z).
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
+from vaekit.data.batch import Batch, as_batch
 from vaekit.model.draws import random_like
-from vaekit.model.gaussian import log_density
 
 if TYPE_CHECKING:
     from vaekit.model.vae import VAE
@@ -34,52 +35,89 @@ class ELBOTerms(NamedTuple):
         return self.reconstruction - beta * self.rate
 
 
-def log_weights(
-    model: VAE, x: torch.Tensor, z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(log w, log p(x|z))`` with log w = log p(x|z) + log p(z) − log q(z|x), for samples
-    ``z (S, B, D)`` of q(z|x) = N(``loc``, diag ``scale``²) and ``x (B, *input_shape)``; each
-    ``(S, B)``.
+class LogWeights(NamedTuple):
+    """For S draws z_s ~ q(z|x) of B examples, each ``(S, B)``: log p(x|z), log p(z) and
+    log q(z|x). Their combination log w = log p(x|z) + log p(z) − log q(z|x) has E_q[log w] =
+    ELBO and log E_q[w] = log p(x)."""
 
-    E_q[log w] is the ELBO and log E_q[w] = log p(x).
-    """
-    log_likelihood = model.log_likelihood(z, x)
-    log_q = log_density(z, loc, scale)
-    return log_likelihood + model.prior.log_prob(z) - log_q, log_likelihood
+    log_likelihood: torch.Tensor
+    log_prior: torch.Tensor
+    log_q: torch.Tensor
+
+    @property
+    def log_w(self) -> torch.Tensor:
+        return self.log_likelihood + self.log_prior - self.log_q
 
 
-def reparameterise(
-    loc: torch.Tensor,
-    scale: torch.Tensor,
-    n_samples: int,
-    noise: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
+def standard_noise(
+    model: VAE, n_samples: int, like: torch.Tensor, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """z = μ + σ ⊙ ε, ``(n_samples, B, D)``, with ε = ``noise`` or fresh standard normal draws
-    from ``generator`` (torch's global one if None)."""
-    if noise is None:
-        noise = random_like(torch.randn, (n_samples, *loc.shape), loc, generator)
-    return loc + scale * noise
+    """Standard-normal noise ``(n_samples, B, model.noise_dim)`` for the B examples of
+    ``like``, from ``generator`` (torch's global one if None)."""
+    return random_like(torch.randn, (n_samples, len(like), model.noise_dim), like, generator)
+
+
+def log_weights(
+    model: VAE, batch: torch.Tensor | Batch, params: tuple, noise: torch.Tensor
+) -> tuple[torch.Tensor, LogWeights]:
+    """``(z, log weights)`` of the draws z = q's reparameterisation of ``noise (S, B, N)``,
+    given the posterior's ``params`` for ``batch``."""
+    z, log_q = model.sample_posterior(params, noise)
+    return z, LogWeights(model.log_likelihood(z, batch), model.log_prior(z), log_q)
 
 
 def elbo(
     model: VAE,
-    x: torch.Tensor,
+    batch: torch.Tensor | Batch,
     n_samples: int = 1,
     noise: torch.Tensor | None = None,
     reduction: str = "none",
+    check: bool = True,
 ) -> ELBOTerms:
     """ELBO(x) = E_q[log p(x|z)] − KL(q(z|x) || p(z)), with the expectation estimated by
-    ``n_samples`` reparameterised draws z = μ + σ ⊙ ε (unbiased, differentiable) and the KL in
-    closed form.
+    ``n_samples`` reparameterised draws (unbiased, differentiable) and the KL in closed form
+    where the model has one, else by the same draws' log q(z|x) − log p(z).
 
-    ``x``: ``(B, *input_shape)``; ``noise``: the draws ε ``(n_samples, B, D)``, if given.
-    Returns :class:`ELBOTerms`, ``(B,)`` each, or their sums over the batch (scalars) with
-    ``reduction="sum"`` (what the training loop needs, with fewer operations).
+    ``batch``: ``x (B, *input_shape)`` or a :class:`Batch`; ``noise``: standard-normal draws
+    ``(n_samples, B, noise_dim)``, if given. Returns :class:`ELBOTerms`, ``(B,)`` each, or
+    their sums over the batch (scalars) with ``reduction="sum"`` (what the training loop
+    needs, with fewer operations). Refuses data outside the likelihood's support (e.g. grey
+    levels under a Bernoulli) unless ``check=False`` (the training loop, whose data are checked
+    once).
     """
-    loc, scale = model.posterior_parameters(x)
-    z = reparameterise(loc, scale, n_samples, noise)
-    log_likelihood = model.log_likelihood(z, x, reduction)
-    reconstruction = log_likelihood / n_samples if reduction == "sum" else log_likelihood.mean(0)
-    kl = model.prior.kl(loc, scale, reduction)
-    return ELBOTerms(reconstruction - kl, reconstruction, kl)
+    batch = as_batch(batch)
+    if check:
+        model.likelihood.check(batch.x)
+    params = model.posterior_parameters(batch)
+    if noise is None:
+        noise = standard_noise(model, n_samples, params[0])
+    if model.rate_rule.analytic:  # no log q needed: fewer operations per step
+        z = model.posterior.rsample(params, noise)
+        rate = model.rate(params)
+    else:
+        z, log_q = model.sample_posterior(params, noise)
+        rate = model.rate(params, log_q, model.log_prior(z))
+    log_likelihood = model.log_likelihood(z, batch, reduction)
+    if reduction == "sum":
+        reconstruction, rate = log_likelihood / n_samples, rate.sum()
+    else:
+        reconstruction = log_likelihood.mean(0)
+    return ELBOTerms(reconstruction - rate, reconstruction, rate)
+
+
+@torch.no_grad()
+def elbo_in_batches(
+    model: VAE, batch: torch.Tensor | Batch, batch_size: int = 1000, n_samples: int = 1
+) -> ELBOTerms:
+    """ELBO terms of every example of ``batch`` (N examples), computed ``batch_size`` at a time
+    in evaluation mode; ``(N,)`` each. The data are not checked here (the trainer checked them
+    once; elsewhere, check them with ``model.likelihood.check``)."""
+    batch = as_batch(batch)
+    was_training = model.training
+    model.eval()
+    parts = [
+        elbo(model, batch.select(slice(i, i + batch_size)), n_samples, check=False)
+        for i in range(0, len(batch.x), batch_size)
+    ]
+    model.train(was_training)
+    return ELBOTerms(*(torch.cat(column) for column in zip(*parts, strict=True)))

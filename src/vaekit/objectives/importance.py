@@ -1,4 +1,4 @@
-"""Importance sampling with the encoder as proposal: the IWAE bound and log p̂_K(x).
+"""Importance sampling with the posterior as proposal: the IWAE bound and log p̂_K(x).
 
     log p̂_K(x) = logsumexp_k [log p(x, z_k) − log q(z_k|x)] − log K,   z_k ~ q(z|x)
 
@@ -15,61 +15,73 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from vaekit.objectives.elbo import ELBOTerms, log_weights, reparameterise
+from vaekit.data.batch import Batch, as_batch
+from vaekit.objectives.elbo import ELBOTerms, LogWeights, log_weights, standard_noise
 
 if TYPE_CHECKING:
     from vaekit.model.vae import VAE
 
 
-def iwae_bound(model: VAE, x: torch.Tensor, k: int) -> torch.Tensor:
+def log_mean_exp(log_w: torch.Tensor) -> torch.Tensor:
+    """log (1/K) Σ_k exp(log w_k) over the first dimension ``(K, ...)``: one logsumexp."""
+    return torch.logsumexp(log_w, dim=0) - math.log(len(log_w))
+
+
+def iwae_bound(model: VAE, batch: torch.Tensor | Batch, k: int) -> torch.Tensor:
     """L_K(x) = logsumexp_k log w_k − log K with reparameterised samples; ``(B,)``.
 
     Differentiable: its gradient is Σ_k w̃_k ∇ log w_k with normalised weights w̃_k that
     autograd derives through the logsumexp (no detached or hand-signed weights needed).
     """
-    return iwae_terms(model, x, k)[0]
+    return iwae_terms(model, batch, k)[0]
 
 
 def iwae_terms(
-    model: VAE, x: torch.Tensor, k: int, noise: torch.Tensor | None = None
+    model: VAE, batch: torch.Tensor | Batch, k: int, noise: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, ELBOTerms]:
-    """``(L_K(x), ELBO terms)`` from the same K reparameterised draws (ε = ``noise``
-    ``(K, B, D)`` if given), each ``(B,)``: the ELBO's reconstruction is the mean of
-    log p(x|z_k), its rate the closed-form KL."""
-    loc, scale = model.posterior_parameters(x)
-    z = reparameterise(loc, scale, k, noise)
-    log_w, log_likelihood = log_weights(model, x, z, loc, scale)
-    reconstruction = log_likelihood.mean(0)
-    kl = model.prior.kl(loc, scale)
-    bound = torch.logsumexp(log_w, dim=0) - math.log(k)
-    return bound, ELBOTerms(reconstruction - kl, reconstruction, kl)
+    """``(L_K(x), ELBO terms)`` from the same K reparameterised draws (``noise`` ``(K, B,
+    noise_dim)`` if given), each ``(B,)``: the ELBO's reconstruction is the mean of
+    log p(x|z_k), its rate the model's (closed form, or the mean of log q − log p(z))."""
+    batch = as_batch(batch)
+    params = model.posterior_parameters(batch)
+    if noise is None:
+        noise = standard_noise(model, k, params[0])
+    _, weights = log_weights(model, batch, params, noise)
+    reconstruction = weights.log_likelihood.mean(0)
+    rate = model.rate(params, weights.log_q, weights.log_prior)
+    return log_mean_exp(weights.log_w), ELBOTerms(reconstruction - rate, reconstruction, rate)
 
 
 @torch.no_grad()
 def iter_log_weights(
     model: VAE,
-    x: torch.Tensor,
+    batch: torch.Tensor | Batch,
     k: int,
     chunk_size: int = 500,
     noise: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield ``(log w, log p(x|z))``, each ``(c, B)``, for K samples z = μ + σ ⊙ ε drawn
-    ``chunk_size`` at a time from q(z|x); ``x`` is ``(B, *input_shape)``.
+) -> Iterator[LogWeights]:
+    """Yield the :class:`LogWeights` (each ``(c, B)``) of K draws z ~ q(z|x), ``chunk_size``
+    at a time, for ``batch`` (``x (B, *input_shape)`` or a :class:`Batch`).
 
-    Memory is O(chunk_size · B · dim x) whatever K. ``noise`` (``(K, B, D)`` standard normal
-    draws) fixes ε (common random numbers); then the draws do not depend on ``chunk_size``.
+    Memory is O(chunk_size · B · dim x) whatever K. ``noise`` (``(K, B, noise_dim)``
+    standard-normal draws) fixes the draws (common random numbers); then they do not depend on
+    ``chunk_size``.
     """
-    loc, scale = model.posterior_parameters(x)
+    batch = as_batch(batch)
+    params = model.posterior_parameters(batch)
     for start in range(0, k, chunk_size):
         size = min(chunk_size, k - start)
-        eps = None if noise is None else noise[start : start + size]
-        yield log_weights(model, x, reparameterise(loc, scale, size, eps, generator), loc, scale)
+        if noise is None:
+            eps = standard_noise(model, size, params[0], generator)
+        else:
+            eps = noise[start : start + size]
+        yield log_weights(model, batch, params, eps)[1]
 
 
 def log_px(
     model: VAE,
-    x: torch.Tensor,
+    batch: torch.Tensor | Batch,
     k: int = 5000,
     chunk_size: int = 500,
     noise: torch.Tensor | None = None,
@@ -79,10 +91,10 @@ def log_px(
     logsumexp over all K samples accumulated exactly chunk by chunk (see
     :func:`iter_log_weights` for ``chunk_size``, ``noise`` and ``generator``). Refuses data
     outside the likelihood's support (e.g. grey levels under a Bernoulli)."""
-    model.likelihood.check(x)
+    model.likelihood.check(as_batch(batch).x)
     total = None
-    for chunk, _ in iter_log_weights(model, x, k, chunk_size, noise, generator):
-        partial = torch.logsumexp(chunk, dim=0)
+    for weights in iter_log_weights(model, batch, k, chunk_size, noise, generator):
+        partial = torch.logsumexp(weights.log_w, dim=0)
         total = partial if total is None else torch.logaddexp(total, partial)
     assert total is not None, "k must be positive"
     return total - math.log(k)

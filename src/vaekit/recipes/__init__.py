@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from vaekit.config import ModelConfig, TrainConfig
 from vaekit.errors import ConfigError
+from vaekit.model import ModelConfig
+from vaekit.training.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,6 @@ def load_recipe(name: str) -> Recipe:
         raise ConfigError(f"unknown recipe {name!r}: use one of {', '.join(available())}")
     raw = json.loads(resources.files(__package__).joinpath(f"{name}.json").read_text())
     recipe = Recipe(**raw)
-    ModelConfig(input_shape=(1,), **{k: v for k, v in recipe.model.items() if k != "network"})
+    ModelConfig.from_options((1, 28, 28), **recipe.model)
     TrainConfig(**recipe.train)
     return recipe

@@ -1,16 +1,12 @@
-"""Run directories, weights and checkpoints: safetensors for tensors, JSON for the rest.
+"""Weights and checkpoints as safetensors files (tensors), with JSON metadata (the rest).
 
-A run directory holds:
-
-- ``config.json``: format version, model and training configuration, data summary;
 - ``model.safetensors``: the weights, with the model configuration in its metadata, so the
   file alone rebuilds the model (``vaekit.load("model.safetensors")``);
 - ``checkpoint.safetensors``: weights, optimizer state and random-number-generator states
-  with the epoch counter in its metadata, everything ``--resume`` needs, in one file;
-- ``metrics.jsonl``, ``samples.png``, ``reconstructions.png``.
+  with the epoch counter in its metadata, everything ``--resume`` needs, in one file.
 
 Every file is replaced atomically, so a crash leaves the previous version intact. Nothing is
-ever unpickled.
+ever unpickled. The run directory that holds them is :mod:`vaekit.training.run_dir`.
 """
 
 from __future__ import annotations
@@ -24,18 +20,16 @@ from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from vaekit.config import FORMAT_VERSION, ModelConfig, TrainConfig
 from vaekit.errors import CheckpointError, ConfigError
-from vaekit.model.vae import VAE
-from vaekit.training.io import atomic_write_bytes, atomic_write_json
+from vaekit.files import atomic_write_bytes
+from vaekit.model import ModelConfig, build_model
 
-CONFIG = "config.json"
-WEIGHTS = "model.safetensors"
-CHECKPOINT = "checkpoint.safetensors"
-METRICS = "metrics.jsonl"
+FORMAT_VERSION = 2
+"""Version of the files vaekit writes: 2 holds the model's components as named objects
+(format 1, flat options, still loads)."""
 
 
-def _check_format(version: Any, where: Path) -> None:
+def check_format(version: Any, where: Path) -> None:
     try:
         version = int(version)
     except (TypeError, ValueError):
@@ -61,46 +55,8 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
             f"{path}: not a readable safetensors file (truncated or corrupt: {err}); "
             "use an intact copy"
         ) from err
-    _check_format(metadata.get("vaekit_format"), path)
+    check_format(metadata.get("vaekit_format"), path)
     return tensors, metadata
-
-
-def write_config(run_dir: Path, model: VAE, train: TrainConfig, data_summary: dict) -> None:
-    atomic_write_json(
-        run_dir / CONFIG,
-        {
-            "vaekit_format": FORMAT_VERSION,
-            "model": model.config.to_dict(),
-            "custom_networks": model.custom_networks,
-            "train": train.to_dict(),
-            "data": data_summary,
-        },
-    )
-
-
-def read_config(run_dir: Path) -> tuple[ModelConfig, TrainConfig, dict[str, Any]]:
-    path = run_dir / CONFIG
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{run_dir}: no {CONFIG}; is this a vaekit run directory?") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path}: unreadable or corrupt ({err})") from err
-    if not isinstance(raw, dict):
-        raise CheckpointError(f"{path}: not a vaekit configuration")
-    _check_format(raw.get("vaekit_format"), path)
-    try:
-        return ModelConfig.from_dict(raw["model"]), TrainConfig.from_dict(raw["train"]), raw
-    except (KeyError, TypeError, ConfigError) as err:
-        raise CheckpointError(f"{path}: invalid configuration ({err})") from err
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The per-epoch records of ``metrics.jsonl`` (none if the run has no such file yet)."""
-    metrics = run_dir / METRICS
-    return (
-        [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
-    )
 
 
 def _load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], where: Path) -> None:
@@ -114,53 +70,42 @@ def _load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], where: Pat
         ) from err
 
 
-def save_weights(path: Path, model: VAE) -> None:
+def save_weights(path: Path, model: nn.Module) -> None:
     metadata = {"vaekit_format": str(FORMAT_VERSION), "model": json.dumps(model.config.to_dict())}
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write_bytes(path, safetensors_bytes(tensors, metadata))
 
 
-def load(
-    path: str | Path, encoder: nn.Module | None = None, decoder: nn.Module | None = None
-) -> VAE:
-    """Rebuild a trained model from a run directory or a ``model.safetensors`` file.
+def load_weights_file(path: Path, **networks: nn.Module) -> nn.Module:
+    """The model a ``model.safetensors`` file holds (its configuration is in its metadata)."""
+    tensors, metadata = read_safetensors(path)
+    try:
+        config = ModelConfig.from_dict(json.loads(metadata["model"]))
+    except (KeyError, TypeError, json.JSONDecodeError, ConfigError) as err:
+        raise CheckpointError(f"{path}: missing or invalid model configuration ({err})") from err
+    return model_with_weights(config, tensors, path, **networks)
 
-    Models trained with custom networks need the same ``encoder`` and ``decoder`` classes.
-    """
-    path = Path(path)
-    if path.is_dir():
-        config, _, raw = read_config(path)
-        if raw.get("custom_networks") and encoder is None:
-            raise CheckpointError(
-                f"{path}: trained with custom encoder/decoder networks; pass them: "
-                "vaekit.load(path, encoder=..., decoder=...)"
-            )
-        path = path / WEIGHTS
-        tensors, _ = read_safetensors(path)
-    else:
-        tensors, metadata = read_safetensors(path)
-        try:
-            config = ModelConfig.from_dict(json.loads(metadata["model"]))
-        except (KeyError, TypeError, json.JSONDecodeError, ConfigError) as err:
-            raise CheckpointError(
-                f"{path}: missing or invalid model configuration ({err})"
-            ) from err
-    networks = {} if encoder is None else {"encoder": encoder, "decoder": decoder}
-    model = VAE.from_config(config, **networks)
-    _load_weights(model, tensors, path)
+
+def model_with_weights(
+    config: ModelConfig, tensors: dict[str, torch.Tensor], where: Path, **networks: nn.Module
+) -> nn.Module:
+    """The model ``config`` names, with ``tensors`` as its weights, in evaluation mode."""
+    model = build_model(config, **networks)
+    _load_weights(model, tensors, where)
     return model.eval()
 
 
 def save_checkpoint(
-    run_dir: Path,
-    model: VAE,
+    path: Path,
+    weights_path: Path,
+    model: nn.Module,
     optimizer: torch.optim.Optimizer,
     state: dict[str, Any],
     extra: dict[str, torch.Tensor],
 ) -> None:
-    """Write ``checkpoint.safetensors`` (weights, optimizer, ``state`` as JSON, and ``extra``
-    tensors such as RNG states, named ``group.name``) and ``model.safetensors``, each
-    atomically."""
+    """Write the checkpoint at ``path`` (weights, optimizer, ``state`` as JSON, and ``extra``
+    tensors such as RNG states, named ``group.name``) and the weights at ``weights_path``,
+    each atomically."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     scalars: dict[str, Any] = {}
     for index, param_state in optimizer.state_dict()["state"].items():
@@ -176,15 +121,14 @@ def save_checkpoint(
         "state": json.dumps(state),
         "optimizer_scalars": json.dumps(scalars),
     }
-    atomic_write_bytes(run_dir / CHECKPOINT, safetensors_bytes(tensors, metadata))
-    save_weights(run_dir / WEIGHTS, model)
+    atomic_write_bytes(path, safetensors_bytes(tensors, metadata))
+    save_weights(weights_path, model)
 
 
 def load_checkpoint(
-    run_dir: Path, model: VAE, optimizer: torch.optim.Optimizer
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Restore weights and optimizer state in place; return ``(state, extra tensors)``."""
-    path = run_dir / CHECKPOINT
     tensors, metadata = read_safetensors(path)
     groups: dict[str, dict[str, torch.Tensor]] = {"model": {}, "optimizer": {}}
     extra = {}

@@ -1,21 +1,22 @@
-"""The training loop: stochastic gradient ascent on the mean (β-weighted) ELBO.
+"""The training loop: stochastic gradient ascent on the mean (β-weighted) objective.
 
 Data stay in memory as tensors and batches are taken by indexing a shuffled permutation; the
 loop does not synchronise with the device every step (losses are accumulated on the device and
-checked for NaN/Inf every ``CHECK_EVERY`` steps and at the end of each epoch).
+checked for NaN/Inf every ``CHECK_EVERY`` steps and at the end of each epoch). The loop knows
+the model only through its contract: it draws noise ``(S, B, model.noise_dim)``, carries
+labels when ``model.uses_labels``, and lets the likelihood say what a training batch is.
+The resumable state is :mod:`.state`, interrupts :mod:`.interrupts`, the files
+:mod:`.run_dir`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import math
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +24,15 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from vaekit.config import TrainConfig
-from vaekit.data.dataset import Dataset, binarize, fixed_binarization
-from vaekit.errors import CheckpointError, ConfigError, DataError, TrainingDiverged, VaekitError
-from vaekit.evaluation.statistics import elbo_summary, per_example_elbo
-from vaekit.model.vae import VAE
+from vaekit.data.batch import Batch
+from vaekit.data.dataset import Dataset
+from vaekit.errors import CheckpointError, ConfigError, TrainingDiverged, VaekitError
+from vaekit.evaluation.statistics import elbo_summary
+from vaekit.model.likelihoods import BatchTransform
 from vaekit.nets.factory import set_output_bias
-from vaekit.objectives.elbo import elbo
-from vaekit.objectives.importance import iwae_terms
-from vaekit.training import checkpoint as ckpt
+from vaekit.objectives.elbo import elbo_in_batches
+from vaekit.objectives.training import OBJECTIVES
+from vaekit.training.config import TrainConfig
 from vaekit.training.distributed import (
     all_reduce_sum,
     barrier,
@@ -39,9 +40,11 @@ from vaekit.training.distributed import (
     rank_and_size,
     resolve_device,
 )
-from vaekit.training.io import atomic_write_bytes, run_lock
+from vaekit.training.interrupts import StopRequest, stop_on_sigint
+from vaekit.training.run_dir import RunDirectory
 from vaekit.training.schedule import kl_weight, learning_rate
-from vaekit.visuals.grids import save_reconstructions, save_samples
+from vaekit.training.state import EpochState, Interrupted, TrainingState
+from vaekit.visuals.grids import reconstructions_png, samples_png
 
 CHECK_EVERY = 50
 """Steps between NaN/Inf checks and progress-bar updates (each is one host synchronisation)."""
@@ -55,39 +58,23 @@ MAX_ROLLBACKS = 3
 TERMS = ("elbo", "reconstruction", "rate")
 
 
-def check_data(model: VAE, data: Dataset, train: TrainConfig) -> TrainConfig:
-    """Refuse data the model cannot honestly fit; return ``train`` with ``binarize`` resolved."""
-    config = model.config
-    if data.shape != tuple(config.input_shape):
+def check_data(
+    model: torch.nn.Module, data: Dataset, train: TrainConfig
+) -> tuple[TrainConfig, BatchTransform | None]:
+    """Refuse data the model cannot honestly fit (the likelihood says what it can); return
+    ``train`` with ``binarize`` resolved, and what each training batch goes through."""
+    if data.shape != tuple(model.input_shape):
         raise ConfigError(
             f"the data's examples have shape {data.shape} but the model expects "
-            f"{tuple(config.input_shape)}"
+            f"{tuple(model.input_shape)}"
         )
-    binarization = train.binarize or ("dynamic" if config.likelihood == "bernoulli" else "none")
-    if config.likelihood == "bernoulli":
-        if not data.in_unit_interval:
-            raise DataError(
-                f"{data.name}: values outside [0, 1] cannot have a Bernoulli likelihood; use "
-                "--likelihood gaussian"
-            )
-        if binarization == "none" and not data.is_binary:
-            raise DataError(
-                f"{data.name}: grey-level data with a Bernoulli likelihood would not give a "
-                "log-likelihood of the data; use --binarize dynamic or --likelihood gaussian"
-            )
-    elif binarization == "dynamic":
-        raise ConfigError("--binarize dynamic goes with --likelihood bernoulli only")
-    else:
-        try:
-            for x in (data.train_x, data.test_x):
-                model.likelihood.check(x)
-        except DataError as err:
-            raise DataError(f"{data.name}: {err}") from None
-    if train.objective == "iwae" and (train.beta != 1 or train.warmup_epochs):
-        raise ConfigError("the IWAE objective is a bound on log p(x): use --beta 1, no warm-up")
-    if train.output_bias and (config.network != "mlp" or config.likelihood != "bernoulli"):
-        raise ConfigError("--output-bias needs an MLP decoder and a Bernoulli likelihood")
-    return replace(train, binarize=binarization)
+    if model.uses_labels and data.train_y is None:
+        raise ConfigError(f"{data.name} has no labels, and this model needs them")
+    binarization, transform = model.likelihood.training_transform(data, train.binarize)
+    if train.output_bias:
+        model.likelihood.initial_output_bias(data.train_x[:1])  # refuses other likelihoods
+        set_output_bias(model.decoder, None)  # refuses other decoders
+    return replace(train, binarize=binarization), transform
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, eps: float = 1e-8) -> torch.optim.Optimizer:
@@ -104,32 +91,42 @@ class Trainer:
 
     def __init__(
         self,
-        model: VAE,
+        model: torch.nn.Module,
         data: Dataset,
         config: TrainConfig,
-        run_dir: Path | None = None,
+        run_dir: Path | RunDirectory | None = None,
         progress: bool = True,
     ) -> None:
-        self.config = check_data(model, data, config)
+        self.config, self.batch_transform = check_data(model, data, config)
         self.device = resolve_device(self.config.device)
         if self.config.precision == "fp16" and self.device.type != "cuda":
             raise ConfigError("--precision fp16 needs CUDA; use bf16 or fp32 here")
         self.rank, self.world = rank_and_size()
         if self.config.batch_size < self.world:
             raise ConfigError(f"--batch-size (global) must be at least the {self.world} ranks")
+        if self.config.tensorboard:
+            _check_tensorboard(run_dir)
         self.model = model.to(self.device)
         self.data = data
-        self.run_dir = run_dir
-        self.writes = run_dir is not None and self.rank == 0
+        self.run_dir = (
+            run_dir
+            if run_dir is None or isinstance(run_dir, RunDirectory)
+            else (RunDirectory(run_dir))
+        )
+        self.writes = self.run_dir is not None and self.rank == 0
         self.progress = progress and self.rank == 0
         self.optimizer = make_optimizer(model, self.config.lr, self.config.adam_eps)
-        self.data_device = self.device if self.config.data_on_device else torch.device("cpu")
-        self.train_x = data.train_x.to(self.data_device)
-        self.data_generator = torch.Generator(self.data_device).manual_seed(self.config.seed)
-        self.noise_generator = torch.Generator(self.device).manual_seed(self.config.seed + 1)
-        self.dynamic = self.config.binarize == "dynamic"
-        test_x = fixed_binarization(data.test_x) if self.dynamic else data.test_x
-        self.test_x = test_x.to(self.device)
+        data_device = self.device if self.config.data_on_device else torch.device("cpu")
+        self.train = Batch(
+            data.train_x.to(data_device),
+            data.train_y.to(data_device) if model.uses_labels else None,
+        )
+        test_x = model.likelihood.evaluation_examples(data.test_x)
+        self.test = Batch(test_x, data.test_y if model.uses_labels else None).to(self.device)
+        self.state = TrainingState(
+            torch.Generator(data_device).manual_seed(self.config.seed),
+            torch.Generator(self.device).manual_seed(self.config.seed + 1),
+        )
         self.step_module: torch.nn.Module = _Objective(model, self.config)
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -142,50 +139,24 @@ class Trainer:
             else lambda: torch.autocast(self.device.type, precision)
         )
         self.scaler = torch.amp.GradScaler("cuda") if self.config.precision == "fp16" else None
-        self.epoch = 0
-        self.global_step = 0
-        self.elapsed_s = 0.0
         self.history: list[dict[str, Any]] = []
-        self.lr_scale = 1.0
         self.rollbacks = 0
-        self.partial: EpochState | None = None
-        self.stop_requested = False
+        self.stop = StopRequest()
         self.writer: Any = None
-        if self.config.tensorboard:
-            if run_dir is None:
-                raise ConfigError("--tensorboard writes into the run directory: give one")
-            try:
-                import tensorboard  # noqa: F401
-            except ImportError:
-                raise ConfigError(
-                    "--tensorboard needs the tensorboard package: pip install tensorboard"
-                ) from None
         if self.config.output_bias:
-            set_output_bias(model.decoder, data.train_x)
+            set_output_bias(model.decoder, model.likelihood.initial_output_bias(data.train_x))
         torch.manual_seed(self.config.seed)
 
     # ---------------------------------------------------------------- persistence
     def restore(self) -> None:
-        """Continue from ``run_dir``'s checkpoint: weights, optimizer, RNG states, metrics, and
+        """Continue from the run's checkpoint: weights, optimizer, RNG states, metrics, and
         the position inside an epoch when the run was stopped there (Ctrl-C)."""
         assert self.run_dir is not None
-        state, tensors = ckpt.load_checkpoint(self.run_dir, self.model, self.optimizer)
-        try:
-            self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
-            self.elapsed_s = float(state["elapsed_s"])
-            self.lr_scale = float(state.get("lr_scale", 1.0))
-            self._set_rng(tensors)
-            if "epoch.order" in tensors:
-                self.partial = EpochState(
-                    tensors["epoch.order"],
-                    tensors["epoch.sums"],
-                    int(state["step"]),
-                    float(state["epoch_time_s"]),
-                )
-        except (KeyError, TypeError, ValueError, RuntimeError) as err:
-            raise CheckpointError(f"{self.run_dir}: incomplete training state ({err})") from err
-        self.history = [r for r in ckpt.read_metrics(self.run_dir) if r["epoch"] <= self.epoch]
-        self._write_metrics()
+        state, tensors = self.run_dir.load_checkpoint(self.model, self.optimizer)
+        self.state.restore(state, tensors, self.run_dir)
+        self.history = [r for r in self.run_dir.read_metrics() if r["epoch"] <= self.state.epoch]
+        with self._writing():
+            self.run_dir.write_metrics(self.history)
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
@@ -199,55 +170,27 @@ class Trainer:
                 "checkpoint is intact: free space, then continue with --resume"
             ) from err
 
-    def _write_metrics(self) -> None:
-        assert self.run_dir is not None
-        text = "".join(json.dumps(record) + "\n" for record in self.history)
-        with self._writing():
-            atomic_write_bytes(self.run_dir / ckpt.METRICS, text.encode())
-
-    def _set_rng(self, tensors: dict[str, torch.Tensor]) -> None:
-        torch.set_rng_state(tensors["rng.torch"])
-        self.data_generator.set_state(tensors["rng.data"])
-        self.noise_generator.set_state(tensors["rng.noise"])
-
-    def _snapshot(self) -> dict[str, Any]:
-        """Everything a checkpoint holds, in memory (for rollback and for writing)."""
-        return {
-            "state": {
-                "epoch": self.epoch,
-                "global_step": self.global_step,
-                "elapsed_s": self.elapsed_s,
-                "lr_scale": self.lr_scale,
-            },
-            "tensors": {
-                "rng.torch": torch.get_rng_state(),
-                "rng.data": self.data_generator.get_state(),
-                "rng.noise": self.noise_generator.get_state(),
-            },
-        }
-
     def _checkpoint(self, partial: EpochState | None = None) -> None:
         assert self.run_dir is not None
         if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
             raise TrainingDiverged(
-                f"the weights became NaN/Inf in epoch {self.epoch}; not saved: the last good "
-                f"checkpoint in {self.run_dir} is kept; lower --lr or use --on-nan rollback"
+                f"the weights became NaN/Inf in epoch {self.state.epoch}; not saved: the last "
+                f"good checkpoint in {self.run_dir} is kept; lower --lr or use --on-nan rollback"
             )
-        snapshot = self._snapshot()
-        if partial is not None:
-            snapshot["state"].update(step=partial.step, epoch_time_s=partial.seconds)
-            snapshot["tensors"].update({"epoch.order": partial.order, "epoch.sums": partial.sums})
+        snapshot = self.state.snapshot(partial)
         with self._writing():
-            ckpt.save_checkpoint(
-                self.run_dir, self.model, self.optimizer, snapshot["state"], snapshot["tensors"]
+            self.run_dir.save_checkpoint(
+                self.model, self.optimizer, snapshot["state"], snapshot["tensors"]
             )
 
     def _figures(self) -> None:
         assert self.run_dir is not None
         generator = torch.Generator().manual_seed(0)
         with self._writing():
-            save_samples(self.model, self.run_dir / "samples.png", generator=generator)
-            save_reconstructions(self.model, self.test_x[:32], self.run_dir / "reconstructions.png")
+            self.run_dir.write("samples.png", samples_png(self.model, generator=generator))
+            self.run_dir.write(
+                "reconstructions.png", reconstructions_png(self.model, self.test.select(slice(32)))
+            )
 
     # ---------------------------------------------------------------- training
     def _compile_if_worth_it(self, steps_ahead: int) -> None:
@@ -287,68 +230,80 @@ class Trainer:
             self.step_module = self.eager_module
             return self.step_module(*args)
 
-    def _train_epoch(self, bar: tqdm) -> dict[str, float]:
-        config, model, optimizer = self.config, self.model, self.optimizer
-        train_x = self.train_x
-        n, batch = len(train_x), config.batch_size
-        steps = math.ceil(n / batch)
-        lr = learning_rate(config, self.epoch) * self.lr_scale
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        model.train()
-        if self.partial is None:
-            order = torch.randperm(n, generator=self.data_generator, device=train_x.device)
+    def _epoch_start(self, steps: int) -> tuple[torch.Tensor, torch.Tensor, int, float]:
+        """``(order, sums, first step, seconds spent)`` of the epoch: a new shuffle, or where
+        an interrupted epoch stopped."""
+        partial, n = self.state.partial, len(self.train.x)
+        if partial is None:
+            order = torch.randperm(n, generator=self.state.data, device=self.train.x.device)
             sums = torch.zeros(steps, len(TERMS), dtype=torch.float64, device=self.device)
-            first, spent = 0, 0.0
+            return order, sums, 0, 0.0
+        self.state.partial = None
+        return (
+            partial.order.to(self.train.x.device),
+            partial.sums.to(self.device),
+            partial.step,
+            partial.seconds,
+        )
+
+    def _batch(self, order: torch.Tensor, step: int) -> tuple[Batch, torch.Tensor, int]:
+        """This rank's share of the global batch of ``step`` and its noise, and the global
+        batch size. The global batch and its draws are the same on every rank (shared seeds);
+        each rank takes its share, so N ranks compute what one process would."""
+        config = self.config
+        batch = self.train.select(order[step * config.batch_size : (step + 1) * config.batch_size])
+        if self.batch_transform is not None:
+            batch = Batch(self.batch_transform(batch.x, self.state.data), batch.y)
+        size = len(batch.x)
+        noise = torch.randn(
+            (config.samples, size, self.model.noise_dim),
+            generator=self.state.noise,
+            device=self.device,
+        )
+        if self.world > 1:
+            batch = batch.select(_share(size, self.world, self.rank))
+            noise = noise.tensor_split(self.world, dim=1)[self.rank]
+        return batch.to(self.device), noise, size
+
+    def _step(self, batch: Batch, noise: torch.Tensor, beta: float, size: int) -> torch.Tensor:
+        """One optimizer step; returns the step's detached term sums."""
+        with self.autocast():
+            loss, step_sums = self._objective(batch, noise, beta, size / self.world)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward()
+            self.optimizer.step()
         else:
-            order, sums = (
-                self.partial.order.to(train_x.device),
-                self.partial.sums.to(self.device),
-            )
-            first, spent = self.partial.step, self.partial.seconds
-            self.partial = None
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        return step_sums
+
+    def _train_epoch(self, bar: tqdm) -> dict[str, float]:
+        config, state = self.config, self.state
+        n, batch_size = len(self.train.x), config.batch_size
+        steps = math.ceil(n / batch_size)
+        lr = learning_rate(config, state.epoch) * state.lr_scale
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        order, sums, first, spent = self._epoch_start(steps)
         # NaN checks and the progress bar look at the steps since the last check only, so the
         # work per check does not grow with the epoch (``seen``: this rank's examples so far)
-        start, checked, seen = time.perf_counter(), first, min(first * batch, n) // self.world
+        start, checked = time.perf_counter(), first
+        seen = min(first * batch_size, n) // self.world
         totals = sums[:first].sum(0)
-        beta = kl_weight(config, self.global_step, steps)
-        latent = model.latent_dim
+        beta = kl_weight(config, state.global_step, steps)
         for step in range(first, steps):
-            if self.stop_requested:
+            if self.stop.requested:
                 raise Interrupted(
                     EpochState(order, sums, step, spent + time.perf_counter() - start)
                 )
-            # The global batch and its random draws are the same on every rank (shared seeds);
-            # each rank takes its share, so N ranks compute what one process would.
-            x = train_x[order[step * batch : (step + 1) * batch]]
-            if self.dynamic:
-                x = binarize(x, self.data_generator)
-            noise = torch.randn(
-                (config.samples, len(x), latent),
-                generator=self.noise_generator,
-                device=self.device,
-            )
-            size = len(x)
-            if self.world > 1:
-                x, noise = (
-                    x.tensor_split(self.world)[self.rank],
-                    noise.tensor_split(self.world, dim=1)[self.rank],
-                )
-            x = x.to(self.device, non_blocking=True)
-            beta = kl_weight(config, self.global_step, steps)
-            with self.autocast():
-                loss, step_sums = self._objective(x, noise, beta, size / self.world)
-            optimizer.zero_grad(set_to_none=True)
-            if self.scaler is None:
-                loss.backward()
-                optimizer.step()
-            else:
-                self.scaler.scale(loss).backward()
-                self.scaler.step(optimizer)
-                self.scaler.update()
-            sums[step] = step_sums
-            seen += len(x)
-            self.global_step += 1
+            batch, noise, size = self._batch(order, step)
+            beta = kl_weight(config, state.global_step, steps)
+            sums[step] = self._step(batch, noise, beta, size)
+            seen += len(batch.x)
+            state.global_step += 1
             if (step + 1) % CHECK_EVERY == 0 or step + 1 == steps:
                 block = sums[checked : step + 1]
                 self._check_finite(block, checked)
@@ -357,7 +312,7 @@ class Trainer:
                 bar.update(step + 1 - checked)
                 checked = step + 1
                 bar.set_postfix_str(
-                    f"epoch {self.epoch + 1}/{config.epochs} ELBO {means[0]:.2f} "
+                    f"epoch {state.epoch + 1}/{config.epochs} ELBO {means[0]:.2f} "
                     f"recon {means[1]:.2f} KL {means[2]:.2f}",
                     refresh=False,
                 )
@@ -380,38 +335,36 @@ class Trainer:
         where = f"; the last good checkpoint is in {self.run_dir}" if self.run_dir else ""
         raise TrainingDiverged(
             f"training diverged: the {'/'.join(bad) or 'ELBO'} term became {value} at epoch "
-            f"{self.epoch + 1}, step {step + 1}{where}; lower --lr, add --warmup-epochs or use "
-            "--on-nan rollback"
+            f"{self.state.epoch + 1}, step {step + 1}{where}; lower --lr, add --warmup-epochs "
+            "or use --on-nan rollback"
         )
 
     def _evaluate(self) -> dict[str, float]:
-        summary = elbo_summary(
-            per_example_elbo(self.model, self.test_x, self.config.eval_batch_size)
-        )
+        summary = elbo_summary(elbo_in_batches(self.model, self.test, self.config.eval_batch_size))
         record = {f"test_{name}": mean.value for name, mean in summary.items()}
         record["test_elbo_stderr"] = summary["elbo"].stderr
         return record
 
-    def _rollback(self, good: dict[str, Any], error: TrainingDiverged) -> None:
+    def _rollback(self, good: dict[str, Any] | None, error: TrainingDiverged) -> None:
         """Return to the last good epoch end with half the learning rate, or give up."""
-        if self.config.on_nan != "rollback" or self.rollbacks >= MAX_ROLLBACKS:
+        if good is None or self.rollbacks >= MAX_ROLLBACKS:
             raise error
         self.rollbacks += 1
         self.model.load_state_dict(good["model"])
         self.optimizer.load_state_dict(good["optimizer"])
-        state, tensors = good["state"], good["tensors"]
-        self.epoch, self.global_step = state["epoch"], state["global_step"]
-        self.elapsed_s = state["elapsed_s"]
-        self.lr_scale = state["lr_scale"] / 2
-        self._set_rng(tensors)
-        self.partial = None
+        saved, state = good["state"], self.state
+        state.epoch, state.global_step = saved["epoch"], saved["global_step"]
+        state.elapsed_s = saved["elapsed_s"]
+        state.lr_scale = saved["lr_scale"] / 2
+        state.set_generators(good["tensors"])
+        state.partial = None
         tqdm.write(
-            f"vaekit: {error}; rolled back to epoch {self.epoch} with learning rate "
-            f"x{self.lr_scale:g} ({self.rollbacks}/{MAX_ROLLBACKS})"
+            f"vaekit: {error}; rolled back to epoch {state.epoch} with learning rate "
+            f"x{state.lr_scale:g} ({self.rollbacks}/{MAX_ROLLBACKS})"
         )
 
     def _good_state(self) -> dict[str, Any]:
-        snapshot = self._snapshot()
+        snapshot = self.state.snapshot()
         snapshot["model"] = copy.deepcopy(self.model.state_dict())
         snapshot["optimizer"] = copy.deepcopy(self.optimizer.state_dict())
         return snapshot
@@ -423,7 +376,7 @@ class Trainer:
         position inside the epoch, and raises KeyboardInterrupt: ``resume`` then continues
         exactly where it stopped. A second Ctrl-C stops at once (the last checkpoint stays).
         """
-        with _stop_on_sigint(self):
+        with stop_on_sigint(self.stop):
             try:
                 return self._run()
             except Interrupted as stop:
@@ -432,12 +385,11 @@ class Trainer:
                 raise KeyboardInterrupt from None
 
     def _run(self) -> list[dict[str, Any]]:
-        config = self.config
-        steps = math.ceil(len(self.data.train_x) / config.batch_size)
-        log_every = max(1, config.epochs // 10)
+        config, state = self.config, self.state
+        steps = math.ceil(len(self.train.x) / config.batch_size)
         last_figures = time.perf_counter()
         good = self._good_state() if config.on_nan == "rollback" else None
-        done = self.epoch * steps + (self.partial.step if self.partial else 0)
+        done = state.epoch * steps + (state.partial.step if state.partial else 0)
         self._compile_if_worth_it(config.epochs * steps - done)
         with tqdm(
             total=config.epochs * steps,
@@ -447,44 +399,51 @@ class Trainer:
             dynamic_ncols=True,
             leave=False,
         ) as bar:
-            while self.epoch < config.epochs:
+            while state.epoch < config.epochs:
                 try:
                     record = self._train_epoch(bar)
                 except TrainingDiverged as error:
-                    assert good is not None or config.on_nan == "stop"
-                    self._rollback(good, error)  # type: ignore[arg-type]
+                    self._rollback(good, error)
                     bar.reset(total=config.epochs * steps)
-                    bar.update(self.epoch * steps)
+                    bar.update(state.epoch * steps)
                     continue
-                record.update(self._evaluate())
-                self.epoch += 1
-                self.elapsed_s += record["train_time_s"]
-                record = {"epoch": self.epoch, **record, "elapsed_s": self.elapsed_s}
-                self.history.append(record)
-                if self.progress and (self.epoch % log_every == 0 or self.epoch == config.epochs):
-                    bar.write(format_record(record))
+                self._end_epoch(record, bar)
                 if good is not None:
                     good = self._good_state()
-                if config.tensorboard and self.writes:
-                    self._tensorboard(record)
-                if self.writes:
-                    self._write_metrics()
-                    if self.epoch % config.checkpoint_every == 0 or self.epoch == config.epochs:
-                        self._checkpoint()
-                    if time.perf_counter() - last_figures > FIGURE_INTERVAL_S:
-                        self._figures()
-                        last_figures = time.perf_counter()
+                if self.writes and time.perf_counter() - last_figures > FIGURE_INTERVAL_S:
+                    self._figures()
+                    last_figures = time.perf_counter()
         if self.writes:
             self._figures()
         self.model.eval()
         return self.history
+
+    def _end_epoch(self, record: dict[str, Any], bar: tqdm) -> None:
+        """The held-out ELBO, the epoch's record and line, its metrics and checkpoint."""
+        config, state = self.config, self.state
+        record.update(self._evaluate())
+        state.epoch += 1
+        state.elapsed_s += record["train_time_s"]
+        record = {"epoch": state.epoch, **record, "elapsed_s": state.elapsed_s}
+        self.history.append(record)
+        log_every = max(1, config.epochs // 10)
+        if self.progress and (state.epoch % log_every == 0 or state.epoch == config.epochs):
+            bar.write(format_record(record))
+        if config.tensorboard and self.writes:
+            self._tensorboard(record)
+        if self.writes:
+            assert self.run_dir is not None
+            with self._writing():
+                self.run_dir.write_metrics(self.history)
+            if state.epoch % config.checkpoint_every == 0 or state.epoch == config.epochs:
+                self._checkpoint()
 
     def _tensorboard(self, record: dict[str, Any]) -> None:
         """Scalars of this epoch's record and a grid of samples, for TensorBoard."""
         if self.writer is None:
             from torch.utils.tensorboard import SummaryWriter  # checked in __init__
 
-            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))  # type: ignore[operator]
         for key, value in record.items():
             if key != "epoch":
                 self.writer.add_scalar(key, value, record["epoch"])
@@ -494,72 +453,43 @@ class Trainer:
         self.writer.flush()
 
 
+def _check_tensorboard(run_dir: object) -> None:
+    if run_dir is None:
+        raise ConfigError("--tensorboard writes into the run directory: give one")
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "--tensorboard needs the tensorboard package: pip install tensorboard"
+        ) from None
+
+
+def _share(size: int, world: int, rank: int) -> slice:
+    """The examples of rank ``rank`` among ``size`` split as ``tensor_split`` splits them."""
+    base, extra = divmod(size, world)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (rank < extra))
+
+
 class _Objective(torch.nn.Module):
     """The training objective as a module, so that DistributedDataParallel can wrap it.
 
-    ``forward(x, noise, beta, share)`` returns ``(loss, sums)``: loss = −Σ objective / share,
-    where ``share`` is the global batch divided by the number of ranks (DDP then averages the
-    ranks' gradients into the gradient of the global-batch mean), and the detached per-term
-    sums of (ELBO, reconstruction, rate) over the local examples.
+    ``forward(batch, noise, beta, share)`` returns ``(loss, sums)``: loss = −objective summed
+    over the local examples / share, where ``share`` is the global batch divided by the number
+    of ranks (DDP then averages the ranks' gradients into the gradient of the global-batch
+    mean), and the detached sums of (ELBO, reconstruction, rate) over the local examples.
     """
 
-    def __init__(self, model: VAE, config: TrainConfig) -> None:
+    def __init__(self, model: torch.nn.Module, config: TrainConfig) -> None:
         super().__init__()
         self.model = model
-        self.objective = config.objective
-        self.samples = config.samples
+        self.objective = OBJECTIVES[config.objective].builder()
 
     def forward(
-        self, x: torch.Tensor, noise: torch.Tensor, beta: float, share: float
+        self, batch: Batch, noise: torch.Tensor, beta: float, share: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.objective == "iwae":
-            bound, terms = iwae_terms(self.model, x, self.samples, noise)
-            total = bound.sum()
-            sums = torch.stack(terms).detach().sum(1, dtype=torch.float64)
-        else:
-            terms = elbo(self.model, x, self.samples, noise, reduction="sum")
-            total = terms.objective(beta)
-            sums = torch.stack(terms).detach()
+        total, sums = self.objective(self.model, batch, noise, beta)
         return -total / share, sums
-
-
-@dataclass
-class EpochState:
-    """Where a run stopped inside an epoch: the epoch's order of examples, the per-step term
-    sums so far, the next step, and the training seconds spent in the epoch."""
-
-    order: torch.Tensor
-    sums: torch.Tensor
-    step: int
-    seconds: float
-
-
-class Interrupted(Exception):
-    """Raised at a step boundary after Ctrl-C, carrying the position inside the epoch."""
-
-    def __init__(self, state: EpochState) -> None:
-        super().__init__("interrupted")
-        self.state = state
-
-
-@contextlib.contextmanager
-def _stop_on_sigint(trainer: Trainer) -> Iterator[None]:
-    """While training, the first SIGINT asks the loop to stop at the next step boundary; a
-    second one interrupts at once. (Only the main thread can own signal handlers.)"""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def request_stop(signum: int, frame: object) -> None:
-        if trainer.stop_requested:
-            raise KeyboardInterrupt
-        trainer.stop_requested = True
-
-    previous = signal.signal(signal.SIGINT, request_stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def format_record(record: dict[str, Any]) -> str:
@@ -571,19 +501,8 @@ def format_record(record: dict[str, Any]) -> str:
     )
 
 
-def new_run_dir(run_dir: Path) -> Path:
-    """Create ``run_dir`` for a new run, refusing to overwrite an existing run."""
-    if (run_dir / ckpt.CONFIG).exists():
-        raise ConfigError(
-            f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose "
-            "another --run-dir"
-        )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
-
-
 def fit(
-    model: VAE,
+    model: torch.nn.Module,
     data: Dataset,
     config: TrainConfig | None = None,
     run_dir: str | Path | None = None,
@@ -600,12 +519,12 @@ def fit(
     config = replace(config or TrainConfig(), **options)
     if run_dir is None:
         return Trainer(model, data, config, None, progress).run()
-    run_dir = Path(run_dir)
-    trainer = Trainer(model, data, config, run_dir, progress)  # checks first: no empty run dir
-    _on_rank_zero(lambda: new_run_dir(run_dir))
-    with _lock_on_rank_zero(run_dir):
+    run = RunDirectory(run_dir)
+    trainer = Trainer(model, data, config, run, progress)  # checks first: no empty run dir
+    _on_rank_zero(run.create)
+    with _lock_on_rank_zero(run):
         if trainer.writes:
-            ckpt.write_config(run_dir, model, trainer.config, data.summary())
+            run.write_config(model, trainer.config, data)
         history = trainer.run()
     barrier()
     return history
@@ -624,8 +543,8 @@ def _on_rank_zero(action: Callable[[], object]) -> None:
         raise error
 
 
-def _lock_on_rank_zero(run_dir: Path) -> contextlib.AbstractContextManager[None]:
-    return run_lock(run_dir) if rank_and_size()[0] == 0 else contextlib.nullcontext()
+def _lock_on_rank_zero(run: RunDirectory) -> contextlib.AbstractContextManager[None]:
+    return run.lock() if rank_and_size()[0] == 0 else contextlib.nullcontext()
 
 
 def resume(
@@ -635,31 +554,30 @@ def resume(
     data: Dataset | None = None,
     progress: bool = True,
     verify: bool = True,
-) -> tuple[VAE, list[dict[str, Any]]]:
+) -> tuple[torch.nn.Module, list[dict[str, Any]]]:
     """Continue the run in ``run_dir`` from its last checkpoint (to ``epochs`` in all, if
     given); return the model and all metrics. The data are reloaded from the run's config
     unless passed (needed for data that are not a file or standard dataset)."""
-    from vaekit.data import load_dataset
+    from vaekit.model import build_model
 
-    run_dir = Path(run_dir)
-    model_config, config, raw = ckpt.read_config(run_dir)
-    if raw.get("custom_networks"):
-        raise ConfigError(f"{run_dir}: resume a run with custom networks from Python (vaekit.fit)")
-    if epochs is not None:
-        config = replace(config, epochs=epochs)
+    run = RunDirectory(run_dir)
+    saved = run.config
+    if saved.custom_networks:
+        raise ConfigError(f"{run}: resume a run with custom networks from Python (vaekit.fit)")
+    config = saved.train if epochs is None else replace(saved.train, epochs=epochs)
     if data is None:
-        data = load_dataset(config.dataset, config.data_dir, config.image_size, verify)
-    with _lock_on_rank_zero(run_dir):
-        model = VAE.from_config(model_config)
-        trainer = Trainer(model, data, config, run_dir, progress)
+        data = run.load_dataset(verify=verify)
+    with _lock_on_rank_zero(run):
+        model = build_model(saved.model)
+        trainer = Trainer(model, data, config, run, progress)
         trainer.restore()
-        if epochs is not None and epochs < trainer.epoch:
+        if epochs is not None and epochs < trainer.state.epoch:
             raise ConfigError(
-                f"{run_dir} has trained {trainer.epoch} epochs; --epochs is the total to reach, "
-                f"so give more than {trainer.epoch}"
+                f"{run} has trained {trainer.state.epoch} epochs; --epochs is the total to "
+                f"reach, so give more than {trainer.state.epoch}"
             )
         if trainer.writes:
-            ckpt.write_config(run_dir, model, trainer.config, data.summary())
+            run.write_config(model, trainer.config, data)
         history = trainer.run()
     barrier()
     return model, history

@@ -1,5 +1,5 @@
-"""Pictures of what a model learned: sample grids and reconstructions."""
+"""Pictures of what a model learned: sample grids, reconstructions and the report's figures."""
 
-from vaekit.visuals.grids import save_examples, save_reconstructions, save_samples
+from vaekit.visuals.grids import save_examples, save_reconstructions
 
-__all__ = ["save_examples", "save_reconstructions", "save_samples"]
+__all__ = ["save_examples", "save_reconstructions"]

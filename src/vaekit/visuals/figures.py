@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vaekit.data.batch import Batch, as_batch
 from vaekit.visuals.grids import examples_png, figure_png
 
 
@@ -107,11 +108,11 @@ def latent_scatter_png(means: torch.Tensor, labels: torch.Tensor | None) -> byte
 
 @torch.no_grad()
 def interpolations_png(
-    model: torch.nn.Module, x: torch.Tensor, pairs: int = 8, steps: int = 10
+    model: torch.nn.Module, x: torch.Tensor | Batch, pairs: int = 8, steps: int = 10
 ) -> bytes:
     """Decoded means along straight lines between the posterior means of pairs of examples
     (x[0]→x[1], x[2]→x[3], ...): one row per pair."""
-    z = model.encode(x[: 2 * pairs]).mean
+    z = model.representative(as_batch(x).select(slice(2 * pairs)))
     start, end = z[0::2], z[1::2]
     t = torch.linspace(0, 1, steps, device=z.device).reshape(1, steps, 1)
     path = start[:, None] * (1 - t) + end[:, None] * t
@@ -123,16 +124,17 @@ def interpolations_png(
 @torch.no_grad()
 def traversals_png(
     model: torch.nn.Module,
-    x: torch.Tensor,
-    kl: list[float],
+    x: torch.Tensor | Batch,
+    importance: list[float],
     dims: int = 8,
     steps: int = 10,
     span: float = 3.0,
 ) -> bytes:
-    """From the posterior mean of ``x[0]``, vary each of the ``dims`` dimensions with the
-    largest KL over [−span, span] (one row per dimension)."""
-    order = sorted(range(len(kl)), key=lambda d: -kl[d])[:dims]
-    base = model.encode(x[:1]).mean[0]
+    """From the posterior mean of the first example, vary each of the ``dims`` dimensions with
+    the largest ``importance`` (KL per dimension, or the variance of the posterior means) over
+    [−span, span] (one row per dimension)."""
+    order = sorted(range(len(importance)), key=lambda d: -importance[d])[:dims]
+    base = model.representative(as_batch(x).select(slice(1)))[0]
     values = torch.linspace(-span, span, steps, device=base.device)
     rows = []
     for d in order:

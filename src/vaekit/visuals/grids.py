@@ -12,7 +12,8 @@ import torch
 
 matplotlib.use("Agg")  # files only, never a window
 
-from vaekit.training.io import atomic_write_bytes
+from vaekit.data.batch import Batch, as_batch
+from vaekit.files import atomic_write_bytes
 
 
 def image_grid(images: torch.Tensor, ncol: int = 8, pad: int = 1) -> np.ndarray:
@@ -83,32 +84,25 @@ def samples_png(
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
 ) -> bytes:
-    """The means of p(x|z) for ``n`` draws z ~ N(0, T² I)."""
+    """The means of p(x|z) for ``n`` draws z from the prior at temperature T."""
     return examples_png(
         model.sample(n, temperature, generator=generator), title=f"samples (T={temperature})"
     )
 
 
-def reconstructions_png(model: torch.nn.Module, x: torch.Tensor, ncol: int = 8) -> bytes:
+def reconstructions_png(
+    model: torch.nn.Module, batch: torch.Tensor | Batch, ncol: int = 8
+) -> bytes:
     """Inputs and their reconstructions E[x | z = E_q[z|x]] on alternating rows."""
-    recon = model.reconstruct(x)
+    recon = model.reconstruct(batch)
+    x = as_batch(batch).x
     rows = []
     for start in range(0, len(x), ncol):
         rows += [x[start : start + ncol], recon[start : start + ncol]]
     return examples_png(torch.cat(rows), ncol, title="inputs (odd rows) and reconstructions")
 
 
-def save_samples(
-    model: torch.nn.Module,
-    path: str | Path,
-    n: int = 64,
-    temperature: float = 1.0,
-    generator: torch.Generator | None = None,
-) -> None:
-    atomic_write_bytes(path, samples_png(model, n, temperature, generator))
-
-
 def save_reconstructions(
-    model: torch.nn.Module, x: torch.Tensor, path: str | Path, ncol: int = 8
+    model: torch.nn.Module, batch: torch.Tensor | Batch, path: str | Path, ncol: int = 8
 ) -> None:
-    atomic_write_bytes(path, reconstructions_png(model, x, ncol))
+    atomic_write_bytes(path, reconstructions_png(model, batch, ncol))

@@ -21,7 +21,8 @@ import torch
 from torch import nn
 from torch.distributions import MultivariateNormal, kl_divergence
 
-from vaekit.model.posterior import MIN_SCALE
+from vaekit.model.likelihoods import GaussianLikelihood
+from vaekit.model.posteriors.diagonal_gaussian import MIN_SCALE
 from vaekit.model.vae import VAE
 from vaekit.objectives.elbo import ELBOTerms
 
@@ -40,7 +41,9 @@ def linear_gaussian_vae(data_dim: int, latent_dim: int, sigma: float = 1.0) -> V
 
 
 def _decoder(model: VAE) -> tuple[torch.Tensor, torch.Tensor, float]:
-    if not isinstance(model.decoder, nn.Linear) or model.config.likelihood != "gaussian":
+    if not isinstance(model.decoder, nn.Linear) or not isinstance(
+        model.likelihood, GaussianLikelihood
+    ):
         raise TypeError("closed forms need a linear decoder and a Gaussian likelihood")
     log_scale = model.likelihood.log_scale.detach().double()
     if not torch.allclose(log_scale, log_scale.flatten()[0]):

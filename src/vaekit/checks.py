@@ -1,0 +1,45 @@
+"""Configuration fields (:func:`option`: a default with its command-line help) and the
+validation of their values: each check raises :class:`ConfigError` with one line."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import field
+from typing import Any
+
+from vaekit.errors import ConfigError
+
+
+def positive_int(name: str, value: Any, allow_zero: bool = False) -> None:
+    ok = isinstance(value, int) and not isinstance(value, bool)
+    if not ok or value < 0 or (value == 0 and not allow_zero):
+        bound = "non-negative" if allow_zero else "positive"
+        raise ConfigError(f"{name} must be a {bound} integer, got {value!r}")
+
+
+def positive_float(name: str, value: Any, allow_zero: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not allow_zero):
+        bound = "non-negative" if allow_zero else "positive"
+        raise ConfigError(f"{name} must be a {bound} finite number, got {value!r}")
+
+
+def boolean(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
+def choice(name: str, value: Any, choices: Iterable[str]) -> None:
+    choices = tuple(choices)
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def option(default: Any, help: str, choices: Iterable[str] | None = None) -> Any:
+    """A dataclass field with its command-line help (and its choices, if a fixed set); a
+    callable ``default`` is a factory (for lists). The command line is generated from these."""
+    metadata = {"help": help, "choices": None if choices is None else tuple(choices)}
+    if callable(default):
+        return field(default_factory=default, metadata=metadata)
+    return field(default=default, metadata=metadata)

@@ -1,0 +1,110 @@
+"""The contract of a latent-variable model's parts: what a posterior q(z|x) and a prior p(z)
+offer to the objectives, the trainer, ``evaluate``, the diagnostics and the figures.
+
+Tensors in, tensors out: the training step builds no torch.distributions objects. The trainer
+owns every random draw (their seeding, their sharding over ranks); a posterior turns given
+standard-normal ``noise`` into z. Shapes: ``B`` examples, ``S`` draws per example, ``D`` the
+size of z (all latent layers, concatenated), ``N`` the noise per draw (``noise_dim``). Every
+log-density is in nats, summed over the latent dimensions.
+
+A new posterior or prior is one module in ``model/posteriors/`` or ``model/priors/``: a class
+with these methods, registered with ``POSTERIORS.register(name, Options)`` or
+``PRIORS.register(name, Options)``. Its KL to the other side is a closed form registered with
+:func:`vaekit.model.rate.register_rate`, or else the Monte Carlo estimate, automatically.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.distributions import Distribution
+
+from vaekit.registry import Registry
+
+PosteriorParameters = tuple[torch.Tensor, ...]
+"""What a posterior computes from the encoder's output, e.g. ``(loc, scale)``, each ``(B, ·)``."""
+
+
+class Posterior(nn.Module):
+    """The approximate posterior q(z|x) on top of the encoder.
+
+    Built as ``cls(latent_dim, options)``; the encoder outputs ``encoder_width(latent_dim)``
+    features per example, from which :meth:`parameters_from` computes the posterior's
+    parameters.
+    """
+
+    noise_dim: int
+    """Standard-normal draws per sample of z (``N``)."""
+
+    @staticmethod
+    def encoder_width(latent_dim: int, options: Any) -> int:
+        """Features the encoder outputs per example."""
+        raise NotImplementedError
+
+    def parameters_from(self, features: torch.Tensor) -> PosteriorParameters:
+        """The posterior's parameters from the encoder's ``features (B, width)``."""
+        raise NotImplementedError
+
+    def rsample(self, params: PosteriorParameters, noise: torch.Tensor) -> torch.Tensor:
+        """z ``(S, B, D)`` from ``noise (S, B, N)``, differentiable in the parameters (the
+        reparameterisation)."""
+        return self.sample_and_log_prob(params, noise)[0]
+
+    def sample_and_log_prob(
+        self, params: PosteriorParameters, noise: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(z, log q(z|x))``: z ``(S, B, D)`` and its log-density ``(S, B)``."""
+        raise NotImplementedError
+
+    def log_prob(self, params: PosteriorParameters, z: torch.Tensor) -> torch.Tensor:
+        """log q(z|x) for ``z (..., B, D)``; ``(..., B)``."""
+        raise NotImplementedError
+
+    def representative(self, params: PosteriorParameters) -> torch.Tensor:
+        """One point per example ``(B, D)`` for ``encode`` and the figures: E_q[z]."""
+        raise NotImplementedError
+
+    def gaussian_layers(self, params: PosteriorParameters) -> list[PosteriorParameters] | None:
+        """``[(loc, scale), ...]``, one diagonal Gaussian ``(B, D_l)`` per latent layer, where
+        q is one (for the per-dimension diagnostics and ELBO surgery); ``None`` otherwise."""
+        return None
+
+    def distribution(self, params: PosteriorParameters) -> Distribution:
+        """q(z|x) as a torch distribution, batch ``(B,)``, event ``(D,)`` (for users; never
+        in the training step)."""
+        raise NotImplementedError
+
+
+class Prior(nn.Module):
+    """The prior p(z), built as ``cls(latent_dim, options)``; it may have learned parameters
+    (saved with the model). ``anchor`` is an empty tensor on the prior's device and in its
+    dtype, for making draws there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("anchor", torch.zeros(0), persistent=False)
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z) for ``z (..., D)``; ``(...)``."""
+        raise NotImplementedError
+
+    def sample(
+        self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """``n`` draws ``(n, D)`` from the prior at temperature T (T < 1: closer to the modes;
+        each prior says what T scales), every draw from ``generator``."""
+        raise NotImplementedError
+
+
+POSTERIORS: Registry[type[Posterior]] = Registry("posterior")
+PRIORS: Registry[type[Prior]] = Registry("prior")
+MODELS: Registry[type[nn.Module]] = Registry("model")
+"""Latent-variable models, each with ``from_config(config, **networks)``: ``vaekit.load``
+builds the one a configuration names."""
+
+
+def build_model(config: Any, **networks: nn.Module) -> nn.Module:
+    """The registered model that ``config`` (a ``ModelConfig``) names, built from it."""
+    return MODELS[config.model].builder.from_config(config, **networks)

@@ -1,0 +1,48 @@
+"""The training objectives, registered by name (``OBJECTIVES``): what one step maximises.
+
+Each is called as ``objective(model, batch, noise, beta)`` with ``noise (S, B, noise_dim)``
+and returns ``(total, sums)``: the objective summed over the batch (to be maximised) and the
+detached sums of (ELBO, reconstruction, rate) over the batch, for the running averages.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from vaekit.data.batch import Batch
+from vaekit.objectives.elbo import elbo
+from vaekit.objectives.importance import iwae_terms
+from vaekit.registry import Registry
+
+if TYPE_CHECKING:
+    from vaekit.model.vae import VAE
+
+OBJECTIVES: Registry[type] = Registry("objective")
+
+
+@OBJECTIVES.register("elbo")
+class ELBOObjective:
+    """The ELBO, reconstruction − β·rate, estimated with S = --samples draws per example."""
+
+    takes_beta = True
+
+    def __call__(
+        self, model: VAE, batch: Batch, noise: torch.Tensor, beta: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        terms = elbo(model, batch, len(noise), noise, reduction="sum", check=False)
+        return terms.objective(beta), torch.stack(terms).detach()
+
+
+@OBJECTIVES.register("iwae")
+class IWAEObjective:
+    """The importance-weighted bound L_K with K = --samples (Burda et al. 2015)."""
+
+    takes_beta = False
+
+    def __call__(
+        self, model: VAE, batch: Batch, noise: torch.Tensor, beta: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        bound, terms = iwae_terms(model, batch, len(noise), noise)
+        return bound.sum(), torch.stack(terms).detach().sum(1, dtype=torch.float64)

@@ -1,0 +1,282 @@
+"""A self-contained HTML report of a run: every figure embedded as a data URI, no network.
+
+Sections: configuration and data, training curves, the identity log p̂(x) = ELBO + gap from the
+latest evaluation (run if missing), KL per latent dimension, samples, reconstructions,
+interpolations, traversals, the latent space, and the worst-explained examples.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vaekit.data.batch import Batch
+from vaekit.errors import ConfigError
+from vaekit.evaluation.evaluate import evaluate, evaluation_batch
+from vaekit.training.run_dir import EVALUATION, REPORT, RunDirectory
+from vaekit.visuals import figures
+from vaekit.visuals.grids import examples_png, reconstructions_png, samples_png
+
+# On load, the page counts its images that decoded and writes the result into <body>: a
+# reader (or a headless browser test) can check that every figure rendered.
+_SELF_CHECK = """<script>
+window.addEventListener("load", () => {
+  const images = Array.from(document.images);
+  const broken = images.filter((img) => !img.complete || img.naturalWidth === 0).length;
+  document.body.dataset.imagesLoaded = String(images.length - broken);
+  document.body.dataset.imagesBroken = String(broken);
+  document.getElementById("check").textContent =
+    `${images.length - broken} of ${images.length} figures rendered.`;
+});
+</script>"""
+
+_STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
+h1{margin-bottom:0}section{margin:2em 0}img{max-width:100%;border:1px solid #ddd}
+table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}
+.note{color:#555;font-size:0.9em}"""
+
+
+def _img(png: bytes, alt: str) -> str:
+    data = base64.b64encode(png).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _table(rows: dict[str, Any]) -> str:
+    cells = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+        for k, v in rows.items()
+    )
+    return f"<table>{cells}</table>"
+
+
+def _section(key: str, title: str, body: str) -> str:
+    return f'<section id="{key}"><h2>{html.escape(title)}</h2>{body}</section>'
+
+
+def latest_evaluation(
+    run: RunDirectory, model: torch.nn.Module, batch: Batch, k: int, limit: int | None
+) -> dict[str, Any]:
+    """``evaluation.json`` of the run, or a new evaluation (K = ``k``, first ``limit``
+    examples) written there."""
+    path = run / EVALUATION
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if "per_example" in saved and "active" in saved:
+            saved.setdefault("rate_estimator", "analytic")  # evaluations before format 2
+            return saved
+    result = evaluate(model, batch.select(slice(limit)) if limit else batch, k)
+    result.save(path)
+    return result.to_dict()
+
+
+def _test_batch(run: RunDirectory, model: torch.nn.Module, data_dir: str | None) -> Batch:
+    """The run's test split as its model is evaluated on it."""
+    return evaluation_batch(model, run.load_dataset(data_dir=data_dir), "test")
+
+
+@torch.no_grad()
+def _means(model: torch.nn.Module, batch: Batch, limit: int | None = None) -> torch.Tensor:
+    """E_q[z|x] of the first ``limit`` examples (all by default), 1,000 at a time."""
+    n = len(batch.x) if limit is None else min(limit, len(batch.x))
+    return torch.cat(
+        [model.representative(batch.select(slice(i, min(i + 1000, n)))) for i in range(0, n, 1000)]
+    )
+
+
+def _numbers(evaluation: dict[str, Any]) -> dict[str, str]:
+    def mean(name: str) -> str:
+        return f"{evaluation[name]['value']:.2f} ± {evaluation[name]['stderr']:.2f}"
+
+    rate = "rate KL(q(z|x) || p(z))"
+    if evaluation["rate_estimator"] != "analytic":
+        rate += f" ({evaluation['rate_estimator']})"
+    numbers = {
+        "examples": str(evaluation["n"]),
+        "K": str(evaluation["k"]),
+        "log p̂_K(x)": mean("log_px"),
+        "ELBO": mean("elbo"),
+        "reconstruction": f"{evaluation['reconstruction']['value']:.2f}",
+        rate: f"{evaluation['rate']['value']:.2f}",
+        "gap log p̂ − ELBO": mean("gap"),
+    }
+    if evaluation["marginal_kl"] is not None:
+        numbers["I_q(x; z)"] = f"{evaluation['mutual_information']:.2f}"
+        numbers["KL(q(z) || p(z))"] = f"{evaluation['marginal_kl']:.2f}"
+    numbers["active units"] = f"{evaluation['active_units']} of {len(evaluation['active'])}"
+    return numbers
+
+
+def _kl_section(evaluation: dict[str, Any]) -> str:
+    if not evaluation["kl_per_dim"]:
+        return (
+            '<p class="note">The prior does not factorise over the latent dimensions, so '
+            "the rate has no per-dimension split.</p>"
+        )
+    return _img(
+        figures.kl_per_dimension_png(evaluation["kl_per_dim"], evaluation["active"]),
+        "KL per dimension",
+    )
+
+
+def _importance(evaluation: dict[str, Any], means: torch.Tensor) -> list[float]:
+    """What ranks the dimensions for traversals: KL per dimension, else Cov_x E_q[z_d]."""
+    if evaluation.get("kl_per_dim"):
+        return evaluation["kl_per_dim"]
+    return means.double().var(0).tolist()
+
+
+def build_report(
+    run_dir: str | Path, k: int = 1000, limit: int | None = 2000, data_dir: str | None = None
+) -> Path:
+    """Write ``run_dir/report.html`` and return its path."""
+    run = RunDirectory(run_dir)
+    model = run.load_model()
+    batch = _test_batch(run, model, data_dir)
+    x, y = batch
+    history = run.read_metrics()
+    evaluation = latest_evaluation(run, model, batch, k, limit)
+    generator = torch.Generator().manual_seed(0)
+    means = _means(model, batch)
+    log_px = torch.tensor(evaluation["per_example"]["log_px"])
+    worst = torch.argsort(log_px)[:16]
+    worst_values = ", ".join(f"{v:.1f}" for v in log_px[worst].tolist())
+    numbers = _numbers(evaluation)
+    warnings = "".join(f"<p><b>Warning:</b> {html.escape(w)}</p>" for w in evaluation["warnings"])
+    sections = [
+        _section(
+            "config",
+            "Configuration and data",
+            _table({**run.config.model.flat_options(), **run.config.train.to_dict()})
+            + "<h3>Data</h3>"
+            + _table(run.config.data),
+        ),
+        _section("curves", "Training curves", _img(figures.curves_png(history), "training curves")),
+        _section(
+            "identity",
+            "The identity: log p̂(x) = ELBO + gap",
+            _table(numbers)
+            + warnings
+            + _img(figures.identity_png(evaluation), "identity")
+            + '<p class="note">nats per example, summed over dimensions; the gap estimates '
+            "KL(q(z|x) || p(z|x)) from below.</p>",
+        ),
+        _section(
+            "kl",
+            "KL per latent dimension",
+            _kl_section(evaluation),
+        ),
+        _section(
+            "samples",
+            "Samples from the prior",
+            _img(samples_png(model, 64, generator=generator), "samples"),
+        ),
+        _section(
+            "reconstructions",
+            "Reconstructions",
+            _img(reconstructions_png(model, batch.select(slice(32))), "reconstructions"),
+        ),
+        _section(
+            "interpolations",
+            "Interpolations between encoded test examples",
+            _img(figures.interpolations_png(model, batch), "interpolations"),
+        ),
+        _section(
+            "traversals",
+            "Latent traversals of the most active dimensions",
+            _img(
+                figures.traversals_png(model, batch, _importance(evaluation, means)),
+                "traversals",
+            ),
+        ),
+        _section(
+            "latent", "The latent space", _img(figures.latent_scatter_png(means, y), "latent space")
+        ),
+        _section(
+            "worst",
+            "Worst-explained test examples (lowest log p̂(x))",
+            _img(examples_png(x[worst], title="worst explained"), "worst examples")
+            + f'<p class="note">log p̂(x): {worst_values}</p>',
+        ),
+    ]
+    page = (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>vaekit report: "
+        f"{html.escape(run.path.name)}</title><style>{_STYLE}</style></head><body>"
+        f"<h1>vaekit report: {html.escape(run.path.name)}</h1>"
+        f"<p class='note'>{html.escape(str(run.path.resolve()))}</p>{''.join(sections)}"
+        f"<p id='check' class='note'></p>{_SELF_CHECK}</body></html>"
+    )
+    return run.write(REPORT, page.encode())
+
+
+def _evaluation_of(run: RunDirectory) -> dict[str, Any]:
+    path = run / EVALUATION
+    if not path.exists():
+        raise ConfigError(f"{run} has no {EVALUATION}: run 'vaekit evaluate {run}'")
+    evaluation = json.loads(path.read_text())
+    evaluation.setdefault("rate_estimator", "analytic")
+    return evaluation
+
+
+def _kl_png(run: RunDirectory, data_dir: str | None) -> bytes:
+    evaluation = _evaluation_of(run)
+    if not evaluation["kl_per_dim"]:
+        raise ConfigError(
+            f"{run}: the prior does not factorise over the latent dimensions, so the rate has "
+            "no per-dimension split"
+        )
+    return figures.kl_per_dimension_png(evaluation["kl_per_dim"], evaluation["active"])
+
+
+def _with_model(draw: Callable[[torch.nn.Module, Batch], bytes]) -> Callable[..., bytes]:
+    """A figure of the run's model and its test examples."""
+
+    def figure(run: RunDirectory, data_dir: str | None) -> bytes:
+        model = run.load_model()
+        return draw(model, _test_batch(run, model, data_dir))
+
+    return figure
+
+
+@torch.no_grad()
+def _traversals(model: torch.nn.Module, batch: Batch) -> bytes:
+    """Traversals of the dimensions with the most KL (or, without a per-dimension KL, with
+    the most variance of E_q[z_d|x]) over 5,000 test examples."""
+    params = model.posterior_parameters(batch.select(slice(5000)))
+    if model.rate_rule.analytic:
+        importance = model.rate_rule.per_dimension(params).mean(0)
+    else:
+        importance = model.posterior.representative(params).double().var(0)
+    return figures.traversals_png(model, batch, importance.tolist())
+
+
+PLOTS: dict[str, Callable[[RunDirectory, str | None], bytes]] = {
+    "samples": lambda run, _: samples_png(
+        run.load_model(), 64, generator=torch.Generator().manual_seed(0)
+    ),
+    "recon": _with_model(lambda model, batch: reconstructions_png(model, batch.select(slice(32)))),
+    "interp": _with_model(figures.interpolations_png),
+    "traverse": _with_model(_traversals),
+    "latent": _with_model(
+        lambda model, batch: figures.latent_scatter_png(
+            _means(model, batch, 5000), None if batch.y is None else batch.y[:5000]
+        )
+    ),
+    "curves": lambda run, _: figures.curves_png(run.read_metrics()),
+    "identity": lambda run, _: figures.identity_png(_evaluation_of(run)),
+    "kl": _kl_png,
+}
+"""The figures ``vaekit plot --what`` draws: ``(run, data_dir) -> PNG bytes``."""
+
+
+def plot(run_dir: str | Path, what: str, data_dir: str | None = None) -> bytes:
+    """One of the report's figures as PNG bytes (see ``PLOTS``); ``identity`` and ``kl`` need
+    the run's ``evaluation.json`` (``vaekit evaluate``)."""
+    if what not in PLOTS:
+        raise ConfigError(f"unknown figure {what!r}: use one of {', '.join(PLOTS)}")
+    return PLOTS[what](RunDirectory(run_dir), data_dir)

@@ -1,0 +1,87 @@
+"""The resumable state of a run beyond its weights and optimizer: counters, the learning-rate
+scale, the random-number generators, and the position inside an interrupted epoch. All of it
+is kept in the checkpoint (JSON scalars and tensors), so a resumed run continues exactly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from vaekit.errors import CheckpointError
+
+
+@dataclass
+class EpochState:
+    """Where a run stopped inside an epoch: the epoch's order of examples, the per-step term
+    sums so far, the next step, and the training seconds spent in the epoch."""
+
+    order: torch.Tensor
+    sums: torch.Tensor
+    step: int
+    seconds: float
+
+
+class Interrupted(Exception):
+    """Raised at a step boundary after Ctrl-C, carrying the position inside the epoch."""
+
+    def __init__(self, state: EpochState) -> None:
+        super().__init__("interrupted")
+        self.state = state
+
+
+@dataclass
+class TrainingState:
+    """Counters and generators: ``data`` draws the order and binarisations, ``noise`` the
+    posterior's noise; torch's global generator is saved too (dropout and the like)."""
+
+    data: torch.Generator
+    noise: torch.Generator
+    epoch: int = 0
+    global_step: int = 0
+    elapsed_s: float = 0.0
+    lr_scale: float = 1.0
+    partial: EpochState | None = None
+
+    def snapshot(self, partial: EpochState | None = None) -> dict[str, Any]:
+        """Everything the checkpoint holds beyond weights and optimizer: ``{"state": JSON
+        scalars, "tensors": tensors}`` (with the position inside the epoch, if given)."""
+        state: dict[str, Any] = {
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "elapsed_s": self.elapsed_s,
+            "lr_scale": self.lr_scale,
+        }
+        tensors = {
+            "rng.torch": torch.get_rng_state(),
+            "rng.data": self.data.get_state(),
+            "rng.noise": self.noise.get_state(),
+        }
+        if partial is not None:
+            state.update(step=partial.step, epoch_time_s=partial.seconds)
+            tensors.update({"epoch.order": partial.order, "epoch.sums": partial.sums})
+        return {"state": state, "tensors": tensors}
+
+    def restore(self, state: dict[str, Any], tensors: dict[str, torch.Tensor], where: Any) -> None:
+        """Set the counters and generators from a checkpoint's ``state`` and ``tensors``."""
+        try:
+            self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
+            self.elapsed_s = float(state["elapsed_s"])
+            self.lr_scale = float(state.get("lr_scale", 1.0))
+            self.set_generators(tensors)
+            self.partial = None
+            if "epoch.order" in tensors:
+                self.partial = EpochState(
+                    tensors["epoch.order"],
+                    tensors["epoch.sums"],
+                    int(state["step"]),
+                    float(state["epoch_time_s"]),
+                )
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise CheckpointError(f"{where}: incomplete training state ({err})") from err
+
+    def set_generators(self, tensors: dict[str, torch.Tensor]) -> None:
+        torch.set_rng_state(tensors["rng.torch"])
+        self.data.set_state(tensors["rng.data"])
+        self.noise.set_state(tensors["rng.noise"])
