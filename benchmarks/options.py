@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import mnist_or_synthetic
 
 import vaekit
-from vaekit.config import TrainConfig
+from vaekit.data import Batch
+from vaekit.training.config import TrainConfig
 from vaekit.training.trainer import Trainer
 
 Setup = Callable[[Trainer], None]
@@ -57,7 +58,8 @@ def adam(**kwargs: bool) -> Setup:
 
 def channels_last(trainer: Trainer) -> None:
     trainer.model.to(memory_format=torch.channels_last)
-    trainer.train_x = trainer.train_x.contiguous(memory_format=torch.channels_last)
+    train = trainer.train
+    trainer.train = Batch(train.x.contiguous(memory_format=torch.channels_last), train.y)
 
 
 def loop_rate(

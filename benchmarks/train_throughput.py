@@ -50,7 +50,7 @@ import itertools
 from common import describe, matmul_peak, mnist_or_synthetic, synchronize, vae_flops
 
 import vaekit
-from vaekit.config import TrainConfig
+from vaekit.training.config import TrainConfig
 from vaekit.training.trainer import Trainer
 
 ARCHITECTURES = {

@@ -19,7 +19,7 @@ from typing import Any
 
 from vaekit.checks import positive_int
 from vaekit.errors import ConfigError
-from vaekit.model.contract import POSTERIORS, PRIORS
+from vaekit.model.contract import MODELS, POSTERIORS, PRIORS
 from vaekit.model.likelihoods import LIKELIHOODS
 from vaekit.nets.factory import NETWORKS
 from vaekit.registry import NoOptions, Registry
@@ -72,6 +72,7 @@ class ModelConfig:
         for size in self.input_shape:
             positive_int("every input dimension", size)
         positive_int("latent_dim", self.latent_dim)
+        MODELS[self.model]  # an unknown model is one clear error
         for kind, registry in COMPONENTS.items():
             component = getattr(self, kind)
             entry = registry[component.name]

@@ -55,6 +55,8 @@ class VAE(nn.Module):
             config = ModelConfig.from_options(tuple(input_shape), latent_dim, **options)
         elif options:
             raise ConfigError("pass a ModelConfig or options, not both")
+        if not issubclass(type(self), MODELS[config.model].builder):
+            raise ConfigError(f"a {type(self).__name__} cannot be built as model {config.model!r}")
         self.config = config
         if (encoder is None) != (decoder is None):
             raise ConfigError("pass both encoder and decoder, or neither")
