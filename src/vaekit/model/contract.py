@@ -97,6 +97,12 @@ class Prior(nn.Module):
         each prior says what T scales), every draw from ``generator``."""
         raise NotImplementedError
 
+    def bind(self, model: nn.Module) -> None:
+        """Called once by the model when it is built, for a prior that needs the model's other
+        parts (a VampPrior's q(z|u) uses the encoder and the posterior). Keep what it needs
+        as plain attributes, not as submodules (they belong to the model). By default,
+        nothing."""
+
 
 POSTERIORS: Registry[type[Posterior]] = Registry("posterior")
 PRIORS: Registry[type[Prior]] = Registry("prior")

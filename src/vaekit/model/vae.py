@@ -22,6 +22,7 @@ from vaekit.errors import ConfigError
 from vaekit.model.config import COMPONENTS, ModelConfig
 from vaekit.model.contract import MODELS, PosteriorParameters
 from vaekit.model.rate import RateRule
+from vaekit.nets.factory import NetworkShapes
 
 
 @MODELS.register("vae")
@@ -66,15 +67,16 @@ class VAE(nn.Module):
         self.prior = _build("prior", config, config.latent_dim)
         if encoder is None:
             network = config.network
-            encoder, decoder = COMPONENTS["network"][network.name].builder(
-                network.options,
+            shapes = NetworkShapes(
                 config.input_shape,
                 self.posterior.encoder_width(config.latent_dim, config.posterior.options),
                 config.latent_dim,
                 self.likelihood.param_shape,
             )
+            encoder, decoder = COMPONENTS["network"][network.name].builder(network.options, shapes)
         self.encoder = encoder
         self.decoder = decoder
+        self.prior.bind(self)
         self.rate_rule = RateRule(self.posterior, self.prior)
 
     @classmethod

@@ -7,7 +7,7 @@ Bernoulli logits). Any ``nn.Module`` with these shapes can be passed to :class:`
 """
 
 from vaekit.nets.conv import ConvDecoder, ConvEncoder
-from vaekit.nets.factory import NETWORKS, set_output_bias
+from vaekit.nets.factory import NETWORKS, NetworkShapes, set_output_bias
 from vaekit.nets.mlp import MLP
 
-__all__ = ["MLP", "NETWORKS", "ConvDecoder", "ConvEncoder", "set_output_bias"]
+__all__ = ["MLP", "NETWORKS", "ConvDecoder", "ConvEncoder", "NetworkShapes", "set_output_bias"]

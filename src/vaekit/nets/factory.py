@@ -17,9 +17,19 @@ from vaekit.registry import Registry
 INITS = ("default", "glorot")
 
 NETWORKS: Registry = Registry("network")
-"""Builders ``(options, input_shape, encoder_width, latent_dim, param_shape) -> (encoder,
-decoder)``: the encoder maps ``(B, *input_shape)`` to ``(B, encoder_width)``, the decoder
-``(B, latent_dim)`` to ``(B, *param_shape)``."""
+"""Builders ``(options, shapes: NetworkShapes) -> (encoder, decoder)``."""
+
+
+@dataclass(frozen=True)
+class NetworkShapes:
+    """What a model asks of its networks: the encoder maps ``(B, *input_shape)`` to ``(B,
+    encoder_width)`` (the posterior's features), the decoder ``(B, latent_dim)`` to ``(B,
+    *param_shape)`` (the likelihood's parameters)."""
+
+    input_shape: tuple[int, ...]
+    encoder_width: int
+    latent_dim: int
+    param_shape: tuple[int, ...]
 
 
 @dataclass
@@ -45,32 +55,22 @@ class NetworkOptions:
 
 
 @NETWORKS.register("mlp", NetworkOptions)
-def mlp_networks(
-    options: NetworkOptions,
-    input_shape: tuple[int, ...],
-    encoder_width: int,
-    latent_dim: int,
-    param_shape: tuple[int, ...],
-) -> tuple[nn.Module, nn.Module]:
+def mlp_networks(options: NetworkOptions, shapes: NetworkShapes) -> tuple[nn.Module, nn.Module]:
     """Multi-layer perceptrons (any data shape)."""
+    hidden, activation = options.hidden, options.activation
     return _initialised(
         options,
-        MLP(input_shape, options.hidden, (encoder_width,), options.activation),
-        MLP((latent_dim,), list(reversed(options.hidden)), param_shape, options.activation),
+        MLP(shapes.input_shape, hidden, (shapes.encoder_width,), activation),
+        MLP((shapes.latent_dim,), list(reversed(hidden)), shapes.param_shape, activation),
     )
 
 
 @NETWORKS.register("conv", NetworkOptions)
-def conv_networks(
-    options: NetworkOptions,
-    input_shape: tuple[int, ...],
-    encoder_width: int,
-    latent_dim: int,
-    param_shape: tuple[int, ...],
-) -> tuple[nn.Module, nn.Module]:
+def conv_networks(options: NetworkOptions, shapes: NetworkShapes) -> tuple[nn.Module, nn.Module]:
     """Two stride-2 convolutions and a dense layer (images with sides divisible by 4).
 
     The likelihood's parameters are stacked along the decoder's output channels."""
+    input_shape = shapes.input_shape
     if len(input_shape) != 3:
         raise ConfigError(
             f"the conv network needs image data (C, H, W), got shape {tuple(input_shape)}; "
@@ -85,11 +85,11 @@ def conv_networks(
     if len(options.hidden) != 1:
         raise ConfigError("the conv network takes one --hidden width (its dense layer)")
     (hidden,) = options.hidden
-    out = (math.prod(param_shape) // (height * width), height, width)
+    out = (math.prod(shapes.param_shape) // (height * width), height, width)
     return _initialised(
         options,
-        ConvEncoder(input_shape, hidden, encoder_width, options.activation),  # type: ignore[arg-type]
-        ConvDecoder(latent_dim, hidden, out, options.activation),
+        ConvEncoder(input_shape, hidden, shapes.encoder_width, options.activation),  # type: ignore[arg-type]
+        ConvDecoder(shapes.latent_dim, hidden, out, options.activation),
     )
 
 

@@ -28,6 +28,7 @@ from vaekit.data.batch import Batch
 from vaekit.data.dataset import Dataset
 from vaekit.errors import CheckpointError, ConfigError, TrainingDiverged, VaekitError
 from vaekit.evaluation.statistics import elbo_summary
+from vaekit.model import build_model
 from vaekit.model.likelihoods import BatchTransform
 from vaekit.nets.factory import set_output_bias
 from vaekit.objectives.elbo import elbo_in_batches
@@ -558,8 +559,6 @@ def resume(
     """Continue the run in ``run_dir`` from its last checkpoint (to ``epochs`` in all, if
     given); return the model and all metrics. The data are reloaded from the run's config
     unless passed (needed for data that are not a file or standard dataset)."""
-    from vaekit.model import build_model
-
     run = RunDirectory(run_dir)
     saved = run.config
     if saved.custom_networks:
