@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from runs import TRAIN
 
 import vaekit
+from vaekit.cli import main
 
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
@@ -32,3 +35,20 @@ def mnist_dir() -> Path:
     if not (SHARED_MNIST / "train-images-idx3-ubyte.gz").exists():
         pytest.skip("real MNIST files not present")
     return SHARED_MNIST
+
+
+@pytest.fixture(scope="session")
+def array_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Binary vectors, large enough that an epoch takes a noticeable fraction of a second."""
+    path = tmp_path_factory.mktemp("data") / "binary.npy"
+    rng = np.random.default_rng(0)
+    np.save(path, (rng.random((12_000, 64)) < 0.3).astype(np.float32))
+    return path
+
+
+@pytest.fixture(scope="session")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory, array_data: Path) -> Path:
+    """The 4-epoch run of ``runs.TRAIN`` on ``array_data``, never interrupted."""
+    run = tmp_path_factory.mktemp("runs") / "whole"
+    assert main([*TRAIN, "--dataset", str(array_data), "--run-dir", str(run)]) == 0
+    return run

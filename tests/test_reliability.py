@@ -11,9 +11,6 @@ import math
 import os
 import pickle
 import signal
-import subprocess
-import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -22,6 +19,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from runs import same_run, signal_during_epoch_2
 from safetensors.torch import load_file, save_file
 
 import vaekit
@@ -31,98 +29,29 @@ from vaekit.data import read_idx
 from vaekit.errors import CheckpointError, DataError, TrainingDiverged
 from vaekit.training.run_dir import CHECKPOINT, CONFIG, WEIGHTS
 
-TRAIN = [
-    "train",
-    "--hidden",
-    "32",
-    "--latent-dim",
-    "4",
-    "--batch-size",
-    "16",
-    "--epochs",
-    "4",
-    "--no-progress",
-]
-
-
-@pytest.fixture(scope="module")
-def array_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Binary vectors, large enough that an epoch takes a noticeable fraction of a second."""
-    path = tmp_path_factory.mktemp("data") / "binary.npy"
-    rng = np.random.default_rng(0)
-    np.save(path, (rng.random((12_000, 64)) < 0.3).astype(np.float32))
-    return path
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory: pytest.TempPathFactory, array_data: Path) -> Path:
-    run = tmp_path_factory.mktemp("runs") / "whole"
-    assert main([*TRAIN, "--dataset", str(array_data), "--run-dir", str(run)]) == 0
-    return run
-
-
-def _same_run(a: Path, b: Path) -> None:
-    weights_a, weights_b = load_file(a / WEIGHTS), load_file(b / WEIGHTS)
-    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
-
-    def deterministic(run: Path) -> list[dict]:
-        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-        drop = ("train_time_s", "examples_per_s", "elapsed_s")
-        return [{k: v for k, v in row.items() if k not in drop} for row in rows]
-
-    assert deterministic(a) == deterministic(b)
-
-
-def _start(array_data: Path, run: Path) -> subprocess.Popen:
-    argv = [*TRAIN, "--dataset", str(array_data), "--run-dir", str(run)]
-    return subprocess.Popen(
-        [sys.executable, "-m", "vaekit", *argv],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
-
-
-def _wait_for_epochs(run: Path, n: int, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        metrics = run / "metrics.jsonl"
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= n:
-            return
-        time.sleep(0.01)
-    raise AssertionError("training did not reach the expected epoch")
-
-
-def _signal_during_epoch_2(array_data: Path, run: Path, signum: int) -> subprocess.Popen:
-    process = _start(array_data, run)
-    _wait_for_epochs(run, 1, process)
-    time.sleep(0.05)  # somewhere inside epoch 2 (or its checkpoint)
-    process.send_signal(signum)
-    return process
-
 
 def test_kill_9_then_resume_ends_as_the_uninterrupted_run(
     tmp_path: Path, array_data: Path, uninterrupted: Path
 ) -> None:
     run = tmp_path / "killed"
-    _signal_during_epoch_2(array_data, run, signal.SIGKILL).wait()
+    signal_during_epoch_2(array_data, run, signal.SIGKILL).wait()
     vaekit.load(run)  # the last checkpoint is usable as it is
     (run / ".lock").write_text("999999999")  # the killed process left its lock: a dead pid
     assert main(["train", "--resume", str(run), "--no-progress"]) == 0
-    _same_run(run, uninterrupted)
+    same_run(run, uninterrupted)
 
 
 def test_ctrl_c_saves_mid_epoch_and_resume_is_exact(
     tmp_path: Path, array_data: Path, uninterrupted: Path
 ) -> None:
     run = tmp_path / "interrupted"
-    process = _signal_during_epoch_2(array_data, run, signal.SIGINT)
+    process = signal_during_epoch_2(array_data, run, signal.SIGINT)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     assert not (run / ".lock").exists()
     assert main(["train", "--resume", str(run), "--no-progress"]) == 0
-    _same_run(run, uninterrupted)
+    same_run(run, uninterrupted)
 
 
 class _FullDisk:

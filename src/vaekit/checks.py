@@ -4,6 +4,7 @@ validation of their values: each check raises :class:`ConfigError` with one line
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable
 from dataclasses import field
 from typing import Any
@@ -34,6 +35,30 @@ def choice(name: str, value: Any, choices: Iterable[str]) -> None:
     choices = tuple(choices)
     if value not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def memory_bytes() -> int:
+    """This machine's physical memory in bytes (POSIX; 2**63 where it cannot be read)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 2**63
+
+
+def fits_in_memory(what: str, n_bytes: float) -> None:
+    """Refuse, before allocating, what could not fit in this machine's memory."""
+    available = memory_bytes()
+    if n_bytes > available:
+        raise ConfigError(
+            f"{what} would need {n_bytes / 2**30:,.1f} GiB, more than this machine's "
+            f"{available / 2**30:,.1f} GiB of memory; make it smaller"
+        )
+
+
+def seed(name: str, value: Any) -> None:
+    """A seed torch accepts: an integer in [0, 2**63)."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
+        raise ConfigError(f"{name} must be an integer from 0 to 2**63 - 1, got {value!r}")
 
 
 def option(default: Any, help: str, choices: Iterable[str] | None = None) -> Any:

@@ -7,20 +7,25 @@ with status 2 (``--debug`` shows the traceback instead).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import io
 import math
-import os
 import signal
 import sys
+import tempfile
 import time
 import typing
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
 import torch
 
+from vaekit.checks import fits_in_memory, seed
+from vaekit.console import say, silence_stdout
 from vaekit.data import Batch, load_dataset
 from vaekit.errors import ConfigError, VaekitError
 from vaekit.evaluation.evaluate import evaluate, evaluation_batch
@@ -33,6 +38,7 @@ from vaekit.recipes import load_recipe
 from vaekit.report import PLOTS
 from vaekit.training.config import TrainConfig
 from vaekit.training.distributed import broadcast, finish, init_from_environment, rank_and_size
+from vaekit.training.interrupts import Stopped
 from vaekit.training.run_dir import RunDirectory, load
 from vaekit.training.trainer import fit, resume
 from vaekit.visuals.grids import save_examples, save_reconstructions
@@ -162,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--no-verify", action="store_true", help="skip the SHA-256 check of MNIST-style files"
     )
+    train.add_argument(
+        "--accept-changed-data",
+        action="store_true",
+        help="with --resume: go on although the data differ from those the run trained on",
+    )
     _add_model_options(train.add_argument_group("model"))
     _add_fields(train.add_argument_group("training"), TrainConfig, skip=("recipe",))
     train.add_argument("--no-progress", action="store_true", help="no progress bar or epoch lines")
@@ -219,6 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--limit", type=int, help="evaluate the first N examples only")
     evaluate.add_argument("--per-example", metavar="CSV", help="write per-example terms here")
+    evaluate.add_argument(
+        "-o",
+        "--output",
+        help="also write the evaluation (JSON) here; a run keeps every evaluation in "
+        "RUN/evaluations/, and RUN/evaluation.json is its fullest of the current weights",
+    )
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--no-progress", action="store_true")
     evaluate.set_defaults(handler=cmd_evaluate)
@@ -290,30 +307,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, distributed: bool) -> int:
+    if args.resume:
+        return _resume(args)
     rank = rank_and_size()[0]
     progress = not args.no_progress and rank == 0
-    if args.resume:
-        given = {**_given(args, _model_option_names()), **_given(args, _train_option_names())}
-        given.pop("epochs", None)
-        given.pop("data_dir", None)
-        if given or args.recipe or args.run_dir:
-            option = next(iter(given), "recipe" if args.recipe else "run_dir")
-            raise ConfigError(
-                f"--resume continues the run as configured; drop --{option.replace('_', '-')} "
-                "(only --epochs and --data-dir may change)"
-            )
-        data = None
-        if args.data_dir:
-            data = RunDirectory(args.resume).load_dataset(
-                data_dir=args.data_dir, verify=not args.no_verify
-            )
-        start = time.perf_counter()
-        _, history = resume(
-            args.resume, args.epochs, data=data, progress=progress, verify=not args.no_verify
-        )
-        if rank == 0:
-            _report(Path(args.resume), history, time.perf_counter() - start)
-        return 0
+    if args.accept_changed_data:
+        raise ConfigError("--accept-changed-data goes with --resume")
     recipe = load_recipe(args.recipe) if args.recipe else None
     model_options = {**(recipe.model if recipe else {}), **_given(args, _model_option_names())}
     train_options = {**(recipe.train if recipe else {}), **_given(args, _train_option_names())}
@@ -329,20 +328,60 @@ def _train(args: argparse.Namespace, distributed: bool) -> int:
         )
     )
     if progress:
-        summary = data.summary()
-        print(
-            f"vaekit: {summary['name']} {tuple(summary['shape'])}: {summary['train_examples']} "
-            f"train / {summary['test_examples']} test examples -> {run_dir}"
+        say(
+            f"vaekit: {data.name} {data.shape}: {len(data.train_x)} train / "
+            f"{len(data.test_x)} test examples -> {run_dir}"
         )
         advice = model.likelihood.advice(data)
         if advice:
-            print(f"vaekit: note: {advice}")
+            say(f"vaekit: note: {advice}")
     start = time.perf_counter()
-    history = fit(model, data, config, run_dir, progress=progress)
+    with _stopped_in(RunDirectory(run_dir)):
+        history = fit(model, data, config, run_dir, progress=progress)
     if rank == 0:
         world = f" on {rank_and_size()[1]} ranks" if distributed else ""
         _report(run_dir, history, time.perf_counter() - start, world)
     return 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    given = {**_given(args, _model_option_names()), **_given(args, _train_option_names())}
+    given.pop("epochs", None)
+    given.pop("data_dir", None)
+    if given or args.recipe or args.run_dir:
+        option = next(iter(given), "recipe" if args.recipe else "run_dir")
+        raise ConfigError(
+            f"--resume continues the run as configured; drop --{option.replace('_', '-')} "
+            "(only --epochs and --data-dir may change)"
+        )
+    run = RunDirectory(args.resume)
+    data = None
+    if args.data_dir:
+        data = run.load_dataset(data_dir=args.data_dir, verify=not args.no_verify)
+    start = time.perf_counter()
+    with _stopped_in(run):
+        _, history = resume(
+            run.path,
+            args.epochs,
+            data=data,
+            progress=not args.no_progress and rank_and_size()[0] == 0,
+            verify=not args.no_verify,
+            accept_changed_data=args.accept_changed_data,
+        )
+    if rank_and_size()[0] == 0:
+        _report(run.path, history, time.perf_counter() - start)
+    return 0
+
+
+@contextlib.contextmanager
+def _stopped_in(run: RunDirectory) -> Iterator[None]:
+    """A stopped run (signal) says where it stands and how to go on."""
+    try:
+        yield
+    except KeyboardInterrupt as stop:
+        signum = stop.signum if isinstance(stop, Stopped) else signal.SIGINT
+        name = signal.Signals(signum).name
+        raise Stopped(signum, f"stopped by {name}; {run.resume_hint()}") from None
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
@@ -357,7 +396,7 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 def _report(run_dir: Path, history: list[dict[str, Any]], seconds: float, where: str = "") -> None:
     last = history[-1]
     epochs = f"{last['epoch']} epoch" + ("s" if last["epoch"] != 1 else "")
-    print(
+    say(
         f"held-out ELBO {last['test_elbo']:.2f} ± {last['test_elbo_stderr']:.2f} nats/example "
         f"(reconstruction {last['test_reconstruction']:.2f}, KL {last['test_rate']:.2f}) after "
         f"{epochs}; {seconds:.1f} s{where}; run: {run_dir}"
@@ -385,19 +424,44 @@ def _check_output(path: str, suffixes: tuple[str, ...]) -> Path:
         raise ConfigError(f"output {path!r} must end in {' or '.join(suffixes)}")
     if not out.parent.exists():
         raise ConfigError(f"output folder {out.parent} does not exist; create it first")
+    if out.is_dir():
+        raise ConfigError(f"output {path!r} is a folder; name a file")
     return out
 
 
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def _check_writable(path: str) -> None:
+    """Refuse, before minutes of work, a run directory whose results could not be saved."""
+    run = Path(path)
+    if not run.is_dir():
+        return
+    try:
+        with tempfile.TemporaryFile(dir=run):
+            pass
+    except OSError as err:
+        raise ConfigError(
+            f"{run} cannot be written ({err.strerror or err}), so the results could not be "
+            "saved there; copy the run somewhere writable"
+        ) from None
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
-    if args.n <= 0 or args.temperature < 0:
-        raise ConfigError("-n must be positive and --temperature non-negative")
+    if args.n <= 0 or not (math.isfinite(args.temperature) and args.temperature >= 0):
+        raise ConfigError("-n must be positive and --temperature a non-negative number")
+    seed("--seed", args.seed)
     out = _check_output(args.output, (".png", ".npy"))
     model = load(args.run)
+    fits_in_memory(f"{args.n:,} samples", 8 * args.n * math.prod(model.input_shape))
     generator = torch.Generator().manual_seed(args.seed)
     x = model.sample(args.n, args.temperature, mean=not args.draw, generator=generator)
     what = "draws from p(x|z)" if args.draw else "means of p(x|z)"
     if out.suffix == ".npy":
-        np.save(out, x.numpy())
+        atomic_write_bytes(out, _npy_bytes(x.numpy()))
     else:
         save_examples(x, out, title=f"samples (T={args.temperature}, {what})")
     print(f"wrote {args.n} samples ({what}, temperature {args.temperature}) to {out}")
@@ -416,6 +480,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
+    seed("--seed", args.seed)
     out = _check_output(args.output, (".npy", ".npz"))
     model, batch = _model_and_examples(args, args.split)
     y = batch.y
@@ -432,11 +497,16 @@ def cmd_encode(args: argparse.Namespace) -> int:
     z = torch.cat(parts)
     labels = None if y is None else y.numpy()
     if out.suffix == ".npz":
-        np.savez(out, z=z.numpy(), **({} if labels is None else {"labels": labels}))
+        buffer = io.BytesIO()
+        np.savez(buffer, z=z.numpy(), **({} if labels is None else {"labels": labels}))
+        atomic_write_bytes(out, buffer.getvalue())
     else:
-        np.save(out, z.numpy())
+        labels_path = out.with_suffix(".labels.npy")
         if labels is not None:
-            np.save(out.with_suffix(".labels.npy"), labels)
+            atomic_write_bytes(labels_path, _npy_bytes(labels))
+        elif labels_path.exists():
+            labels_path.unlink()  # an earlier output's labels would be taken for these codes
+        atomic_write_bytes(out, _npy_bytes(z.numpy()))
     note = "" if labels is None else " with labels"
     what = "draws z ~ q(z|x)" if args.draw else "means"
     print(f"wrote latent {what} {tuple(z.shape)} of the {args.split} split{note} to {out}")
@@ -444,32 +514,49 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    seed("--seed", args.seed)
     if args.limit is not None and args.limit <= 0:
         raise ConfigError("--limit must be positive")
     csv_path = _check_output(args.per_example, (".csv",)) if args.per_example else None
+    if args.output:
+        _check_output(args.output, (".json",))
+    _check_writable(args.run)
     model, batch = _model_and_examples(args, args.split)
     if args.limit is not None:
         batch = batch.select(slice(args.limit))
     result = evaluate(
         model, batch, args.k, k_sweep=args.k_sweep, seed=args.seed, progress=not args.no_progress
     )
-    run = Path(args.run)
-    result.info = {
-        "run": str(run),
-        "dataset": args.dataset or "the run's",
-        "split": args.split,
-        "binarized": model.likelihood.evaluation_binarization,
-    }
+    result.info.update(
+        split=args.split,
+        dataset=args.dataset or run_data_name(args.run),
+        binarized=model.likelihood.evaluation_binarization,
+        limit=args.limit,
+    )
     # the files first: minutes of evaluation survive a closed pipe (vaekit evaluate ... | head)
-    written = []
-    if run.is_dir():
-        result.save(run / "evaluation.json")
-        written.append(f"wrote {run / 'evaluation.json'}")
+    written: list[Path] = []
+    run = RunDirectory(args.run)
+    if run.is_run():
+        written += run.save_evaluation(result.to_dict())
+    if args.output:
+        result.save(args.output)
+        written.append(Path(args.output))
     if csv_path is not None:
         result.save_per_example(csv_path, batch.y)
-        written.append(f"wrote per-example terms to {csv_path}")
-    print("\n".join([result.table(), *written]))
+        written.append(csv_path)
+    kept = (
+        ""
+        if not run.is_run() or run / "evaluation.json" in written
+        else (f"\n{run / 'evaluation.json'} is kept: it is a fuller evaluation of these weights")
+    )
+    print("\n".join([result.table(), *(f"wrote {path}" for path in written)]) + kept)
     return 0
+
+
+def run_data_name(path: str) -> str:
+    """The dataset a run (or a weights file, which does not say) trained on."""
+    run = RunDirectory(path)
+    return run.config.train.dataset if run.is_run() else "the given data"
 
 
 def cmd_identity(args: argparse.Namespace) -> int:
@@ -482,6 +569,12 @@ def cmd_identity(args: argparse.Namespace) -> int:
         raise ConfigError(f"--latent-dim must be between 1 and {math.prod(data.shape) - 1}")
     if args.epochs <= 0 or min(args.k) <= 0:
         raise ConfigError("--epochs and every -k must be positive")
+    seed("--seed", args.seed)
+    if len(data.test_x) < 2 or len(data.train_x) <= args.latent_dim:
+        raise ConfigError(
+            f"{name}: the identity needs more than --latent-dim ({args.latent_dim}) training "
+            "examples and at least 2 held-out ones"
+        )
     model = fit_linear_gaussian(data, args.latent_dim, args.epochs, args.seed)
     print(f"{name}: {len(data.test_x)} held-out examples")
     print(identity_check(model, data.test_x, tuple(args.k), args.seed).table())
@@ -515,7 +608,12 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], *args: object) -> str:
+    return f"vaekit: warning: {' '.join(str(message).split())}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    warnings.formatwarning = _one_line_warning  # numpy's and PIL's warnings: one line each
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
@@ -528,12 +626,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except BrokenPipeError:
         # the reader of stdout went away (| head): no traceback; silence the final flush
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        silence_stdout()
         return EXIT_BROKEN_PIPE
-    except KeyboardInterrupt:
-        print(
-            "vaekit: interrupted; the last checkpoint is intact (continue with "
-            "'vaekit train --resume RUN')",
-            file=sys.stderr,
-        )
-        return EXIT_INTERRUPTED
+    except OSError as err:  # the machine's files: a full disk, a read-only folder, a bad path
+        if args.debug:
+            raise
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"vaekit: error: {where}{err.strerror or err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt as stop:
+        message = str(stop) or "interrupted; nothing was written"
+        print(f"vaekit: {message}", file=sys.stderr)
+        return 128 + stop.signum if isinstance(stop, Stopped) else EXIT_INTERRUPTED

@@ -1,4 +1,4 @@
-"""Crash-safe files: atomic writes and a run-directory lock.
+"""Crash-safe files: atomic writes and a run-directory lock (POSIX: Linux, macOS).
 
 A file is written to a temporary name in the same directory, flushed and fsync'ed, then
 renamed over the target (``os.replace`` is atomic on POSIX and Windows): a reader sees the old
@@ -8,9 +8,12 @@ file or the new one, never half of one, whatever kills the process.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -51,46 +54,54 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @contextlib.contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
-    """Hold ``run_dir/.lock`` (holding the owner's pid) while training writes into the run.
+    """Hold the operating system's lock on ``run_dir/.lock`` while training writes into the run.
 
-    A second process is refused; a lock left by a process that no longer exists is taken over.
+    A second process is refused. The lock is ``flock``'s: it ends with the process that holds
+    it, however that process ends (kill -9, a container stopped), so a lock left behind never
+    blocks, whatever process later gets the same pid; taking it is atomic, so of two processes
+    that try at once exactly one wins. The file names its holder (pid, host) for the message.
     """
     lock = run_dir / ".lock"
-    for _ in range(2):
+    while True:
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                owner = int(lock.read_text().strip() or 0)
-            except (OSError, ValueError):
-                owner = 0
-            if owner and _pid_alive(owner):
-                raise CheckpointError(
-                    f"{run_dir} is in use by another vaekit process (pid {owner}); wait for it to "
-                    "finish or use another run directory"
-                ) from None
-            with contextlib.suppress(FileNotFoundError):
-                lock.unlink()
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        break
-    else:
-        raise CheckpointError(f"{run_dir}: could not take the lock file {lock}; remove it")
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd)
+            os.close(fd)
+            raise CheckpointError(
+                f"{run_dir} is in use by another vaekit process ({holder}); wait for it to "
+                "finish or use another run directory (the lock ends with that process: "
+                "there is nothing to delete)"
+            ) from None
+        if _same_file(fd, lock):
+            break
+        os.close(fd)  # the holder before us removed the file as we opened it: take the new one
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
     try:
         yield
     finally:
         with contextlib.suppress(FileNotFoundError):
-            lock.unlink()
+            lock.unlink()  # while holding the lock: a waiting process sees another file
+        os.close(fd)
+
+
+def _holder(fd: int) -> str:
+    """Who holds the lock, as the holder wrote it (it may have just taken the lock and not
+    written yet: wait a moment for it)."""
+    for _ in range(20):
+        text = os.pread(fd, 200, 0).decode(errors="replace").strip()
+        if text.startswith("pid "):
+            return text
+        time.sleep(0.01)
+    return "it has not written its pid yet"
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False

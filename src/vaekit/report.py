@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import torch
 
 from vaekit.data.batch import Batch
 from vaekit.errors import ConfigError
-from vaekit.evaluation.evaluate import evaluate, evaluation_batch
+from vaekit.evaluation.evaluate import evaluate, evaluation_batch, mismatch
 from vaekit.training.run_dir import EVALUATION, REPORT, RunDirectory
 from vaekit.visuals import figures
 from vaekit.visuals.grids import examples_png, reconstructions_png, samples_png
@@ -61,18 +60,32 @@ def _section(key: str, title: str, body: str) -> str:
 
 def latest_evaluation(
     run: RunDirectory, model: torch.nn.Module, batch: Batch, k: int, limit: int | None
-) -> dict[str, Any]:
-    """``evaluation.json`` of the run, or a new evaluation (K = ``k``, first ``limit``
-    examples) written there."""
-    path = run / EVALUATION
-    if path.exists():
-        saved = json.loads(path.read_text())
-        if "per_example" in saved and "active" in saved:
-            saved.setdefault("rate_estimator", "analytic")  # evaluations before format 2
-            return saved
+) -> tuple[dict[str, Any], str]:
+    """The run's evaluation of this model on its test split, or a new one (K = ``k``, the
+    first ``limit`` examples) saved in the run; and a note saying which one it is."""
+    saved = run.read_evaluation()
+    reason = "the run had none" if saved is None else mismatch(saved, model, len(batch.x))
+    if saved is not None and reason is None:
+        saved.setdefault("rate_estimator", "analytic")  # evaluations before format 2
+        return saved, f"The evaluation shown is {_described(saved)}."
     result = evaluate(model, batch.select(slice(limit)) if limit else batch, k)
-    result.save(path)
-    return result.to_dict()
+    result.info.update(split="test", dataset=run.config.train.dataset)
+    evaluation = result.to_dict()
+    run.save_evaluation(evaluation)
+    return evaluation, (
+        f"Evaluated for this report ({reason}): {result.describe()}; "
+        "'vaekit evaluate RUN -k 5000' gives the standard protocol."
+    )
+
+
+def _described(evaluation: dict[str, Any]) -> str:
+    info = evaluation.get("info", {})
+    weights = info.get("weights_sha256")
+    return f"of {evaluation['n']} test examples with K = {evaluation['k']}" + (
+        f", weights {weights[:12]}"
+        if weights
+        else " (recorded before vaekit kept the weights' hash)"
+    )
 
 
 def _test_batch(run: RunDirectory, model: torch.nn.Module, data_dir: str | None) -> Batch:
@@ -140,7 +153,7 @@ def build_report(
     batch = _test_batch(run, model, data_dir)
     x, y = batch
     history = run.read_metrics()
-    evaluation = latest_evaluation(run, model, batch, k, limit)
+    evaluation, which = latest_evaluation(run, model, batch, k, limit)
     generator = torch.Generator().manual_seed(0)
     means = _means(model, batch)
     log_px = torch.tensor(evaluation["per_example"]["log_px"])
@@ -160,7 +173,8 @@ def build_report(
         _section(
             "identity",
             "The identity: log p̂(x) = ELBO + gap",
-            _table(numbers)
+            f'<p class="note">{html.escape(which)}</p>'
+            + _table(numbers)
             + warnings
             + _img(figures.identity_png(evaluation), "identity")
             + '<p class="note">nats per example, summed over dimensions; the gap estimates '
@@ -215,10 +229,9 @@ def build_report(
 
 
 def _evaluation_of(run: RunDirectory) -> dict[str, Any]:
-    path = run / EVALUATION
-    if not path.exists():
-        raise ConfigError(f"{run} has no {EVALUATION}: run 'vaekit evaluate {run}'")
-    evaluation = json.loads(path.read_text())
+    evaluation = run.read_evaluation()
+    if evaluation is None:
+        raise ConfigError(f"{run} has no readable {EVALUATION}: run 'vaekit evaluate {run}'")
     evaluation.setdefault("rate_estimator", "analytic")
     return evaluation
 

@@ -6,6 +6,7 @@ taken by indexing, so there is no per-example Python work in the training loop.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,7 +70,21 @@ class Dataset:
             "test_examples": len(self.test_x),
             "labels": self.train_y is not None,
             "binary": self.is_binary,
+            "sha256": self.fingerprint(),
         }
+
+    def fingerprint(self) -> str:
+        """SHA-256 of both splits' examples and labels, with their shapes and dtypes: a run
+        records it, so that resuming on other data is noticed (~0.3 s for MNIST)."""
+        digest = hashlib.sha256()
+        for tensor in (self.train_x, self.test_x, self.train_y, self.test_y):
+            if tensor is None:
+                digest.update(b"none")
+                continue
+            array = np.ascontiguousarray(tensor.detach().cpu().numpy())
+            digest.update(f"{array.dtype}{array.shape}".encode())
+            digest.update(memoryview(array).cast("B"))
+        return digest.hexdigest()
 
 
 def is_binary(x: torch.Tensor) -> bool:

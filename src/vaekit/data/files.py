@@ -13,12 +13,13 @@ from __future__ import annotations
 import math
 import zipfile
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 import torch
 from numpy.lib import format as npy_format
 
+from vaekit.checks import fits_in_memory, memory_bytes
 from vaekit.data.dataset import Dataset, holdout_split
 from vaekit.errors import DataError
 
@@ -85,6 +86,14 @@ def _check_npy_header(stream: IO[bytes], available: int, where: str) -> None:
         raise DataError(f"{where}: truncated (its header declares more data than the file holds)")
 
 
+def _member_bound(info: zipfile.ZipInfo) -> int:
+    """The most bytes a member of an archive can hold: its stated size, but no more than its
+    stored bytes allow (DEFLATE expands at most 1032:1) and than memory holds (a forged
+    zip64 size must not make numpy allocate it)."""
+    ratio = 1 if info.compress_type == zipfile.ZIP_STORED else 1032
+    return min(info.file_size, info.compress_size * ratio, memory_bytes())
+
+
 def load_array(path: str | Path) -> Dataset:
     """A dataset from a ``.npy`` or ``.npz`` file (see the module docstring)."""
     path = Path(path)
@@ -97,7 +106,7 @@ def load_array(path: str | Path) -> Dataset:
                 for info in archive.infolist():
                     key = info.filename.removesuffix(".npy")
                     with archive.open(info) as member:
-                        _check_npy_header(member, info.file_size, f"{path}[{key}]")
+                        _check_npy_header(member, _member_bound(info), f"{path}[{key}]")
                     with archive.open(info) as member:
                         arrays[key] = npy_format.read_array(member, allow_pickle=False)
         else:
@@ -136,6 +145,48 @@ def load_array(path: str | Path) -> Dataset:
     return holdout_split(x, y, path.stem)
 
 
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L")
+SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L")
+
+
+def _check_alpha(file: Path, image: Any) -> None:
+    """Refuse transparency, which grey or RGB values cannot hold; an alpha channel that is
+    opaque everywhere is dropped (nothing is lost)."""
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode not in ("LA", "RGBA", "PA", "La", "RGBa"):
+        return
+    low, _ = image.getchannel("A").getextrema()
+    if low < 255:
+        raise DataError(
+            f"{file}: has transparent pixels (an alpha channel), which grey or RGB values "
+            "cannot hold; flatten the images first (e.g. onto a white background)"
+        )
+
+
+def _pixels(file: Path, image: Any, mode: str, size: int | None) -> np.ndarray:
+    """The image's values in [0, 1] as float32 ``(H, W)`` or ``(H, W, 3)``: 8-bit images
+    divided by 255, 16-bit ones by 65535 (their full range, not clipped to 8 bits)."""
+    from PIL import Image
+
+    if image.mode not in SIXTEEN_BIT_MODES:
+        return np.asarray(_resized(image.convert(mode), size), dtype=np.float32) / 255
+    values = np.asarray(image, dtype=np.float64)
+    if values.max(initial=0) > 65535 or values.min(initial=0) < 0:
+        raise DataError(f"{file}: 32-bit values; vaekit reads 8- and 16-bit images")
+    grey = Image.fromarray((values / 65535).astype(np.float32), mode="F")
+    array = np.asarray(_resized(grey, size), dtype=np.float32)
+    return np.repeat(array[..., None], 3, axis=-1) if mode == "RGB" else array
+
+
+def _resized(image: Any, size: int | None) -> Any:
+    from PIL import Image
+
+    if size is None or image.size == (size, size):
+        return image
+    return image.resize((size, size), Image.Resampling.BILINEAR)
+
+
 def load_image_folder(path: str | Path, image_size: int | None = None) -> Dataset:
     """A dataset from a folder of PNG/JPEG images, resized to ``image_size`` x ``image_size``
     when given (else all images must have one size). Grey images stay one channel; if any
@@ -146,6 +197,10 @@ def load_image_folder(path: str | Path, image_size: int | None = None) -> Datase
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise DataError(f"{root}: no .png/.jpg/.jpeg images found")
+    if image_size is not None:
+        fits_in_memory(
+            f"{len(files)} images of {image_size}x{image_size}", 12 * len(files) * image_size**2
+        )
     images = []
     try:
         for file in files:
@@ -160,7 +215,9 @@ def load_image_folder(path: str | Path, image_size: int | None = None) -> Datase
         ValueError,
     ) as err:
         raise DataError(f"{file}: not a readable image ({err}); remove or replace it") from err
-    mode = "L" if all(image.mode in ("1", "L", "LA", "I", "I;16") for image in images) else "RGB"
+    for file, image in zip(files, images, strict=True):
+        _check_alpha(file, image)
+    mode = "L" if all(image.mode in GREY_MODES for image in images) else "RGB"
     sizes = {image.size for image in images}
     if image_size is None and len(sizes) > 1:
         first, other = images[0].size, next(s for s in sizes if s != images[0].size)
@@ -168,15 +225,10 @@ def load_image_folder(path: str | Path, image_size: int | None = None) -> Datase
             f"{root}: images have different sizes ({first[0]}x{first[1]}, {other[0]}x{other[1]}, "
             "...); pass --image-size N to resize them all to N x N"
         )
-    arrays = []
-    for image in images:
-        image = image.convert(mode)
-        if image_size is not None and image.size != (image_size, image_size):
-            image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
-        arrays.append(np.asarray(image, dtype=np.uint8))
-    x = np.stack(arrays)
-    x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
-    x = np.ascontiguousarray(x, dtype=np.float32) / 255.0
+    x = np.stack(
+        [_pixels(f, image, mode, image_size) for f, image in zip(files, images, strict=True)]
+    )
+    x = np.ascontiguousarray(x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2))
     folders = sorted({file.parent for file in files})
     y = None
     if len(folders) > 1:

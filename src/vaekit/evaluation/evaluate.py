@@ -15,6 +15,7 @@ over all K).
 from __future__ import annotations
 
 import collections
+import hashlib
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -76,6 +77,15 @@ class Evaluation:
         out["active_threshold"] = ACTIVE_THRESHOLD
         return out
 
+    def describe(self) -> str:
+        """What was evaluated, in words (from ``info``)."""
+        info = self.info
+        split = info.get("split", "given examples")
+        what = f"{self.n} examples" if split == "given examples" else f"{self.n} {split} examples"
+        dataset = f" of {info['dataset']}" if info.get("dataset") else ""
+        weights = info.get("weights_sha256", "")[:12]
+        return f"{what}{dataset}, K = {self.k}, seed {info.get('seed', 0)}, weights {weights}"
+
     def table(self) -> str:
         """A plain-text table of the identity and the diagnostics."""
         density = self.bits_per_dim is None  # a density of x, not a probability of it
@@ -83,8 +93,8 @@ class Evaluation:
         kind = " (a density of x, not comparable with discrete likelihoods)" if density else ""
         rate_note = "  (Monte Carlo, K draws)" if self.rate_estimator == "Monte Carlo" else ""
         rows = [
-            f"{self.n} examples, K = {self.k}, {self.likelihood} likelihood{kind}; nats per "
-            "example (mean ± standard error)",
+            f"{self.describe()}",
+            f"{self.likelihood} likelihood{kind}; nats per example (mean ± standard error)",
             f"  log p̂_K(x)        {self.log_px!s:>18}{bpd}",
             f"  ELBO              {self.elbo!s:>18}",
             f"    reconstruction  {self.reconstruction!s:>18}",
@@ -170,6 +180,13 @@ def evaluate(
     if k < 1 or any(s < 1 or s > k for s in k_sweep):
         raise ConfigError(f"K must be >= 1 and every --k-sweep value within 1..{k}")
     batch = evaluation_batch(model, data, split) if isinstance(data, Dataset) else as_batch(data)
+    info = {
+        "split": split if isinstance(data, Dataset) else "given examples",
+        "k": k,
+        "n": len(batch.x),
+        "seed": seed,
+        "weights_sha256": weights_fingerprint(model),
+    }
     model.likelihood.check(batch.x)
     model.eval()
     start_time = time.perf_counter()
@@ -195,7 +212,48 @@ def evaluate(
     marginal_kl = (
         None if loc is None else aggregate_posterior_kl(loc, scale, model.log_prior, generator)
     )
-    return _evaluation(model, batch.x, k, per, per_dim, means, marginal_kl, sweep, start_time)
+    result = _evaluation(model, batch.x, k, per, per_dim, means, marginal_kl, sweep, start_time)
+    result.info = info
+    return result
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """SHA-256 of the model's weights (names, dtypes, shapes, values): which model an
+    evaluation was of."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        array = tensor.detach().cpu().contiguous().numpy()
+        digest.update(f"{name}{array.dtype}{array.shape}".encode())
+        digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
+
+
+def mismatch(saved: dict[str, Any], model: torch.nn.Module, n_test: int) -> str | None:
+    """Why a saved evaluation (``Evaluation.to_dict``) is not of ``model`` on its test split
+    of ``n_test`` examples, or None. Evaluations from before vaekit recorded what it
+    evaluated are taken as they are."""
+    info = saved.get("info", {})
+    weights = info.get("weights_sha256")
+    if weights is not None and weights != weights_fingerprint(model):
+        return "it was of other weights (the model has changed since)"
+    if info.get("split", "test") != "test":
+        return f"it was of the {info['split']} split"
+    if len(saved.get("per_example", {}).get("log_px", [])) != saved.get("n") or saved["n"] > n_test:
+        return "it was of other examples"
+    return None
+
+
+def fuller(new: dict[str, Any], old: dict[str, Any]) -> bool:
+    """Whether evaluation ``new`` may replace ``old`` as a run's evaluation: ``old`` is of other
+    weights or split, or ``new`` has at least its examples and K (a partial evaluation never
+    replaces a full-protocol one, nor one from before evaluations recorded their weights)."""
+    old_info, new_info = old.get("info", {}), new.get("info", {})
+    old_weights = old_info.get("weights_sha256")  # None: from before evaluations recorded it
+    if old_weights is not None and old_weights != new_info.get("weights_sha256"):
+        return True
+    if old_info.get("split", "test") != new_info.get("split"):
+        return new_info.get("split") == "test"
+    return new["n"] >= old["n"] and new["k"] >= old["k"]
 
 
 def _evaluate_batch(

@@ -57,13 +57,17 @@ class RateRule:
         params: PosteriorParameters,
         log_q: torch.Tensor | None = None,
         log_prior: torch.Tensor | None = None,
+        reduction: str = "none",
     ) -> torch.Tensor:
-        """The rate per example ``(B,)``: the closed form of ``params``, or the mean over the
-        S draws of ``log_q − log_prior`` (each ``(S, B)``)."""
+        """The rate per example ``(B,)`` (or its batch sum with ``reduction="sum"``, one
+        reduction fewer: the training step): the closed form of ``params``, or the mean over
+        the S draws of ``log_q − log_prior`` (each ``(S, B)``)."""
         if self.closed_form is not None:
-            return self.closed_form(self.posterior, self.prior, params).sum(-1)
+            per_dimension = self.closed_form(self.posterior, self.prior, params)
+            return per_dimension.sum() if reduction == "sum" else per_dimension.sum(-1)
         assert log_q is not None and log_prior is not None, "the Monte Carlo rate needs draws"
-        return (log_q - log_prior).mean(0)
+        rate = (log_q - log_prior).mean(0)
+        return rate.sum() if reduction == "sum" else rate
 
 
 def _most_specific(posterior: type, prior: type) -> ClosedForm | None:

@@ -117,10 +117,12 @@ class VAE(nn.Module):
         params: PosteriorParameters,
         log_q: torch.Tensor | None = None,
         log_prior: torch.Tensor | None = None,
+        reduction: str = "none",
     ) -> torch.Tensor:
-        """KL(q(z|x) || p(z)) per example ``(B,)``: closed form, or the Monte Carlo mean of
-        ``log_q − log_prior`` over the draws (see :class:`RateRule`; ``rate_rule.label``)."""
-        return self.rate_rule(params, log_q, log_prior)
+        """KL(q(z|x) || p(z)) per example ``(B,)`` (or summed over the batch with ``"sum"``):
+        closed form, or the Monte Carlo mean of ``log_q − log_prior`` over the draws (see
+        :class:`RateRule`; ``rate_rule.label``)."""
+        return self.rate_rule(params, log_q, log_prior, reduction)
 
     def decoder_output(self, z: torch.Tensor) -> torch.Tensor:
         """The likelihood's parameters for ``z (..., latent_dim)``: ``(..., *param_shape)``."""

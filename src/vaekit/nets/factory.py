@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from itertools import pairwise
 
 import torch
 from torch import nn
 
-from vaekit.checks import choice, option, positive_int
+from vaekit.checks import choice, fits_in_memory, option, positive_int
 from vaekit.errors import ConfigError
 from vaekit.nets.conv import ConvDecoder, ConvEncoder
 from vaekit.nets.mlp import ACTIVATIONS, MLP
@@ -58,6 +59,9 @@ class NetworkOptions:
 def mlp_networks(options: NetworkOptions, shapes: NetworkShapes) -> tuple[nn.Module, nn.Module]:
     """Multi-layer perceptrons (any data shape)."""
     hidden, activation = options.hidden, options.activation
+    encoder_sizes = [math.prod(shapes.input_shape), *hidden, shapes.encoder_width]
+    decoder_sizes = [shapes.latent_dim, *reversed(hidden), math.prod(shapes.param_shape)]
+    _fits(sum(a * b for sizes in (encoder_sizes, decoder_sizes) for a, b in pairwise(sizes)))
     return _initialised(
         options,
         MLP(shapes.input_shape, hidden, (shapes.encoder_width,), activation),
@@ -85,12 +89,19 @@ def conv_networks(options: NetworkOptions, shapes: NetworkShapes) -> tuple[nn.Mo
     if len(options.hidden) != 1:
         raise ConfigError("the conv network takes one --hidden width (its dense layer)")
     (hidden,) = options.hidden
+    _fits(2 * hidden * (shapes.latent_dim + shapes.encoder_width + 64 * height * width // 16))
     out = (math.prod(shapes.param_shape) // (height * width), height, width)
     return _initialised(
         options,
         ConvEncoder(input_shape, hidden, shapes.encoder_width, options.activation),  # type: ignore[arg-type]
         ConvDecoder(shapes.latent_dim, hidden, out, options.activation),
     )
+
+
+def _fits(weights: int) -> None:
+    """Refuse networks whose training state (weights, gradients, Adam's two moments, float32)
+    could not fit in memory, before allocating them."""
+    fits_in_memory(f"networks of {weights:,} weights", 16 * weights)
 
 
 def _initialised(

@@ -93,15 +93,12 @@ def elbo(
         noise = standard_noise(model, n_samples, params[0])
     if model.rate_rule.analytic:  # no log q needed: fewer operations per step
         z = model.posterior.rsample(params, noise)
-        rate = model.rate(params)
+        rate = model.rate(params, reduction=reduction)
     else:
         z, log_q = model.sample_posterior(params, noise)
-        rate = model.rate(params, log_q, model.log_prior(z))
+        rate = model.rate(params, log_q, model.log_prior(z), reduction)
     log_likelihood = model.log_likelihood(z, batch, reduction)
-    if reduction == "sum":
-        reconstruction, rate = log_likelihood / n_samples, rate.sum()
-    else:
-        reconstruction = log_likelihood.mean(0)
+    reconstruction = log_likelihood / n_samples if reduction == "sum" else log_likelihood.mean(0)
     return ELBOTerms(reconstruction - rate, reconstruction, rate)
 
 

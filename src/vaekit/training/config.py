@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from vaekit.checks import boolean, choice, option, positive_float, positive_int
+from vaekit.checks import boolean, choice, option, positive_float, positive_int, seed
 from vaekit.errors import ConfigError
 from vaekit.objectives.training import OBJECTIVES
 from vaekit.training.schedule import SCHEDULES
@@ -84,7 +84,7 @@ class TrainConfig:
             positive_float(name, getattr(self, name))
         positive_float("beta", self.beta, allow_zero=True)
         positive_int("warmup_epochs", self.warmup_epochs, allow_zero=True)
-        positive_int("seed", self.seed, allow_zero=True)
+        seed("seed", self.seed)
         if self.image_size is not None:
             positive_int("image_size", self.image_size)
         if isinstance(self.compile, bool):  # older config.json files: a flag, false by default

@@ -25,6 +25,7 @@ from torch import nn
 
 from vaekit.data import Dataset, load_dataset
 from vaekit.errors import CheckpointError, ConfigError, DataError
+from vaekit.evaluation.evaluate import fuller
 from vaekit.files import atomic_write_bytes, atomic_write_json, run_lock
 from vaekit.model import ModelConfig
 from vaekit.training import checkpoint as ckpt
@@ -35,6 +36,7 @@ WEIGHTS = "model.safetensors"
 CHECKPOINT = "checkpoint.safetensors"
 METRICS = "metrics.jsonl"
 EVALUATION = "evaluation.json"
+EVALUATIONS = "evaluations"
 REPORT = "report.html"
 
 
@@ -51,8 +53,8 @@ class RunConfig:
 class RunDirectory:
     """The files of one run in ``path``."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | Path | RunDirectory) -> None:
+        self.path = path.path if isinstance(path, RunDirectory) else Path(path)
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
@@ -65,13 +67,40 @@ class RunDirectory:
         return (self.path / CONFIG).is_file()
 
     def create(self) -> None:
-        """Make the directory for a new run, refusing to overwrite an existing run."""
+        """Make the directory for a new run, refusing to overwrite an existing run or any
+        other file (an existing folder must be empty, but for what vaekit itself left)."""
         if (self.path / CONFIG).exists():
             raise ConfigError(
                 f"{self.path} already holds a run; continue it with --resume {self.path} or "
                 "choose another --run-dir"
             )
-        self.path.mkdir(parents=True, exist_ok=True)
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"--run-dir {self.path} is a file; name a folder")
+        if self.path.is_dir():
+            foreign = sorted(p.name for p in self.path.iterdir() if not _left_by_vaekit(p))
+            if foreign:
+                raise ConfigError(
+                    f"{self.path} holds other files ({', '.join(foreign[:3])}"
+                    f"{', ...' if len(foreign) > 3 else ''}); choose a new or empty --run-dir"
+                )
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:  # a dangling symbolic link
+            raise ConfigError(f"--run-dir {self.path} is a broken link; name a folder") from None
+
+    def has_checkpoint(self) -> bool:
+        return (self.path / CHECKPOINT).is_file()
+
+    def resume_hint(self) -> str:
+        """What the run directory offers now: the last checkpoint, or a start from epoch 0."""
+        if not self.is_run():
+            return "nothing was written"
+        if self.has_checkpoint():
+            return f"the last checkpoint is kept: continue with 'vaekit train --resume {self}'"
+        return (
+            f"no checkpoint was written yet: 'vaekit train --resume {self}' starts the run "
+            "again from epoch 0"
+        )
 
     @cached_property
     def config(self) -> RunConfig:
@@ -83,8 +112,8 @@ class RunDirectory:
             raise CheckpointError(
                 f"{self.path}: no {CONFIG}; is this a vaekit run directory?"
             ) from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise CheckpointError(f"{path}: unreadable or corrupt ({err})") from err
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
+            raise CheckpointError(f"{path}: unreadable or corrupt ({err})") from None
         if not isinstance(raw, dict):
             raise CheckpointError(f"{path}: not a vaekit configuration")
         ckpt.check_format(raw.get("vaekit_format"), path)
@@ -148,7 +177,16 @@ class RunDirectory:
         metrics = self.path / METRICS
         if not metrics.exists():
             return []
-        return [json.loads(line) for line in metrics.read_text().splitlines()]
+        try:
+            records = [json.loads(line) for line in metrics.read_text().splitlines()]
+        except (UnicodeDecodeError, ValueError) as err:
+            raise CheckpointError(
+                f"{metrics}: damaged ({err}); remove it (its epochs' records are lost; the "
+                "checkpoint is not)"
+            ) from None
+        if not all(isinstance(r, dict) and isinstance(r.get("epoch"), int) for r in records):
+            raise CheckpointError(f"{metrics}: not vaekit's per-epoch records; remove it")
+        return records
 
     def write_metrics(self, records: list[dict[str, Any]]) -> None:
         text = "".join(json.dumps(record) + "\n" for record in records)
@@ -170,6 +208,38 @@ class RunDirectory:
     ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         return ckpt.load_checkpoint(self.path / CHECKPOINT, model, optimizer)
 
+    def save_weights(self, model: nn.Module) -> None:
+        """Write ``model.safetensors`` (e.g. to agree with the checkpoint just restored)."""
+        ckpt.save_weights(self.path / WEIGHTS, model)
+
+    def read_evaluation(self) -> dict[str, Any] | None:
+        """``evaluation.json`` (the run's evaluation the report shows), or None if it has
+        none or it cannot be read."""
+        try:
+            saved = json.loads((self.path / EVALUATION).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return None
+        required = ("per_example", "active", "n", "k", "log_px", "elbo")
+        return saved if isinstance(saved, dict) and all(k in saved for k in required) else None
+
+    def save_evaluation(self, evaluation: dict[str, Any]) -> list[Path]:
+        """Keep every evaluation in ``evaluations/`` (named by what was evaluated), and make
+        it ``evaluation.json`` unless that one is fuller (see ``fuller``); return the files
+        written."""
+        info = evaluation["info"]
+        name = (
+            f"{info['split'].replace(' ', '-')}-n{evaluation['n']}-k{evaluation['k']}-"
+            f"seed{info['seed']}-{info['weights_sha256'][:12]}.json"
+        )
+        (self.path / EVALUATIONS).mkdir(exist_ok=True)
+        written = [self.path / EVALUATIONS / name]
+        atomic_write_json(written[0], evaluation)
+        current = self.read_evaluation()
+        if current is None or fuller(evaluation, current):
+            atomic_write_json(self.path / EVALUATION, evaluation)
+            written.append(self.path / EVALUATION)
+        return written
+
     def write(self, name: str, data: bytes) -> Path:
         """Write a file of the run (a figure, the report), atomically."""
         path = self.path / name
@@ -178,9 +248,18 @@ class RunDirectory:
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Hold the run's lock while writing into it (one writer per run)."""
+        """Hold the run's lock while writing into it (one writer per run); the temporary
+        files of an atomic write that a killed process left are removed first."""
         with run_lock(self.path):
+            for leftover in self.path.glob(".*.tmp"):
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
             yield
+
+
+def _left_by_vaekit(path: Path) -> bool:
+    """The lock, or a temporary file of an atomic write (``.name.XXXX.tmp``)."""
+    return path.name == ".lock" or (path.name.startswith(".") and path.name.endswith(".tmp"))
 
 
 def load(path: str | Path, **networks: nn.Module) -> nn.Module:

@@ -81,6 +81,26 @@ class TrainingState:
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             raise CheckpointError(f"{where}: incomplete training state ({err})") from err
 
+    def check_position(self, n: int, batch_size: int, where: Any) -> None:
+        """Refuse a position inside an epoch that does not fit ``n`` examples (a damaged or
+        forged checkpoint, or other data)."""
+        partial = self.partial
+        if partial is None:
+            return
+        steps = -(-n // batch_size)
+        order = partial.order
+        if (
+            order.dtype != torch.int64
+            or order.shape != (n,)
+            or not torch.equal(order.sort().values, torch.arange(n))
+            or partial.sums.shape != (steps, 3)
+            or not 0 <= partial.step <= steps
+        ):
+            raise CheckpointError(
+                f"{where}: the checkpoint's position inside epoch {self.epoch + 1} does not fit "
+                f"these {n} examples; it is damaged, or the data changed"
+            )
+
     def set_generators(self, tensors: dict[str, torch.Tensor]) -> None:
         torch.set_rng_state(tensors["rng.torch"])
         self.data.set_state(tensors["rng.data"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -24,9 +25,16 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from vaekit.console import say
 from vaekit.data.batch import Batch
 from vaekit.data.dataset import Dataset
-from vaekit.errors import CheckpointError, ConfigError, TrainingDiverged, VaekitError
+from vaekit.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    TrainingDiverged,
+    VaekitError,
+)
 from vaekit.evaluation.statistics import elbo_summary
 from vaekit.model import build_model
 from vaekit.model.likelihoods import BatchTransform
@@ -41,7 +49,7 @@ from vaekit.training.distributed import (
     rank_and_size,
     resolve_device,
 )
-from vaekit.training.interrupts import StopRequest, stop_on_sigint
+from vaekit.training.interrupts import Stopped, StopRequest, stop_on_signals
 from vaekit.training.run_dir import RunDirectory
 from vaekit.training.schedule import kl_weight, learning_rate
 from vaekit.training.state import EpochState, Interrupted, TrainingState
@@ -69,6 +77,9 @@ def check_data(
             f"the data's examples have shape {data.shape} but the model expects "
             f"{tuple(model.input_shape)}"
         )
+    for split, x in (("training", data.train_x), ("test", data.test_x)):
+        if len(x) == 0:
+            raise DataError(f"{data.name}: the {split} split is empty; give it examples")
     if model.uses_labels and data.train_y is None:
         raise ConfigError(f"{data.name} has no labels, and this model needs them")
     binarization, transform = model.likelihood.training_transform(data, train.binarize)
@@ -109,25 +120,37 @@ class Trainer:
             _check_tensorboard(run_dir)
         self.model = model.to(self.device)
         self.data = data
-        self.run_dir = (
-            run_dir
-            if run_dir is None or isinstance(run_dir, RunDirectory)
-            else (RunDirectory(run_dir))
-        )
+        self.run_dir = None if run_dir is None else RunDirectory(run_dir)
         self.writes = self.run_dir is not None and self.rank == 0
         self.progress = progress and self.rank == 0
         self.optimizer = make_optimizer(model, self.config.lr, self.config.adam_eps)
+        self._place_data(model, data)
+        self._make_step(model)
+        self.history: list[dict[str, Any]] = []
+        self.rollbacks = 0
+        self.stop = StopRequest()
+        self.writer: Any = None
+        if self.config.output_bias:
+            set_output_bias(model.decoder, model.likelihood.initial_output_bias(data.train_x))
+        torch.manual_seed(self.config.seed)
+
+    def _place_data(self, model: torch.nn.Module, data: Dataset) -> None:
+        """The training data where the loop indexes them (labels only for a model that reads
+        them), the test set as evaluated, and the generators of the draws."""
         data_device = self.device if self.config.data_on_device else torch.device("cpu")
+        labels = model.uses_labels
         self.train = Batch(
-            data.train_x.to(data_device),
-            data.train_y.to(data_device) if model.uses_labels else None,
+            data.train_x.to(data_device), data.train_y.to(data_device) if labels else None
         )
         test_x = model.likelihood.evaluation_examples(data.test_x)
-        self.test = Batch(test_x, data.test_y if model.uses_labels else None).to(self.device)
+        self.test = Batch(test_x, data.test_y if labels else None).to(self.device)
         self.state = TrainingState(
             torch.Generator(data_device).manual_seed(self.config.seed),
             torch.Generator(self.device).manual_seed(self.config.seed + 1),
         )
+
+    def _make_step(self, model: torch.nn.Module) -> None:
+        """The step module (DDP-wrapped across ranks), autocast and the gradient scaler."""
         self.step_module: torch.nn.Module = _Objective(model, self.config)
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -140,13 +163,6 @@ class Trainer:
             else lambda: torch.autocast(self.device.type, precision)
         )
         self.scaler = torch.amp.GradScaler("cuda") if self.config.precision == "fp16" else None
-        self.history: list[dict[str, Any]] = []
-        self.rollbacks = 0
-        self.stop = StopRequest()
-        self.writer: Any = None
-        if self.config.output_bias:
-            set_output_bias(model.decoder, model.likelihood.initial_output_bias(data.train_x))
-        torch.manual_seed(self.config.seed)
 
     # ---------------------------------------------------------------- persistence
     def restore(self) -> None:
@@ -155,9 +171,13 @@ class Trainer:
         assert self.run_dir is not None
         state, tensors = self.run_dir.load_checkpoint(self.model, self.optimizer)
         self.state.restore(state, tensors, self.run_dir)
+        self.state.check_position(len(self.train.x), self.config.batch_size, self.run_dir)
         self.history = [r for r in self.run_dir.read_metrics() if r["epoch"] <= self.state.epoch]
-        with self._writing():
-            self.run_dir.write_metrics(self.history)
+        if self.writes:
+            with self._writing():
+                self.run_dir.write_metrics(self.history)
+                self.run_dir.save_weights(self.model)  # as the checkpoint: a kill may have
+                # stopped the last write of model.safetensors
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
@@ -166,17 +186,18 @@ class Trainer:
         try:
             yield
         except OSError as err:
+            assert self.run_dir is not None
             raise CheckpointError(
-                f"could not write to {self.run_dir} ({err.strerror or err}); the previous "
-                "checkpoint is intact: free space, then continue with --resume"
+                f"could not write to {self.run_dir} ({err.strerror or err}); "
+                f"{self.run_dir.resume_hint()} once it can be written (free space?)"
             ) from err
 
     def _checkpoint(self, partial: EpochState | None = None) -> None:
         assert self.run_dir is not None
         if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
             raise TrainingDiverged(
-                f"the weights became NaN/Inf in epoch {self.state.epoch}; not saved: the last "
-                f"good checkpoint in {self.run_dir} is kept; lower --lr or use --on-nan rollback"
+                f"the weights became NaN/Inf in epoch {self.state.epoch}; not saved: "
+                f"{self.run_dir.resume_hint()}; lower --lr or use --on-nan rollback"
             )
         snapshot = self.state.snapshot(partial)
         with self._writing():
@@ -333,7 +354,7 @@ class Trainer:
         bad = [name for name, ok in zip(TERMS[1:], finite[row, 1:].tolist(), strict=True) if not ok]
         value = sums[row, TERMS.index(bad[0])].item() if bad else math.nan
         step = first_step + row
-        where = f"; the last good checkpoint is in {self.run_dir}" if self.run_dir else ""
+        where = f"; {self.run_dir.resume_hint()}" if self.run_dir else ""
         raise TrainingDiverged(
             f"training diverged: the {'/'.join(bad) or 'ELBO'} term became {value} at epoch "
             f"{self.state.epoch + 1}, step {step + 1}{where}; lower --lr, add --warmup-epochs "
@@ -356,12 +377,13 @@ class Trainer:
         saved, state = good["state"], self.state
         state.epoch, state.global_step = saved["epoch"], saved["global_step"]
         state.elapsed_s = saved["elapsed_s"]
-        state.lr_scale = saved["lr_scale"] / 2
+        state.lr_scale /= 2  # halved again at every try (the saved scale is the first try's)
         state.set_generators(good["tensors"])
         state.partial = None
         tqdm.write(
             f"vaekit: {error}; rolled back to epoch {state.epoch} with learning rate "
-            f"x{state.lr_scale:g} ({self.rollbacks}/{MAX_ROLLBACKS})"
+            f"x{state.lr_scale:g} ({self.rollbacks}/{MAX_ROLLBACKS})",
+            file=sys.stderr,
         )
 
     def _good_state(self) -> dict[str, Any]:
@@ -373,17 +395,18 @@ class Trainer:
     def run(self) -> list[dict[str, Any]]:
         """Train until ``config.epochs``; return the per-epoch metrics.
 
-        Ctrl-C (SIGINT) finishes the current step, writes a checkpoint that records the
-        position inside the epoch, and raises KeyboardInterrupt: ``resume`` then continues
-        exactly where it stopped. A second Ctrl-C stops at once (the last checkpoint stays).
+        Ctrl-C, SIGTERM or SIGHUP finishes the current step, writes a checkpoint that records
+        the position inside the epoch, and raises :class:`Stopped`: ``resume`` then continues
+        exactly where it stopped. A second signal stops at once (the last checkpoint stays).
         """
-        with stop_on_sigint(self.stop):
+        with stop_on_signals(self.stop):
             try:
                 return self._run()
             except Interrupted as stop:
                 if self.writes:
                     self._checkpoint(stop.state)
-                raise KeyboardInterrupt from None
+                assert self.stop.signum is not None
+                raise Stopped(self.stop.signum) from None
 
     def _run(self) -> list[dict[str, Any]]:
         config, state = self.config, self.state
@@ -429,7 +452,7 @@ class Trainer:
         self.history.append(record)
         log_every = max(1, config.epochs // 10)
         if self.progress and (state.epoch % log_every == 0 or state.epoch == config.epochs):
-            bar.write(format_record(record))
+            say(format_record(record))
         if config.tensorboard and self.writes:
             self._tensorboard(record)
         if self.writes:
@@ -555,10 +578,13 @@ def resume(
     data: Dataset | None = None,
     progress: bool = True,
     verify: bool = True,
+    accept_changed_data: bool = False,
 ) -> tuple[torch.nn.Module, list[dict[str, Any]]]:
     """Continue the run in ``run_dir`` from its last checkpoint (to ``epochs`` in all, if
-    given); return the model and all metrics. The data are reloaded from the run's config
-    unless passed (needed for data that are not a file or standard dataset)."""
+    given), or start it again from epoch 0 if it was stopped before its first checkpoint;
+    return the model and all metrics. The data are reloaded from the run's config unless
+    passed (needed for data that are not a file or standard dataset), and must be the data
+    the run trained on (their SHA-256), unless ``accept_changed_data``."""
     run = RunDirectory(run_dir)
     saved = run.config
     if saved.custom_networks:
@@ -566,10 +592,13 @@ def resume(
     config = saved.train if epochs is None else replace(saved.train, epochs=epochs)
     if data is None:
         data = run.load_dataset(verify=verify)
+    _check_same_data(run, data, accept_changed_data)
     with _lock_on_rank_zero(run):
+        torch.manual_seed(config.seed)  # as a new run builds its model
         model = build_model(saved.model)
         trainer = Trainer(model, data, config, run, progress)
-        trainer.restore()
+        if run.has_checkpoint():
+            trainer.restore()
         if epochs is not None and epochs < trainer.state.epoch:
             raise ConfigError(
                 f"{run} has trained {trainer.state.epoch} epochs; --epochs is the total to "
@@ -577,6 +606,30 @@ def resume(
             )
         if trainer.writes:
             run.write_config(model, trainer.config, data)
+            _note_stretched_schedule(saved.train, config, trainer.state.epoch)
         history = trainer.run()
     barrier()
     return model, history
+
+
+def _note_stretched_schedule(before: TrainConfig, after: TrainConfig, epoch: int) -> None:
+    """Say so when a resumed run's new --epochs changes a schedule that depends on it."""
+    if before.epochs == after.epochs or before.lr_schedule not in ("cosine", "exponential"):
+        return
+    was, now = learning_rate(before, max(epoch - 1, 0)), learning_rate(after, epoch)
+    say(
+        f"vaekit: note: the {before.lr_schedule} learning-rate schedule now spans "
+        f"{after.epochs} epochs instead of {before.epochs}: epoch {epoch + 1} trains at "
+        f"{now:.3g} (the last epoch trained at {was:.3g})"
+    )
+
+
+def _check_same_data(run: RunDirectory, data: Dataset, accept: bool) -> None:
+    """Refuse data whose fingerprint differs from the one the run recorded."""
+    recorded = run.config.data.get("sha256")
+    if recorded is None or accept or recorded == data.fingerprint():
+        return
+    raise DataError(
+        f"{data.name}: these are not the data {run} trained on (their SHA-256 differs); "
+        "resume on the same data, or pass --accept-changed-data to go on with these"
+    )

@@ -1,0 +1,70 @@
+"""Helpers for tests that train real runs in subprocesses and compare them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from vaekit.training.run_dir import WEIGHTS
+
+TRAIN = [
+    "train",
+    "--hidden",
+    "32",
+    "--latent-dim",
+    "4",
+    "--batch-size",
+    "16",
+    "--epochs",
+    "4",
+    "--no-progress",
+]
+
+
+def same_run(a: Path, b: Path) -> None:
+    """The two runs ended with the same weights and the same per-epoch numbers."""
+    weights_a, weights_b = load_file(a / WEIGHTS), load_file(b / WEIGHTS)
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+
+    def deterministic(run: Path) -> list[dict]:
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        drop = ("train_time_s", "examples_per_s", "elapsed_s")
+        return [{k: v for k, v in row.items() if k not in drop} for row in rows]
+
+    assert deterministic(a) == deterministic(b)
+
+
+def start(array_data: Path, run: Path, *options: str) -> subprocess.Popen:
+    argv = [*TRAIN, "--dataset", str(array_data), "--run-dir", str(run), *options]
+    return subprocess.Popen(
+        [sys.executable, "-m", "vaekit", *argv],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def wait_for_epochs(run: Path, n: int, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        metrics = run / "metrics.jsonl"
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= n:
+            return
+        time.sleep(0.01)
+    raise AssertionError("training did not reach the expected epoch")
+
+
+def signal_during_epoch_2(
+    array_data: Path, run: Path, signum: int, *options: str
+) -> subprocess.Popen:
+    process = start(array_data, run, *options)
+    wait_for_epochs(run, 1, process)
+    time.sleep(0.05)  # somewhere inside epoch 2 (or its checkpoint)
+    process.send_signal(signum)
+    return process

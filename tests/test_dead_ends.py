@@ -1,0 +1,498 @@
+"""Never a dead end: every stop resumable, every file written whole, every signal handled.
+One test (or more) per defect found by trying the reliability promises as a hostile user
+would; each failed on vaekit 0.1."""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import math
+import multiprocessing
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from runs import TRAIN, same_run, signal_during_epoch_2, start, wait_for_epochs
+from safetensors.torch import load_file
+
+import vaekit
+from vaekit import files
+from vaekit.cli import main
+from vaekit.errors import CheckpointError, DataError, TrainingDiverged
+from vaekit.files import run_lock
+from vaekit.training.run_dir import CHECKPOINT, METRICS, WEIGHTS
+from vaekit.training.trainer import Trainer
+
+
+def _one_line(capsys: pytest.CaptureFixture[str], status: int, message: str) -> None:
+    err = capsys.readouterr().err
+    assert status == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vaekit: error:"), err
+    assert message in lines[0], lines[0]
+
+
+# 1. a stop before the first checkpoint ---------------------------------------------------
+def test_kill_before_the_first_checkpoint_resumes_from_epoch_0(
+    tmp_path: Path, array_data: Path, uninterrupted: Path
+) -> None:
+    """kill -9 after epoch 1 of a run that checkpoints every 3 epochs: there is a config and
+    metrics but no checkpoint; --resume starts again from epoch 0 and ends as the run that
+    was never stopped."""
+    run = tmp_path / "early"
+    process = start(array_data, run, "--checkpoint-every", "3")
+    wait_for_epochs(run, 1, process)
+    process.kill()
+    process.wait()
+    assert not (run / CHECKPOINT).exists()
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    same_run(run, uninterrupted)
+
+
+def test_divergence_in_epoch_1_does_not_claim_a_checkpoint(
+    tmp_path: Path, digits: vaekit.Dataset
+) -> None:
+    model = vaekit.VAE(digits.shape, 4, hidden=[16])
+    model.decoder.register_forward_hook(lambda module, inputs, output: output * math.nan)
+    with pytest.raises(TrainingDiverged, match="no checkpoint was written yet") as error:
+        vaekit.fit(model, digits, run_dir=tmp_path / "run", epochs=2, progress=False)
+    assert "starts the run again from epoch 0" in str(error.value)
+    assert "intact" not in str(error.value) and "is kept" not in str(error.value)
+
+
+# 2. a kill during the last write of model.safetensors -------------------------------------
+def test_resume_makes_the_weights_agree_with_the_checkpoint(
+    tmp_path: Path, trained_run: Path, digits: vaekit.Dataset
+) -> None:
+    """The final checkpoint was written, the kill came before model.safetensors: resume
+    trains nothing, and must still leave the checkpoint's weights in model.safetensors."""
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    stale = (run / WEIGHTS).read_bytes()
+    vaekit.resume(run, epochs=4, progress=False)
+    (run / WEIGHTS).write_bytes(stale)  # the epoch-3 weights beside the epoch-4 checkpoint
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    checkpoint = load_file(run / CHECKPOINT)
+    for name, tensor in load_file(run / WEIGHTS).items():
+        assert torch.equal(tensor, checkpoint[f"model.{name}"]), name
+
+
+# 3. outputs outside the run directory -----------------------------------------------------
+class _FullDisk:
+    """A file whose writes stop half way with ENOSPC, like a full disk."""
+
+    def __init__(self, file) -> None:
+        self.file = file
+
+    def __enter__(self) -> _FullDisk:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()
+
+    def write(self, data: bytes) -> int:
+        self.file.write(data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __getattr__(self, name: str):
+        return getattr(self.file, name)
+
+
+def _full_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(
+        files.os, "fdopen", lambda fd, mode="r", *a, **k: _FullDisk(real_fdopen(fd, mode, *a, **k))
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["sample", "-n", "4", "-o", "{out}.npy"],
+        ["encode", "-o", "{out}.npy"],
+        ["encode", "-o", "{out}.npz"],
+    ],
+)
+def test_sample_and_encode_outputs_are_written_whole(
+    tmp_path: Path,
+    trained_run: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+) -> None:
+    """On a full disk the user's previous file stays as it was, and the error is one line."""
+    argv = [command[0], str(trained_run), *(a.format(out=tmp_path / "out") for a in command[1:])]
+    assert main(argv) == 0
+    output = Path(argv[-1])
+    before = output.read_bytes()
+    _full_disk(monkeypatch)
+    status = main([*argv, "--seed", "1"])
+    monkeypatch.undo()
+    _one_line(capsys, status, "No space left on device")
+    assert output.read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_encode_removes_the_labels_of_an_earlier_output(
+    tmp_path: Path, trained_run: Path, digits: vaekit.Dataset
+) -> None:
+    out = tmp_path / "z.npy"
+    assert main(["encode", str(trained_run), "-o", str(out)]) == 0
+    assert (tmp_path / "z.labels.npy").exists()  # digits have labels
+    unlabelled = tmp_path / "unlabelled.npz"
+    np.savez(unlabelled, x_train=digits.train_x.numpy(), x_test=digits.test_x.numpy())
+    assert main(["encode", str(trained_run), "--dataset", str(unlabelled), "-o", str(out)]) == 0
+    assert not (tmp_path / "z.labels.npy").exists()
+
+
+# 4. --run-dir naming a folder of other files ----------------------------------------------
+def test_a_folder_of_other_files_is_not_overwritten(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "metrics.jsonl").write_text("my notes\n")
+    (folder / "model.safetensors").write_bytes(b"my weights")
+    status = main(["train", "--epochs", "1", "--run-dir", str(folder), "--no-progress"])
+    _one_line(capsys, status, "holds other files")
+    assert (folder / "metrics.jsonl").read_text() == "my notes\n"
+    assert (folder / "model.safetensors").read_bytes() == b"my weights"
+    (tmp_path / "file").write_text("x")
+    _one_line(capsys, main(["train", "--run-dir", str(tmp_path / "file")]), "is a file")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    _one_line(capsys, main(["train", "--run-dir", str(tmp_path / "dangling")]), "broken link")
+
+
+# 5. preemption ----------------------------------------------------------------------------
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_sigterm_and_sighup_save_like_ctrl_c(
+    tmp_path: Path, array_data: Path, uninterrupted: Path, signum: int, status: int
+) -> None:
+    run = tmp_path / "preempted"
+    process = signal_during_epoch_2(array_data, run, signum)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == status, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and f"stopped by {signal.Signals(signum).name}" in lines[0], err
+    assert f"--resume {run}" in lines[0]
+    assert not (run / ".lock").exists()
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    same_run(run, uninterrupted)
+
+
+def test_a_lock_file_naming_a_live_pid_does_not_block(tmp_path: Path) -> None:
+    """After a container restarts, pid 1 (or any reused pid) is alive again: only a lock
+    held by a live process blocks, never a file left behind."""
+    (tmp_path / ".lock").write_text("1")
+    with run_lock(tmp_path):
+        assert (tmp_path / ".lock").read_text().startswith(f"pid {os.getpid()} on ")
+
+
+def _hold_lock(folder: str, barrier, results) -> None:
+    barrier.wait()
+    try:
+        with run_lock(Path(folder)):
+            results.put("won")
+            time.sleep(1.0)
+    except CheckpointError as err:
+        results.put(str(err))
+
+
+def test_of_processes_taking_a_stale_lock_at_once_one_wins(tmp_path: Path) -> None:
+    (tmp_path / ".lock").write_text("999999999")  # left by a dead process
+    context = multiprocessing.get_context("fork")
+    barrier, results = context.Barrier(6), context.Queue()
+    workers = [
+        context.Process(target=_hold_lock, args=(str(tmp_path), barrier, results)) for _ in range(6)
+    ]
+    for worker in workers:
+        worker.start()
+    outcomes = [results.get(timeout=30) for _ in workers]
+    for worker in workers:
+        worker.join()
+    assert outcomes.count("won") == 1, outcomes
+    refused = [o for o in outcomes if o != "won"]
+    assert all("in use by another vaekit process (pid" in o for o in refused), refused
+    assert all("nothing to delete" in o for o in refused)
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare")
+def test_sigterm_to_pid_1_of_a_container_is_not_ignored(tmp_path: Path, array_data: Path) -> None:
+    """PID 1 ignores signals it has no handler for; vaekit installs one for SIGTERM."""
+    run = tmp_path / "pid1"
+    argv = [*TRAIN, "--dataset", str(array_data), "--run-dir", str(run), "--epochs", "100"]
+    probe = subprocess.run(["unshare", "--pid", "--fork", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("no permission for a PID namespace here")
+    process = subprocess.Popen(
+        [
+            "unshare",
+            "--pid",
+            "--fork",
+            "--kill-child=SIGTERM",
+            sys.executable,
+            "-m",
+            "vaekit",
+            *argv,
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for_epochs(run, 1, process)
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+    os.kill(int(children[0]), signal.SIGTERM)  # vaekit, pid 1 of its namespace
+    _, err = process.communicate(timeout=60)
+    assert "stopped by SIGTERM" in err, err
+    assert len(run.joinpath(METRICS).read_text().splitlines()) < 100
+
+
+# 6. --on-nan rollback ---------------------------------------------------------------------
+def test_every_rollback_halves_the_learning_rate_again(
+    digits: vaekit.Dataset, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def diverge(self: Trainer, bar: object) -> dict:
+        raise TrainingDiverged(f"diverged at lr x{self.state.lr_scale:g}")
+
+    monkeypatch.setattr(Trainer, "_train_epoch", diverge)
+    model = vaekit.VAE(digits.shape, 4, hidden=[8])
+    with pytest.raises(TrainingDiverged, match=r"x0\.125"):
+        vaekit.fit(model, digits, epochs=2, on_nan="rollback", progress=False)
+    captured = capsys.readouterr()
+    assert "rolled back" not in captured.out
+    scales = [line.split("learning rate ")[1].split()[0] for line in captured.err.splitlines()]
+    assert scales == ["x0.5", "x0.25", "x0.125"]
+
+
+# 7. images --------------------------------------------------------------------------------
+def test_16_bit_images_use_their_full_range(tmp_path: Path) -> None:
+    folder = tmp_path / "deep"
+    folder.mkdir()
+    values = np.array([[0, 16384], [32768, 65535]], dtype=np.uint16)
+    for i in range(4):
+        Image.fromarray(values).save(folder / f"{i}.png")
+    data = vaekit.load_dataset(str(folder))
+    x = torch.cat([data.train_x, data.test_x])[0, 0]
+    expected = torch.tensor([[0, 16384], [32768, 65535]]) / 65535
+    torch.testing.assert_close(x, expected.float())
+
+
+def test_transparency_is_refused_and_opaque_alpha_dropped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    opaque, clear = tmp_path / "opaque", tmp_path / "clear"
+    for folder, alpha in ((opaque, 255), (clear, 0)):
+        folder.mkdir()
+        for i in range(3):
+            pixels = np.full((4, 4, 4), alpha, dtype=np.uint8)
+            pixels[..., :3] = 40 * i
+            Image.fromarray(pixels, mode="RGBA").save(folder / f"{i}.png")
+    data = vaekit.load_dataset(str(opaque))
+    assert data.shape == (3, 4, 4)
+    with pytest.raises(DataError, match="transparent pixels"):
+        vaekit.load_dataset(str(clear))
+    _one_line(capsys, main(["train", "--dataset", str(clear)]), "transparent pixels")
+
+
+# 8. the report's evaluation ---------------------------------------------------------------
+def test_report_does_not_show_an_evaluation_of_other_data_or_weights(
+    tmp_path: Path, trained_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    (run / "evaluation.json").unlink(missing_ok=True)
+    assert main(["evaluate", str(run), "--split", "train", "-k", "3", "--no-progress"]) == 0
+    assert main(["report", str(run), "-k", "3"]) == 0
+    page = (run / "report.html").read_text()
+    assert "Evaluated for this report (it was of the train split)" in page
+    assert main(["evaluate", str(run), "-k", "4", "--no-progress"]) == 0
+    vaekit.resume(run, epochs=4, progress=False)
+    assert main(["report", str(run), "-k", "3"]) == 0
+    page = (run / "report.html").read_text()
+    assert "it was of other weights" in page
+    capsys.readouterr()
+
+
+# 9. the data of a resumed run -------------------------------------------------------------
+def test_resume_refuses_changed_data_unless_told(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "x.npy"
+    rng = np.random.default_rng(0)
+    np.save(data, (rng.random((200, 6)) < 0.5).astype(np.float32))
+    run = tmp_path / "run"
+    argv = ["train", "--dataset", str(data), "--hidden", "8", "--latent-dim", "2"]
+    assert main([*argv, "--epochs", "1", "--run-dir", str(run), "--no-progress"]) == 0
+    np.save(data, (rng.random((200, 6)) < 0.5).astype(np.float32))
+    status = main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"])
+    _one_line(capsys, status, "not the data")
+    assert (
+        main(
+            [
+                "train",
+                "--resume",
+                str(run),
+                "--epochs",
+                "2",
+                "--accept-changed-data",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+
+
+@pytest.mark.parametrize("empty", ["x_train", "x_test"])
+def test_an_empty_split_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], empty: str
+) -> None:
+    arrays = {"x_train": np.zeros((20, 4), np.float32), "x_test": np.zeros((5, 4), np.float32)}
+    arrays[empty] = arrays[empty][:0]
+    path = tmp_path / "data.npz"
+    np.savez(path, **arrays)
+    run = tmp_path / "run"
+    status = main(["train", "--dataset", str(path), "--run-dir", str(run), "--epochs", "1"])
+    _one_line(capsys, status, "split is empty")
+    assert not run.exists()
+
+
+# 10. a closed stdout ----------------------------------------------------------------------
+def test_training_goes_on_when_its_output_goes(tmp_path: Path, array_data: Path) -> None:
+    run = tmp_path / "piped"
+    argv = [*TRAIN[:-1], "--dataset", str(array_data), "--run-dir", str(run)]
+    command = " ".join([sys.executable, "-m", "vaekit", *argv]) + " | head -c 1 > /dev/null"
+    result = subprocess.run(
+        ["bash", "-c", f"set -o pipefail; {command}"], capture_output=True, text=True
+    )
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 0, result.stderr
+    assert len((run / METRICS).read_text().splitlines()) == 4
+    assert vaekit.load(run) is not None
+
+
+# 11. one line where one line is promised ---------------------------------------------------
+def test_full_disk_in_evaluate_is_one_line(
+    tmp_path: Path,
+    trained_run: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    _full_disk(monkeypatch)
+    status = main(["evaluate", str(run), "-k", "2", "--no-progress"])
+    monkeypatch.undo()
+    _one_line(capsys, status, "No space left on device")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["sample", "{run}", "--temperature", "nan"], "--temperature a non-negative number"),
+        (["sample", "{run}", "-n", "100000000000"], "more than this machine's"),
+        (["sample", "{run}", "--seed", str(2**64)], "--seed must be an integer from 0"),
+        (["train", "--seed", str(2**64)], "seed must be an integer from 0"),
+        (["train", "--latent-dim", "100000000", "--epochs", "1"], "more than this machine's"),
+        (["train", "--hidden", "3000000000", "--epochs", "1"], "more than this machine's"),
+        (["sample", "{run}", "-o", "{tmp}/a_folder.png"], "is a folder"),
+        (["identity", "--dataset", "{tmp}/two.npy", "--latent-dim", "1"], "at least 2 held-out"),
+    ],
+)
+def test_impossible_requests_are_one_line(
+    tmp_path: Path,
+    trained_run: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    message: str,
+) -> None:
+    (tmp_path / "a_folder.png").mkdir()
+    np.save(tmp_path / "two.npy", np.random.default_rng(0).random((2, 3)).astype(np.float32))
+    argv = [a.format(run=trained_run, tmp=tmp_path) for a in argv]
+    _one_line(capsys, main(argv), message)
+
+
+def test_damaged_run_files_are_one_line(
+    tmp_path: Path, trained_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    (run / METRICS).write_bytes(b"\xff\xfe not utf-8")
+    _one_line(capsys, main(["train", "--resume", str(run), "--epochs", "4"]), "damaged")
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    _one_line(capsys, main(["sample", str(run)]), "unreadable or corrupt")
+    (run / "config.json").write_text(
+        json.dumps(config).replace('"seed": 0', '"seed": 1' + "0" * 5000)
+    )
+    _one_line(capsys, main(["sample", str(run)]), "unreadable or corrupt")
+
+
+def test_a_forged_member_size_is_refused_before_allocating(tmp_path: Path) -> None:
+    """An .npz member whose stated size (in the archive's directory) and array header claim
+    4 GB, compressed into a few bytes: refused from what the archive can hold, before numpy
+    allocates anything."""
+    header = np.lib.format.header_data_from_array_1_0(np.zeros((1,), np.float32))
+    header["shape"] = (1_000_000_000,)  # 4.0 GB of float32
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, header)
+    path = tmp_path / "forged.npz"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("x.npy", buffer.getvalue() + bytes(64))
+    raw = bytearray(path.read_bytes())
+    directory = raw.rfind(b"PK\x01\x02")  # the central directory entry: its stated size
+    raw[directory + 24 : directory + 28] = (0xFFFFFFF0).to_bytes(4, "little")
+    path.write_bytes(bytes(raw))
+    with zipfile.ZipFile(path) as archive:
+        assert archive.infolist()[0].file_size == 0xFFFFFFF0
+    with pytest.raises(DataError, match="declares more data"):
+        vaekit.load_dataset(str(path))
+
+
+def test_ctrl_c_outside_training_talks_of_no_checkpoint(
+    trained_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def interrupt(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("vaekit.cli.evaluate", interrupt)
+    assert main(["evaluate", str(trained_run), "-k", "2"]) == 130
+    err = capsys.readouterr().err
+    assert "checkpoint" not in err and "RUN" not in err and err.count("\n") == 1
+
+
+# 12. smaller --------------------------------------------------------------------------------
+def test_temporary_files_of_a_killed_write_are_removed(tmp_path: Path, trained_run: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    (run / ".checkpoint.safetensors.abc123.tmp").write_bytes(b"half a file")
+    vaekit.resume(run, epochs=4, progress=False)
+    assert not list(run.glob(".*.tmp"))
+
+
+def test_resuming_with_more_epochs_says_the_schedule_is_stretched(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    argv = ["train", "--hidden", "8", "--latent-dim", "2", "--lr-schedule", "cosine"]
+    assert main([*argv, "--epochs", "2", "--run-dir", str(run), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--epochs", "4", "--no-progress"]) == 0
+    assert "the cosine learning-rate schedule now spans 4 epochs instead of 2" in (
+        capsys.readouterr().out
+    )
+
+
+def test_warnings_are_one_line() -> None:
+    from vaekit.cli import _one_line_warning
+
+    text = _one_line_warning(UserWarning("first line\n  second line"), UserWarning)
+    assert text == "vaekit: warning: first line second line\n"
