@@ -27,7 +27,6 @@ from vaekit.errors import CheckpointError, ConfigError
 from vaekit.model import (
     PRIORS,
     DiagonalGaussianPosterior,
-    MixtureOfGaussiansPrior,
     ModelConfig,
     Prior,
     RateRule,
@@ -35,7 +34,7 @@ from vaekit.model import (
     register_rate,
 )
 from vaekit.model.gaussian import kl_to_standard, standard_log_density
-from vaekit.model.priors.mixture import MixtureOptions
+from vaekit.model.priors.mixture import MixtureOfGaussiansPrior, MixtureOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"

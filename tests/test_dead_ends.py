@@ -23,7 +23,8 @@ import pytest
 import torch
 from PIL import Image
 from runs import TRAIN, same_run, signal_during_epoch_2, start, wait_for_epochs
-from safetensors.torch import load_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 import vaekit
 from vaekit import files
@@ -434,6 +435,35 @@ def test_damaged_run_files_are_one_line(
         json.dumps(config).replace('"seed": 0', '"seed": 1' + "0" * 5000)
     )
     _one_line(capsys, main(["sample", str(run)]), "unreadable or corrupt")
+
+
+def test_a_checkpoint_position_that_does_not_fit_is_one_line(
+    tmp_path: Path, array_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "forged"
+    process = signal_during_epoch_2(array_data, run, signal.SIGINT)
+    process.communicate(timeout=60)
+    with safe_open(str(run / CHECKPOINT), framework="pt") as f:
+        metadata = f.metadata()
+        tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
+    tensors["epoch.order"] = tensors["epoch.order"] + 10**9  # indices past the data
+    save_file(tensors, run / CHECKPOINT, metadata)
+    _one_line(capsys, main(["train", "--resume", str(run)]), "does not fit these")
+
+
+def test_a_cache_that_is_a_file_and_huge_images_are_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "cache").write_text("not a folder")
+    monkeypatch.setenv("VAEKIT_CACHE", str(tmp_path / "cache"))
+    status = main(["train", "--dataset", "fashion-mnist", "--run-dir", str(tmp_path / "r")])
+    _one_line(capsys, status, str(tmp_path / "cache"))
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / f"{i}.png")
+    status = main(["train", "--dataset", str(folder), "--image-size", "30000"])
+    _one_line(capsys, status, "more than this machine's")
 
 
 def test_a_forged_member_size_is_refused_before_allocating(tmp_path: Path) -> None:

@@ -593,6 +593,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if args.k <= 0 or args.limit < 0:
         raise ConfigError("-k must be positive and --limit non-negative")
+    _check_writable(args.run)
     path = build_report(_run_dir(args.run), args.k, args.limit or None, args.data_dir)
     print(f"wrote {path}")
     return 0

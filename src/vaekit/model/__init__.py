@@ -7,7 +7,6 @@ from vaekit.model.config import COMPONENTS, Component, ModelConfig
 from vaekit.model.contract import MODELS, POSTERIORS, PRIORS, Posterior, Prior, build_model
 from vaekit.model.likelihoods import LIKELIHOODS, BernoulliLikelihood, GaussianLikelihood
 from vaekit.model.posteriors.diagonal_gaussian import DiagonalGaussianPosterior
-from vaekit.model.priors.mixture import MixtureOfGaussiansPrior
 from vaekit.model.priors.standard_normal import StandardNormalPrior
 from vaekit.model.rate import RateRule, register_rate
 from vaekit.model.vae import VAE
@@ -23,7 +22,6 @@ __all__ = [
     "Component",
     "DiagonalGaussianPosterior",
     "GaussianLikelihood",
-    "MixtureOfGaussiansPrior",
     "ModelConfig",
     "Posterior",
     "Prior",

@@ -273,19 +273,21 @@ class Trainer:
         batch size. The global batch and its draws are the same on every rank (shared seeds);
         each rank takes its share, so N ranks compute what one process would."""
         config = self.config
-        batch = self.train.select(order[step * config.batch_size : (step + 1) * config.batch_size])
+        index = order[step * config.batch_size : (step + 1) * config.batch_size]
+        x, y = self.train.x[index], None if self.train.y is None else self.train.y[index]
         if self.batch_transform is not None:
-            batch = Batch(self.batch_transform(batch.x, self.state.data), batch.y)
-        size = len(batch.x)
+            x = self.batch_transform(x, self.state.data)
+        size = len(x)
         noise = torch.randn(
             (config.samples, size, self.model.noise_dim),
             generator=self.state.noise,
             device=self.device,
         )
         if self.world > 1:
-            batch = batch.select(_share(size, self.world, self.rank))
-            noise = noise.tensor_split(self.world, dim=1)[self.rank]
-        return batch.to(self.device), noise, size
+            share = _share(size, self.world, self.rank)
+            x, y, noise = x[share], None if y is None else y[share], noise[:, share]
+        y = None if y is None else y.to(self.device, non_blocking=True)
+        return Batch(x.to(self.device, non_blocking=True), y), noise, size
 
     def _step(self, batch: Batch, noise: torch.Tensor, beta: float, size: int) -> torch.Tensor:
         """One optimizer step; returns the step's detached term sums."""
