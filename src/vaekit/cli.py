@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import io
 import math
+import os
 import signal
 import sys
 import tempfile
@@ -24,6 +25,7 @@ from typing import Any, NoReturn
 import numpy as np
 import torch
 
+from vaekit import __version__
 from vaekit.checks import fits_in_memory, seed
 from vaekit.console import say, silence_stdout
 from vaekit.data import Batch, load_dataset
@@ -48,7 +50,21 @@ EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell reports for a process killed by SIGPIPE
 
 
+class _Help(argparse.HelpFormatter):
+    """Help that shows each option's default, unless it has none or already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Help)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"vaekit: error: {message} (see '{self.prog} --help')\n")
 
@@ -151,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
         "per example, summed over dimensions.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    parser.add_argument("--version", action="version", version=f"vaekit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = commands.add_parser("train", help="train a VAE (default: on the embedded digits)")
@@ -182,10 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
     recipes.set_defaults(handler=cmd_recipes)
 
     sample = commands.add_parser("sample", help="generate from p(z) and p(x|z)")
-    sample.add_argument("run", help="run directory or model.safetensors")
+    sample.add_argument("run", nargs="+", help="run directory or model.safetensors")
     sample.add_argument("-n", type=int, default=64, help="number of samples")
-    sample.add_argument("-o", "--output", default="samples.png", help=".png grid or .npy array")
-    sample.add_argument("--temperature", type=float, default=1.0, help="z ~ N(0, T² I)")
+    sample.add_argument("-o", "--output", help=".png grid or .npy array (default: RUN/samples.png)")
+    sample.add_argument(
+        "--temperature", type=float, default=1.0, help="z from the prior at temperature T"
+    )
     sample.add_argument(
         "--draw", action="store_true", help="draw x ~ p(x|z) instead of taking its mean"
     )
@@ -193,14 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
     sample.set_defaults(handler=cmd_sample)
 
     recon = commands.add_parser("reconstruct", help="inputs beside their reconstructions")
-    recon.add_argument("run", help="run directory or model.safetensors")
+    recon.add_argument("run", nargs="+", help="run directory or model.safetensors")
     _add_data_options(recon, "default: the run's")
     recon.add_argument("-n", type=int, default=32, help="number of test examples")
-    recon.add_argument("-o", "--output", default="reconstructions.png")
+    recon.add_argument("-o", "--output", help=".png (default: RUN/reconstructions.png)")
     recon.set_defaults(handler=cmd_reconstruct)
 
     encode = commands.add_parser("encode", help="latent means E_q[z|x] (or draws) of a dataset")
-    encode.add_argument("run", help="run directory or model.safetensors")
+    encode.add_argument("run", nargs="+", help="run directory or model.safetensors")
     _add_data_options(encode, "default: the run's")
     encode.add_argument("--split", choices=("train", "test"), default="test")
     encode.add_argument(
@@ -218,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "evaluate", help="ELBO, log p̂_K(x), the gap and the diagnostics; writes evaluation.json"
     )
-    evaluate.add_argument("run", help="run directory or model.safetensors")
+    evaluate.add_argument("run", nargs="+", help="run directory or model.safetensors")
     _add_data_options(evaluate, "default: the run's")
     evaluate.add_argument("--split", choices=("train", "test"), default="test")
     evaluate.add_argument("-k", type=int, default=5000, help="importance samples per example")
@@ -256,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     identity.set_defaults(handler=cmd_identity)
 
     report = commands.add_parser("report", help="write RUN/report.html, a self-contained page")
-    report.add_argument("run", help="run directory")
+    report.add_argument("run", nargs="+", help="run directory (or its model.safetensors)")
     report.add_argument(
         "-k", type=int, default=1000, help="K of the evaluation, when the run has none yet"
     )
@@ -271,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="one of the report's figures as a PNG (identity "
         "and kl need 'vaekit evaluate RUN' first)",
     )
-    plot.add_argument("run", help="run directory")
+    plot.add_argument("run", nargs="+", help="run directory (or its model.safetensors)")
     plot.add_argument("--what", choices=PLOTS, required=True)
     plot.add_argument("-o", "--output", help="PNG path (default: RUN/<what>.png)")
     plot.add_argument("--data-dir", help="where the run's MNIST-style files are now")
@@ -336,8 +355,12 @@ def _train(args: argparse.Namespace, distributed: bool) -> int:
         if advice:
             say(f"vaekit: note: {advice}")
     start = time.perf_counter()
-    with _stopped_in(RunDirectory(run_dir)):
-        history = fit(model, data, config, run_dir, progress=progress)
+    try:
+        with _stopped_in(RunDirectory(run_dir)):
+            history = fit(model, data, config, run_dir, progress=progress)
+    finally:
+        if not args.run_dir and rank == 0 and RunDirectory(run_dir).is_run():
+            _point_latest_at(run_dir)
     if rank == 0:
         world = f" on {rank_and_size()[1]} ranks" if distributed else ""
         _report(run_dir, history, time.perf_counter() - start, world)
@@ -454,7 +477,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.n <= 0 or not (math.isfinite(args.temperature) and args.temperature >= 0):
         raise ConfigError("-n must be positive and --temperature a non-negative number")
     seed("--seed", args.seed)
-    out = _check_output(args.output, (".png", ".npy"))
+    out = _check_output(args.output or _default_output(args.run, "samples.png"), (".png", ".npy"))
     model = load(args.run)
     fits_in_memory(f"{args.n:,} samples", 8 * args.n * math.prod(model.input_shape))
     generator = torch.Generator().manual_seed(args.seed)
@@ -471,7 +494,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     if args.n <= 0:
         raise ConfigError("-n must be positive")
-    out = _check_output(args.output, (".png",))
+    out = _check_output(args.output or _default_output(args.run, "reconstructions.png"), (".png",))
     model, batch = _model_and_examples(args, "test")
     batch = batch.select(slice(args.n))
     save_reconstructions(model, batch, out)
@@ -582,10 +605,40 @@ def cmd_identity(args: argparse.Namespace) -> int:
 
 
 def _run_dir(path: str) -> Path:
+    """The run directory ``path`` names (or whose ``model.safetensors`` it names)."""
     run = Path(path)
+    if run.is_file() and (run.parent / "config.json").is_file():
+        run = run.parent
     if not (run / "config.json").is_file():
         raise ConfigError(f"{run} is not a run directory (no config.json)")
     return run
+
+
+def _one_run(runs: list[str]) -> str:
+    """The one run a command was given (a shell pattern may have matched several)."""
+    if len(runs) > 1:
+        shown = ", ".join(runs[:3]) + (", ..." if len(runs) > 3 else "")
+        raise ConfigError(
+            f"{len(runs)} runs given ({shown}); name one (runs/latest is the newest run)"
+        )
+    return runs[0]
+
+
+def _default_output(run: str, name: str) -> str:
+    """``RUN/name`` for a run directory, else ``name`` in the current directory."""
+    return str(Path(run) / name) if Path(run).is_dir() else name
+
+
+def _point_latest_at(run: Path) -> None:
+    """Make ``runs/latest`` (beside a default-named run) a link to ``run``, atomically."""
+    link = run.parent / "latest"
+    if link.exists() and not link.is_symlink():
+        return  # a user's own file or folder of that name
+    temporary = run.parent / f".latest.{os.getpid()}"
+    with contextlib.suppress(OSError):  # a folder where links cannot be made: no link
+        temporary.unlink(missing_ok=True)
+        os.symlink(run.name, temporary)
+        os.replace(temporary, link)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -619,6 +672,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
+        if isinstance(getattr(args, "run", None), list):
+            args.run = _one_run(args.run)
         return handler(args)
     except VaekitError as err:
         if args.debug:

@@ -4,6 +4,7 @@ or read from a directory the user names)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -133,6 +134,8 @@ def _download(name: str, source: IDXSource, stem: str, target: Path) -> None:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+    with contextlib.suppress(OSError):
+        target.parent.rmdir()  # only if empty: nothing is left of a failed first download
     raise DataError(
         f"could not download {name} file {stem}.gz ({'; '.join(errors)}); download the four "
         f"files yourself and pass --data-dir DIR"
@@ -152,10 +155,17 @@ def _locate(name: str, stem: str, data_dir: Path | None, verify: bool) -> Path:
         path = cache_dir() / name / f"{stem}.gz"
         if not path.is_file():
             _download(name, source, stem, path)
-    if verify and path.suffix == ".gz" and sha256_of(path) not in source.sha256[stem]:
+    digest = sha256_of(path) if verify and path.suffix == ".gz" else None
+    if digest is not None and digest not in source.sha256[stem]:
+        other = [n for n, s in IDX_SOURCES.items() if digest in s.sha256.get(stem, ())]
+        if other:
+            raise DataError(
+                f"{path} is {other[0]}'s {stem}.gz, not {name}'s: use --dataset {other[0]}, or "
+                f"point --data-dir at {name}'s files"
+            )
         raise DataError(
-            f"{path}: SHA-256 checksum does not match any known copy of {name}; delete the file "
-            "and download it again (or pass --no-verify if you trust it)"
+            f"{path}: SHA-256 checksum does not match any known copy of {name}; replace the "
+            "file with an intact copy (or pass --no-verify if you trust it)"
         )
     return path
 

@@ -106,9 +106,13 @@ class Evaluation:
                 f"  rate = I_q(x;z) {self.mutual_information:.2f} + KL(q(z) || p(z)) "
                 f"{self.marginal_kl:.2f}"
             )
+        faint = sum(
+            1 for kl, on in zip(self.kl_per_dim, self.active, strict=False) if on and kl < 0.1
+        )
+        note = f"; {faint} of them carry under 0.1 nats of KL each" if faint else ""
         rows.append(
             f"  active units      {self.active_units} of {len(self.active)} "
-            f"(Cov_x E_q[z_d] > {ACTIVE_THRESHOLD})"
+            f"(Cov_x E_q[z_d] > {ACTIVE_THRESHOLD}{note})"
         )
         if self.kl_per_dim:
             rows.append("  KL per dimension  " + " ".join(f"{v:.2f}" for v in self.kl_per_dim))

@@ -128,6 +128,16 @@ class BernoulliLikelihood(_Likelihood):
             return binarization, None
         return binarization, binarize
 
+    def advice(self, data: Dataset) -> str | None:
+        if data.is_binary:
+            return None
+        kind = "colour" if data.is_image and data.shape[0] == 3 else "grey-level"
+        return (
+            f"the {kind} values are binarised for the Bernoulli likelihood (a fresh draw of "
+            "every training batch, the test set once with seed 0); for the values themselves "
+            "use --likelihood discretized-logistic (8-bit images) or gaussian"
+        )
+
     def evaluation_examples(self, x: torch.Tensor) -> torch.Tensor:
         """Grey levels binarised once with the fixed test seed; binary data unchanged."""
         return x if is_binary(x) else fixed_binarization(x)

@@ -71,8 +71,8 @@ class RunDirectory:
         other file (an existing folder must be empty, but for what vaekit itself left)."""
         if (self.path / CONFIG).exists():
             raise ConfigError(
-                f"{self.path} already holds a run; continue it with --resume {self.path} or "
-                "choose another --run-dir"
+                f"{self.path} already holds a run; continue it ('vaekit train --resume "
+                f"{self.path}', or vaekit.resume('{self.path}')) or choose another run directory"
             )
         if self.path.exists() and not self.path.is_dir():
             raise ConfigError(f"--run-dir {self.path} is a file; name a folder")

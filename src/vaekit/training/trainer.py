@@ -519,11 +519,13 @@ class _Objective(torch.nn.Module):
 
 
 def format_record(record: dict[str, Any]) -> str:
-    """One line per epoch: terms in nats per example (summed over dimensions)."""
+    """One line per epoch: terms in nats per example (summed over dimensions); during KL
+    warm-up, the β that weighted the KL in the objective at the epoch's last step."""
+    warmup = f", weighted ×{record['beta']:.2f}" if record["beta"] != 1 else ""
     return (
         f"epoch {record['epoch']:>4}  train ELBO {record['train_elbo']:9.2f}  "
         f"held-out ELBO {record['test_elbo']:9.2f} (recon {record['test_reconstruction']:9.2f}, "
-        f"KL {record['test_rate']:7.2f})  {record['examples_per_s']:8.0f} ex/s"
+        f"KL {record['test_rate']:7.2f}{warmup})  {record['examples_per_s']:8.0f} ex/s"
     )
 
 

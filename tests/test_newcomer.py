@@ -1,0 +1,147 @@
+"""A newcomer's first day: evaluations never lost, help that says its defaults, outputs in
+the run, messages that fit where they are read."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import vaekit
+from vaekit.cli import main
+from vaekit.errors import ConfigError, DataError
+
+
+def _one_line(capsys: pytest.CaptureFixture[str], status: int, message: str) -> None:
+    err = capsys.readouterr().err
+    assert status == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vaekit: error:"), err
+    assert message in lines[0], lines[0]
+
+
+def test_a_partial_evaluation_never_replaces_a_full_one(
+    tmp_path: Path, trained_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    (run / "evaluation.json").unlink(missing_ok=True)
+    assert main(["evaluate", str(run), "-k", "20", "--no-progress"]) == 0
+    full = (run / "evaluation.json").read_text()
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("180 test examples of digits, K = 20, seed 0, weights ")
+    copy = tmp_path / "copy.json"
+    argv = ["evaluate", str(run), "-k", "5", "--limit", "10", "-o", str(copy), "--no-progress"]
+    assert main(argv) == 0
+    assert "is kept: it is a fuller evaluation of these weights" in capsys.readouterr().out
+    assert (run / "evaluation.json").read_text() == full
+    kept = sorted(p.name for p in (run / "evaluations").iterdir())
+    assert [name.split("-seed")[0] for name in kept] == ["test-n10-k5", "test-n180-k20"]
+    assert json.loads(copy.read_text())["n"] == 10
+
+
+def test_version_and_defaults_in_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"vaekit {vaekit.__version__}"
+    for command, shown in (
+        ("sample", ["-n N number of samples (default: 64)", "(default: 1.0)"]),
+        ("evaluate", ["importance samples per example (default: 5000)"]),
+        ("train", ["--latent-dim LATENT_DIM the size of z (default: 20)", "(default: 100)"]),
+    ):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        for words in shown:
+            assert words in text, (command, words)
+        assert "(default: None)" not in text
+
+
+def test_a_pattern_matching_two_runs_is_one_line(
+    tmp_path: Path, trained_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = main(["sample", str(trained_run), str(trained_run)])
+    _one_line(capsys, status, "2 runs given")
+
+
+def test_default_runs_are_linked_as_latest_and_outputs_go_into_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "--hidden", "8", "--latent-dim", "2", "--epochs", "1", "--no-progress"]
+    assert main(argv) == 0
+    latest = tmp_path / "runs" / "latest"
+    assert latest.is_symlink() and (latest / "config.json").is_file()
+    assert main(["sample", "runs/latest", "-n", "4"]) == 0
+    assert main(["reconstruct", "runs/latest", "-n", "4"]) == 0
+    assert (latest / "samples.png").is_file() and (latest / "reconstructions.png").is_file()
+    assert not (tmp_path / "samples.png").exists()
+    assert main(["report", "runs/latest/model.safetensors", "-k", "2", "--limit", "10"]) == 0
+    assert (latest / "report.html").is_file()
+    assert main([*argv, "--run-dir", "runs/mine"]) == 0  # named runs leave the link alone
+    assert latest.resolve().name != "mine"
+    capsys.readouterr()
+
+
+def test_the_api_is_told_how_to_continue_in_its_own_words(
+    tmp_path: Path, digits: vaekit.Dataset
+) -> None:
+    model = vaekit.VAE(digits.shape, 2, hidden=[8])
+    vaekit.fit(model, digits, epochs=1, run_dir=tmp_path / "api", progress=False)
+    with pytest.raises(ConfigError, match=r"vaekit\.resume\("):
+        vaekit.fit(model, digits, epochs=1, run_dir=tmp_path / "api", progress=False)
+
+
+def test_the_epoch_line_shows_the_kl_weight_during_warm_up(
+    digits: vaekit.Dataset, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = vaekit.VAE(digits.shape, 2, hidden=[8])
+    vaekit.fit(model, digits, epochs=2, warmup_epochs=4, progress=True)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch")]
+    weights = [float(line.split("weighted ×")[1].split(")")[0]) for line in lines]
+    assert 0 < weights[0] < weights[1] < 0.5  # β of each epoch's last step: t / (4 epochs)
+
+
+def test_active_units_say_how_many_carry_almost_nothing(trained_run: Path) -> None:
+    result = vaekit.evaluate(vaekit.load(trained_run), vaekit.load_dataset("digits"), k=2)
+    faint = sum(
+        1 for kl, on in zip(result.kl_per_dim, result.active, strict=True) if on and kl < 0.1
+    )
+    line = next(row for row in result.table().splitlines() if "active units" in row)
+    assert (f"{faint} of them carry under 0.1 nats" in line) == (faint > 0), line
+
+
+def test_grey_or_colour_data_are_said_to_be_binarised(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["train", "--hidden", "8", "--latent-dim", "2", "--epochs", "1"]
+    assert main([*argv, "--run-dir", str(tmp_path / "grey")]) == 0
+    assert "grey-level values are binarised" in capsys.readouterr().out
+    colour = tmp_path / "colour.npy"
+    np.save(colour, np.random.default_rng(0).random((40, 3, 4, 4)).astype(np.float32))
+    assert main([*argv, "--dataset", str(colour), "--run-dir", str(tmp_path / "rgb")]) == 0
+    assert "colour values are binarised" in capsys.readouterr().out
+
+
+def test_a_failed_download_leaves_no_empty_cache_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def offline(*args: object, **kwargs: object) -> None:
+        raise OSError("network is unreachable")
+
+    monkeypatch.setenv("VAEKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(DataError, match="could not download"):
+        vaekit.load_dataset("fashion-mnist")
+    assert not (tmp_path / "cache" / "fashion-mnist").exists()
+
+
+def test_mnist_files_named_as_fashion_mnist_are_recognised(
+    mnist_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = main(["train", "--dataset", "fashion-mnist", "--data-dir", str(mnist_dir)])
+    _one_line(capsys, status, "is mnist's")
