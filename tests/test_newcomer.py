@@ -30,6 +30,7 @@ def test_a_partial_evaluation_never_replaces_a_full_one(
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
     (run / "evaluation.json").unlink(missing_ok=True)
+    shutil.rmtree(run / "evaluations", ignore_errors=True)  # other tests' evaluations
     assert main(["evaluate", str(run), "-k", "20", "--no-progress"]) == 0
     full = (run / "evaluation.json").read_text()
     out = capsys.readouterr().out
