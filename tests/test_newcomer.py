@@ -146,3 +146,33 @@ def test_mnist_files_named_as_fashion_mnist_are_recognised(
 ) -> None:
     status = main(["train", "--dataset", "fashion-mnist", "--data-dir", str(mnist_dir)])
     _one_line(capsys, status, "is mnist's")
+
+
+def test_runs_find_their_data_from_anywhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run records absolute data paths; one that recorded a relative path (older runs, the
+    shipped models) finds it from the folders above the run; a moved file is named with
+    --dataset, for report, plot and --resume alike (resume checks it is the same data)."""
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    np.save(project / "data" / "x.npy", (rng.random((60, 6)) < 0.5).astype(np.float32))
+    monkeypatch.chdir(project)
+    argv = ["train", "--dataset", "data/x.npy", "--hidden", "8", "--latent-dim", "2"]
+    assert main([*argv, "--epochs", "1", "--run-dir", "runs/a", "--no-progress"]) == 0
+    config = json.loads((project / "runs/a/config.json").read_text())
+    assert config["train"]["dataset"] == str(project / "data" / "x.npy")
+    config["train"]["dataset"] = "data/x.npy"  # as runs before this recorded it
+    (project / "runs/a/config.json").write_text(json.dumps(config))
+    monkeypatch.chdir(tmp_path)
+    assert main(["plot", "project/runs/a", "--what", "recon"]) == 0
+    moved = tmp_path / "moved.npy"
+    shutil.move(project / "data" / "x.npy", moved)
+    _one_line(
+        capsys, main(["plot", "project/runs/a", "--what", "recon"]), "name them with --dataset"
+    )
+    assert main(["plot", "project/runs/a", "--what", "recon", "--dataset", str(moved)]) == 0
+    assert main(["report", "project/runs/a", "-k", "2", "--dataset", str(moved)]) == 0
+    resume = ["train", "--resume", "project/runs/a", "--epochs", "2", "--no-progress"]
+    assert main([*resume, "--dataset", str(moved)]) == 0

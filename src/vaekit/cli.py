@@ -37,7 +37,7 @@ from vaekit.model.config import DEFAULTS, ModelConfig
 from vaekit.objectives.elbo import standard_noise
 from vaekit.recipes import available as available_recipes
 from vaekit.recipes import load_recipe
-from vaekit.report import PLOTS
+from vaekit.report import PLOTS, DataSource
 from vaekit.training.config import TrainConfig
 from vaekit.training.distributed import broadcast, finish, init_from_environment, rank_and_size
 from vaekit.training.interrupts import Stopped
@@ -282,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--limit", type=int, default=2000, help="test examples of that evaluation (0: all)"
     )
-    report.add_argument("--data-dir", help="where the run's MNIST-style files are now")
+    _add_data_options(report, "default: the run's, where it recorded them")
     report.set_defaults(handler=cmd_report)
 
     plot = commands.add_parser(
@@ -293,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("run", nargs="+", help="run directory (or its model.safetensors)")
     plot.add_argument("--what", choices=PLOTS, required=True)
     plot.add_argument("-o", "--output", help="PNG path (default: RUN/<what>.png)")
-    plot.add_argument("--data-dir", help="where the run's MNIST-style files are now")
+    _add_data_options(plot, "default: the run's, where it recorded them")
     plot.set_defaults(handler=cmd_plot)
     return parser
 
@@ -369,18 +369,18 @@ def _train(args: argparse.Namespace, distributed: bool) -> int:
 
 def _resume(args: argparse.Namespace) -> int:
     given = {**_given(args, _model_option_names()), **_given(args, _train_option_names())}
-    given.pop("epochs", None)
-    given.pop("data_dir", None)
+    for may_change in ("epochs", "data_dir", "dataset"):
+        given.pop(may_change, None)
     if given or args.recipe or args.run_dir:
         option = next(iter(given), "recipe" if args.recipe else "run_dir")
         raise ConfigError(
             f"--resume continues the run as configured; drop --{option.replace('_', '-')} "
-            "(only --epochs and --data-dir may change)"
+            "(only --epochs, --dataset and --data-dir may change: the data must be the same)"
         )
     run = RunDirectory(args.resume)
     data = None
-    if args.data_dir:
-        data = run.load_dataset(data_dir=args.data_dir, verify=not args.no_verify)
+    if args.data_dir or args.dataset:
+        data = run.load_dataset(args.dataset, args.data_dir, verify=not args.no_verify)
     start = time.perf_counter()
     with _stopped_in(run):
         _, history = resume(
@@ -614,6 +614,10 @@ def _run_dir(path: str) -> Path:
     return run
 
 
+def _source(args: argparse.Namespace) -> DataSource:
+    return DataSource(args.dataset, args.data_dir, args.image_size)
+
+
 def _one_run(runs: list[str]) -> str:
     """The one run a command was given (a shell pattern may have matched several)."""
     if len(runs) > 1:
@@ -647,7 +651,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.k <= 0 or args.limit < 0:
         raise ConfigError("-k must be positive and --limit non-negative")
     _check_writable(args.run)
-    path = build_report(_run_dir(args.run), args.k, args.limit or None, args.data_dir)
+    path = build_report(_run_dir(args.run), args.k, args.limit or None, _source(args))
     print(f"wrote {path}")
     return 0
 
@@ -657,7 +661,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
     run = _run_dir(args.run)
     out = _check_output(args.output or str(run / f"{args.what}.png"), (".png",))
-    atomic_write_bytes(out, plot(run, args.what, args.data_dir))
+    atomic_write_bytes(out, plot(run, args.what, _source(args)))
     print(f"wrote {out}")
     return 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,9 +89,19 @@ def _described(evaluation: dict[str, Any]) -> str:
     )
 
 
-def _test_batch(run: RunDirectory, model: torch.nn.Module, data_dir: str | None) -> Batch:
-    """The run's test split as its model is evaluated on it."""
-    return evaluation_batch(model, run.load_dataset(data_dir=data_dir), "test")
+@dataclass(frozen=True)
+class DataSource:
+    """Where a run's data are, when not where the run recorded them: another ``dataset``
+    (the same data moved), or a ``data_dir`` for MNIST-style files."""
+
+    dataset: str | None = None
+    data_dir: str | None = None
+    image_size: int | None = None
+
+    def test_batch(self, run: RunDirectory, model: torch.nn.Module) -> Batch:
+        """The run's test split as its model is evaluated on it."""
+        data = run.load_dataset(self.dataset, self.data_dir, self.image_size)
+        return evaluation_batch(model, data, "test")
 
 
 @torch.no_grad()
@@ -145,12 +156,12 @@ def _importance(evaluation: dict[str, Any], means: torch.Tensor) -> list[float]:
 
 
 def build_report(
-    run_dir: str | Path, k: int = 1000, limit: int | None = 2000, data_dir: str | None = None
+    run_dir: str | Path, k: int = 1000, limit: int | None = 2000, source: DataSource | None = None
 ) -> Path:
     """Write ``run_dir/report.html`` and return its path."""
     run = RunDirectory(run_dir)
     model = run.load_model()
-    batch = _test_batch(run, model, data_dir)
+    batch = (source or DataSource()).test_batch(run, model)
     x, y = batch
     history = run.read_metrics()
     evaluation, which = latest_evaluation(run, model, batch, k, limit)
@@ -236,7 +247,7 @@ def _evaluation_of(run: RunDirectory) -> dict[str, Any]:
     return evaluation
 
 
-def _kl_png(run: RunDirectory, data_dir: str | None) -> bytes:
+def _kl_png(run: RunDirectory, source: DataSource) -> bytes:
     evaluation = _evaluation_of(run)
     if not evaluation["kl_per_dim"]:
         raise ConfigError(
@@ -249,9 +260,9 @@ def _kl_png(run: RunDirectory, data_dir: str | None) -> bytes:
 def _with_model(draw: Callable[[torch.nn.Module, Batch], bytes]) -> Callable[..., bytes]:
     """A figure of the run's model and its test examples."""
 
-    def figure(run: RunDirectory, data_dir: str | None) -> bytes:
+    def figure(run: RunDirectory, source: DataSource) -> bytes:
         model = run.load_model()
-        return draw(model, _test_batch(run, model, data_dir))
+        return draw(model, source.test_batch(run, model))
 
     return figure
 
@@ -268,7 +279,7 @@ def _traversals(model: torch.nn.Module, batch: Batch) -> bytes:
     return figures.traversals_png(model, batch, importance.tolist())
 
 
-PLOTS: dict[str, Callable[[RunDirectory, str | None], bytes]] = {
+PLOTS: dict[str, Callable[[RunDirectory, DataSource], bytes]] = {
     "samples": lambda run, _: samples_png(
         run.load_model(), 64, generator=torch.Generator().manual_seed(0)
     ),
@@ -284,12 +295,12 @@ PLOTS: dict[str, Callable[[RunDirectory, str | None], bytes]] = {
     "identity": lambda run, _: figures.identity_png(_evaluation_of(run)),
     "kl": _kl_png,
 }
-"""The figures ``vaekit plot --what`` draws: ``(run, data_dir) -> PNG bytes``."""
+"""The figures ``vaekit plot --what`` draws: ``(run, data source) -> PNG bytes``."""
 
 
-def plot(run_dir: str | Path, what: str, data_dir: str | None = None) -> bytes:
+def plot(run_dir: str | Path, what: str, source: DataSource | None = None) -> bytes:
     """One of the report's figures as PNG bytes (see ``PLOTS``); ``identity`` and ``kl`` need
     the run's ``evaluation.json`` (``vaekit evaluate``)."""
     if what not in PLOTS:
         raise ConfigError(f"unknown figure {what!r}: use one of {', '.join(PLOTS)}")
-    return PLOTS[what](RunDirectory(run_dir), data_dir)
+    return PLOTS[what](RunDirectory(run_dir), source or DataSource())

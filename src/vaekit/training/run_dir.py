@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vaekit.data import Dataset, load_dataset
+from vaekit.data import STANDARD_DATASETS, Dataset, load_dataset
 from vaekit.errors import CheckpointError, ConfigError, DataError
 from vaekit.evaluation.evaluate import fuller
 from vaekit.files import atomic_write_bytes, atomic_write_json, run_lock
@@ -134,7 +134,7 @@ class RunDirectory:
                 "vaekit_format": ckpt.FORMAT_VERSION,
                 "model": model.config.to_dict(),
                 "custom_networks": model.custom_networks,
-                "train": train.to_dict(),
+                "train": _with_absolute_paths(train).to_dict(),
                 "data": data.summary(),
             },
         )
@@ -162,14 +162,27 @@ class RunDirectory:
         verify: bool = True,
     ) -> Dataset:
         """The run's dataset, or ``dataset`` if named; ``data_dir`` overrides where the
-        run's MNIST-style files are."""
+        run's MNIST-style files are. A relative path the run recorded (runs before vaekit
+        recorded absolute ones, or copied elsewhere) is looked for from the current folder,
+        then from each folder above the run directory (where it was trained)."""
         if dataset:
             return load_dataset(dataset, data_dir, image_size, verify)
         train = self.config.train
+        name = train.dataset if train.dataset in STANDARD_DATASETS else self._find(train.dataset)
+        where = data_dir or (None if train.data_dir is None else self._find(train.data_dir))
         try:
-            return load_dataset(train.dataset, data_dir or train.data_dir, train.image_size, verify)
+            return load_dataset(name, where, train.image_size, verify)
         except DataError as err:
             raise DataError(f"{err} (the run's data; name them with --dataset)") from None
+
+    def _find(self, recorded: str) -> str:
+        path = Path(recorded)
+        if path.is_absolute() or path.exists():
+            return recorded
+        for folder in self.path.resolve().parents:
+            if (folder / path).exists():
+                return str(folder / path)
+        return recorded
 
     # ---------------------------------------------------------------- training files
     def read_metrics(self) -> list[dict[str, Any]]:
@@ -255,6 +268,15 @@ class RunDirectory:
                 with contextlib.suppress(OSError):
                     leftover.unlink()
             yield
+
+
+def _with_absolute_paths(train: TrainConfig) -> TrainConfig:
+    """``train`` with its data paths absolute, so that the run finds its data from anywhere."""
+    dataset = train.dataset
+    if dataset not in STANDARD_DATASETS and Path(dataset).exists():
+        dataset = str(Path(dataset).resolve())
+    data_dir = None if train.data_dir is None else str(Path(train.data_dir).resolve())
+    return replace(train, dataset=dataset, data_dir=data_dir)
 
 
 def _left_by_vaekit(path: Path) -> bool:
