@@ -1,7 +1,8 @@
 """What each performance option buys: vaekit's training loop with one option changed, against
 the default, measured alternately in one process (medians; ratios > 1 are faster).
 
-Options: threads (1 vs all), Adam implementation (fused vs foreach vs for-loop),
+Options: threads (1 vs all, on a quiet machine and with another job on one core), Adam
+implementation (fused vs foreach vs for-loop),
 ``torch.compile`` of the training objective, float32 matmul precision, bf16 autocast, batch
 size, and channels-last memory format for the conv networks. Every rate is the second epoch's
 (the first absorbs one-off costs such as compilation).
@@ -15,7 +16,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import statistics
+import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -44,6 +47,18 @@ def setting(
         yield
     finally:
         set_to(before)
+
+
+@contextlib.contextmanager
+def one_core_busy() -> Iterator[None]:
+    """Another job spinning on one core (a busy-loop process) for the block."""
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(1.0)  # let it take its core
+        yield
+    finally:
+        spinner.kill()
+        spinner.wait()
 
 
 def adam(**kwargs: bool) -> Setup:
@@ -99,6 +114,18 @@ def cases() -> list[tuple[str, dict, int, dict]]:
             128,
             {"context": lambda: setting(torch.get_num_threads, torch.set_num_threads, 1)},
         ),
+        *[
+            (
+                "one core busy: 1 thread instead of 2",
+                MLP,
+                batch,
+                {
+                    "busy": True,
+                    "context": lambda: setting(torch.get_num_threads, torch.set_num_threads, 1),
+                },
+            )
+            for batch in (20, 128)
+        ],
         ("Adam foreach instead of fused", MLP, 128, {"setup": adam(foreach=True)}),
         ("Adam for-loop instead of fused", MLP, 128, {"setup": adam(foreach=False)}),
         ("torch.compile of the objective", MLP, 20, {"compile": "on"}),
@@ -123,6 +150,7 @@ def cases() -> list[tuple[str, dict, int, dict]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", default="", help="the cases whose name contains this text")
     args = parser.parse_args()
     examples, repeats = (4_000, 1) if args.quick else (20_000, 3)
     data = mnist_or_synthetic(examples)
@@ -133,14 +161,18 @@ def main() -> None:
     print("| option | network | batch | default ex/s | with the option ex/s | ratio |")
     print("|---|---|---|---|---|---|")
     for name, model_options, batch, change in cases():
+        if args.only not in name:
+            continue
         change = dict(change)
         context = change.pop("context", contextlib.nullcontext)
+        load = one_core_busy if change.pop("busy", False) else contextlib.nullcontext
         base, changed = [], []
         for _ in range(repeats):
-            base.append(loop_rate(data, model_options, batch))
-            arguments = {"batch": batch, **change}
-            with context():
-                changed.append(loop_rate(data, model_options, **arguments))
+            with load():
+                base.append(loop_rate(data, model_options, batch))
+                arguments = {"batch": batch, **change}
+                with context():
+                    changed.append(loop_rate(data, model_options, **arguments))
         default, option = statistics.median(base), statistics.median(changed)
         network = model_options.get("network", "mlp")
         print(

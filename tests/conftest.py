@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,10 @@ from runs import TRAIN
 
 import vaekit
 from vaekit.cli import main
+
+# the suite's own commands run on the machine's two cores, without looking for busy ones
+# (0.2 s a command); tests/test_newcomer.py tests the default
+os.environ.setdefault("VAEKIT_THREADS", "2")
 
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 

@@ -176,3 +176,49 @@ def test_runs_find_their_data_from_anywhere(
     assert main(["report", "project/runs/a", "-k", "2", "--dataset", str(moved)]) == 0
     resume = ["train", "--resume", "project/runs/a", "--epochs", "2", "--no-progress"]
     assert main([*resume, "--dataset", str(moved)]) == 0
+
+
+def test_threads_default_to_the_free_cores(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A core busy with another job is left to it (by default); --threads and
+    $VAEKIT_THREADS choose; the choice is said in the run's header."""
+    from vaekit import threads
+
+    monkeypatch.delenv("VAEKIT_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cores = threads.available_cores()
+    monkeypatch.setattr(threads, "busy_cores", lambda: 1)
+    assert (
+        threads.choose_threads()
+        == threads.ThreadChoice(max(1, cores - 1), f"{cores} cores, 1 busy")
+        or cores == 1
+    )
+    assert threads.choose_threads(3).threads == 3
+    monkeypatch.setenv("VAEKIT_THREADS", "2")
+    assert threads.choose_threads() == threads.ThreadChoice(2, "$VAEKIT_THREADS")
+    monkeypatch.setenv("VAEKIT_THREADS", "two")
+    with pytest.raises(ConfigError, match="VAEKIT_THREADS must be a positive integer"):
+        threads.choose_threads()
+    monkeypatch.delenv("VAEKIT_THREADS")
+    argv = ["--threads", "1", "train", "--hidden", "8", "--latent-dim", "2", "--epochs", "1"]
+    assert main([*argv, "--run-dir", str(tmp_path / "run")]) == 0
+    assert "-> " + str(tmp_path / "run") + "; 1 thread (--threads;" in capsys.readouterr().out
+
+
+def test_busy_cores_sees_a_spinning_process() -> None:
+    import subprocess
+    import sys
+    import time
+
+    from vaekit.threads import available_cores, busy_cores
+
+    if available_cores() < 2:
+        pytest.skip("needs two cores")
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        assert busy_cores(0.5) >= 1
+    finally:
+        spinner.kill()
+        spinner.wait()

@@ -38,6 +38,7 @@ from vaekit.objectives.elbo import standard_noise
 from vaekit.recipes import available as available_recipes
 from vaekit.recipes import load_recipe
 from vaekit.report import PLOTS, DataSource
+from vaekit.threads import choose_threads
 from vaekit.training.config import TrainConfig
 from vaekit.training.distributed import broadcast, finish, init_from_environment, rank_and_size
 from vaekit.training.interrupts import Stopped
@@ -168,6 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     parser.add_argument("--version", action="version", version=f"vaekit {__version__}")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads (default: $VAEKIT_THREADS, else the cores free when the command "
+        "starts: a core busy with another job slows every thread down)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = commands.add_parser("train", help="train a VAE (default: on the embedded digits)")
@@ -347,9 +354,11 @@ def _train(args: argparse.Namespace, distributed: bool) -> int:
         )
     )
     if progress:
+        threads = args.threads
         say(
             f"vaekit: {data.name} {data.shape}: {len(data.train_x)} train / "
-            f"{len(data.test_x)} test examples -> {run_dir}"
+            f"{len(data.test_x)} test examples -> {run_dir}; {threads.threads} "
+            f"thread{'s' if threads.threads > 1 else ''} ({threads.why}; --threads N to choose)"
         )
         advice = model.likelihood.advice(data)
         if advice:
@@ -675,9 +684,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
+    threads_before = torch.get_num_threads()
     try:
         if isinstance(getattr(args, "run", None), list):
             args.run = _one_run(args.run)
+        args.threads = choose_threads(args.threads)
+        torch.set_num_threads(args.threads.threads)
         return handler(args)
     except VaekitError as err:
         if args.debug:
@@ -698,3 +710,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(stop) or "interrupted; nothing was written"
         print(f"vaekit: {message}", file=sys.stderr)
         return 128 + stop.signum if isinstance(stop, Stopped) else EXIT_INTERRUPTED
+    finally:
+        torch.set_num_threads(threads_before)  # main() called in a process that goes on
