@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from runs import TRAIN
+from helpers import TRAIN
 
 import vaekit
 from vaekit.cli import main

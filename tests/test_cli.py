@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import one_line_error
 from PIL import Image
 
 from vaekit.cli import main
@@ -19,11 +20,7 @@ def _fails_cleanly(capsys: pytest.CaptureFixture[str], argv: list[str], message:
         status = main(argv)
     except SystemExit as exit_:  # argparse's own errors
         status = exit_.code
-    err = capsys.readouterr().err
-    assert status == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("vaekit: error:"), err
-    assert message in lines[0], lines[0]
+    one_line_error(capsys, status, message)
 
 
 def test_train_writes_a_run_and_resume_extends_it(

@@ -4,7 +4,6 @@ would; each failed on vaekit 0.1."""
 
 from __future__ import annotations
 
-import errno
 import io
 import json
 import math
@@ -21,8 +20,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import (
+    TRAIN,
+    FullDisk,
+    one_line_error,
+    same_run,
+    signal_during_epoch_2,
+    start,
+    wait_for_epochs,
+)
 from PIL import Image
-from runs import TRAIN, same_run, signal_during_epoch_2, start, wait_for_epochs
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -33,14 +40,6 @@ from vaekit.errors import CheckpointError, DataError, TrainingDiverged
 from vaekit.files import run_lock
 from vaekit.training.run_dir import CHECKPOINT, METRICS, WEIGHTS
 from vaekit.training.trainer import Trainer
-
-
-def _one_line(capsys: pytest.CaptureFixture[str], status: int, message: str) -> None:
-    err = capsys.readouterr().err
-    assert status == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("vaekit: error:"), err
-    assert message in lines[0], lines[0]
 
 
 # 1. a stop before the first checkpoint ---------------------------------------------------
@@ -89,30 +88,10 @@ def test_resume_makes_the_weights_agree_with_the_checkpoint(
 
 
 # 3. outputs outside the run directory -----------------------------------------------------
-class _FullDisk:
-    """A file whose writes stop half way with ENOSPC, like a full disk."""
-
-    def __init__(self, file) -> None:
-        self.file = file
-
-    def __enter__(self) -> _FullDisk:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.file.close()
-
-    def write(self, data: bytes) -> int:
-        self.file.write(data[: len(data) // 2])
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    def __getattr__(self, name: str):
-        return getattr(self.file, name)
-
-
 def _full_disk(monkeypatch: pytest.MonkeyPatch) -> None:
     real_fdopen = os.fdopen
     monkeypatch.setattr(
-        files.os, "fdopen", lambda fd, mode="r", *a, **k: _FullDisk(real_fdopen(fd, mode, *a, **k))
+        files.os, "fdopen", lambda fd, mode="r", *a, **k: FullDisk(real_fdopen(fd, mode, *a, **k))
     )
 
 
@@ -139,7 +118,7 @@ def test_sample_and_encode_outputs_are_written_whole(
     _full_disk(monkeypatch)
     status = main([*argv, "--seed", "1"])
     monkeypatch.undo()
-    _one_line(capsys, status, "No space left on device")
+    one_line_error(capsys, status, "No space left on device")
     assert output.read_bytes() == before
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
@@ -165,13 +144,13 @@ def test_a_folder_of_other_files_is_not_overwritten(
     (folder / "metrics.jsonl").write_text("my notes\n")
     (folder / "model.safetensors").write_bytes(b"my weights")
     status = main(["train", "--epochs", "1", "--run-dir", str(folder), "--no-progress"])
-    _one_line(capsys, status, "holds other files")
+    one_line_error(capsys, status, "holds other files")
     assert (folder / "metrics.jsonl").read_text() == "my notes\n"
     assert (folder / "model.safetensors").read_bytes() == b"my weights"
     (tmp_path / "file").write_text("x")
-    _one_line(capsys, main(["train", "--run-dir", str(tmp_path / "file")]), "is a file")
+    one_line_error(capsys, main(["train", "--run-dir", str(tmp_path / "file")]), "is a file")
     (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
-    _one_line(capsys, main(["train", "--run-dir", str(tmp_path / "dangling")]), "broken link")
+    one_line_error(capsys, main(["train", "--run-dir", str(tmp_path / "dangling")]), "broken link")
 
 
 # 5. preemption ----------------------------------------------------------------------------
@@ -301,7 +280,7 @@ def test_transparency_is_refused_and_opaque_alpha_dropped(
     assert data.shape == (3, 4, 4)
     with pytest.raises(DataError, match="transparent pixels"):
         vaekit.load_dataset(str(clear))
-    _one_line(capsys, main(["train", "--dataset", str(clear)]), "transparent pixels")
+    one_line_error(capsys, main(["train", "--dataset", str(clear)]), "transparent pixels")
 
 
 # 8. the report's evaluation ---------------------------------------------------------------
@@ -335,7 +314,7 @@ def test_resume_refuses_changed_data_unless_told(
     assert main([*argv, "--epochs", "1", "--run-dir", str(run), "--no-progress"]) == 0
     np.save(data, (rng.random((200, 6)) < 0.5).astype(np.float32))
     status = main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"])
-    _one_line(capsys, status, "not the data")
+    one_line_error(capsys, status, "not the data")
     assert (
         main(
             [
@@ -362,7 +341,7 @@ def test_an_empty_split_is_refused(
     np.savez(path, **arrays)
     run = tmp_path / "run"
     status = main(["train", "--dataset", str(path), "--run-dir", str(run), "--epochs", "1"])
-    _one_line(capsys, status, "split is empty")
+    one_line_error(capsys, status, "split is empty")
     assert not run.exists()
 
 
@@ -381,7 +360,7 @@ def test_training_goes_on_when_its_output_goes(tmp_path: Path, array_data: Path)
 
 
 # 11. one line where one line is promised ---------------------------------------------------
-def test_full_disk_in_evaluate_is_one_line(
+def test_full_disk_in_evaluate_isone_line_error(
     tmp_path: Path,
     trained_run: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -392,7 +371,7 @@ def test_full_disk_in_evaluate_is_one_line(
     _full_disk(monkeypatch)
     status = main(["evaluate", str(run), "-k", "2", "--no-progress"])
     monkeypatch.undo()
-    _one_line(capsys, status, "No space left on device")
+    one_line_error(capsys, status, "No space left on device")
 
 
 @pytest.mark.parametrize(
@@ -408,7 +387,7 @@ def test_full_disk_in_evaluate_is_one_line(
         (["identity", "--dataset", "{tmp}/two.npy", "--latent-dim", "1"], "at least 2 held-out"),
     ],
 )
-def test_impossible_requests_are_one_line(
+def test_impossible_requests_areone_line_error(
     tmp_path: Path,
     trained_run: Path,
     capsys: pytest.CaptureFixture[str],
@@ -418,26 +397,26 @@ def test_impossible_requests_are_one_line(
     (tmp_path / "a_folder.png").mkdir()
     np.save(tmp_path / "two.npy", np.random.default_rng(0).random((2, 3)).astype(np.float32))
     argv = [a.format(run=trained_run, tmp=tmp_path) for a in argv]
-    _one_line(capsys, main(argv), message)
+    one_line_error(capsys, main(argv), message)
 
 
-def test_damaged_run_files_are_one_line(
+def test_damaged_run_files_areone_line_error(
     tmp_path: Path, trained_run: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
     (run / METRICS).write_bytes(b"\xff\xfe not utf-8")
-    _one_line(capsys, main(["train", "--resume", str(run), "--epochs", "4"]), "damaged")
+    one_line_error(capsys, main(["train", "--resume", str(run), "--epochs", "4"]), "damaged")
     config = json.loads((run / "config.json").read_text())
     (run / "config.json").write_text("[" * 100_000 + "]" * 100_000)
-    _one_line(capsys, main(["sample", str(run)]), "unreadable or corrupt")
+    one_line_error(capsys, main(["sample", str(run)]), "unreadable or corrupt")
     (run / "config.json").write_text(
         json.dumps(config).replace('"seed": 0', '"seed": 1' + "0" * 5000)
     )
-    _one_line(capsys, main(["sample", str(run)]), "unreadable or corrupt")
+    one_line_error(capsys, main(["sample", str(run)]), "unreadable or corrupt")
 
 
-def test_a_checkpoint_position_that_does_not_fit_is_one_line(
+def test_a_checkpoint_position_that_does_not_fit_isone_line_error(
     tmp_path: Path, array_data: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = tmp_path / "forged"
@@ -448,22 +427,22 @@ def test_a_checkpoint_position_that_does_not_fit_is_one_line(
         tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
     tensors["epoch.order"] = tensors["epoch.order"] + 10**9  # indices past the data
     save_file(tensors, run / CHECKPOINT, metadata)
-    _one_line(capsys, main(["train", "--resume", str(run)]), "does not fit these")
+    one_line_error(capsys, main(["train", "--resume", str(run)]), "does not fit these")
 
 
-def test_a_cache_that_is_a_file_and_huge_images_are_one_line(
+def test_a_cache_that_is_a_file_and_huge_images_areone_line_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (tmp_path / "cache").write_text("not a folder")
     monkeypatch.setenv("VAEKIT_CACHE", str(tmp_path / "cache"))
     status = main(["train", "--dataset", "fashion-mnist", "--run-dir", str(tmp_path / "r")])
-    _one_line(capsys, status, str(tmp_path / "cache"))
+    one_line_error(capsys, status, str(tmp_path / "cache"))
     folder = tmp_path / "images"
     folder.mkdir()
     for i in range(3):
         Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / f"{i}.png")
     status = main(["train", "--dataset", str(folder), "--image-size", "30000"])
-    _one_line(capsys, status, "more than this machine's")
+    one_line_error(capsys, status, "more than this machine's")
 
 
 def test_a_forged_member_size_is_refused_before_allocating(tmp_path: Path) -> None:
@@ -521,7 +500,7 @@ def test_resuming_with_more_epochs_says_the_schedule_is_stretched(
     )
 
 
-def test_warnings_are_one_line() -> None:
+def test_warnings_areone_line_error() -> None:
     from vaekit.cli import _one_line_warning
 
     text = _one_line_warning(UserWarning("first line\n  second line"), UserWarning)

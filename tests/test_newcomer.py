@@ -10,18 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import one_line_error
 
 import vaekit
 from vaekit.cli import main
 from vaekit.errors import ConfigError, DataError
-
-
-def _one_line(capsys: pytest.CaptureFixture[str], status: int, message: str) -> None:
-    err = capsys.readouterr().err
-    assert status == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("vaekit: error:"), err
-    assert message in lines[0], lines[0]
 
 
 def test_a_partial_evaluation_never_replaces_a_full_one(
@@ -62,11 +55,11 @@ def test_version_and_defaults_in_help(capsys: pytest.CaptureFixture[str]) -> Non
         assert "(default: None)" not in text
 
 
-def test_a_pattern_matching_two_runs_is_one_line(
+def test_a_pattern_matching_two_runs_isone_line_error(
     tmp_path: Path, trained_run: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     status = main(["sample", str(trained_run), str(trained_run)])
-    _one_line(capsys, status, "2 runs given")
+    one_line_error(capsys, status, "2 runs given")
 
 
 def test_default_runs_are_linked_as_latest_and_outputs_go_into_the_run(
@@ -145,7 +138,7 @@ def test_mnist_files_named_as_fashion_mnist_are_recognised(
     mnist_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     status = main(["train", "--dataset", "fashion-mnist", "--data-dir", str(mnist_dir)])
-    _one_line(capsys, status, "is mnist's")
+    one_line_error(capsys, status, "is mnist's")
 
 
 def test_runs_find_their_data_from_anywhere(
@@ -169,7 +162,7 @@ def test_runs_find_their_data_from_anywhere(
     assert main(["plot", "project/runs/a", "--what", "recon"]) == 0
     moved = tmp_path / "moved.npy"
     shutil.move(project / "data" / "x.npy", moved)
-    _one_line(
+    one_line_error(
         capsys, main(["plot", "project/runs/a", "--what", "recon"]), "name them with --dataset"
     )
     assert main(["plot", "project/runs/a", "--what", "recon", "--dataset", str(moved)]) == 0

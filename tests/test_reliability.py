@@ -4,7 +4,6 @@ fuzzed data files."""
 from __future__ import annotations
 
 import contextlib
-import errno
 import gzip
 import json
 import math
@@ -17,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import FullDisk, same_run, signal_during_epoch_2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from runs import same_run, signal_during_epoch_2
 from safetensors.torch import load_file, save_file
 
 import vaekit
@@ -54,26 +53,6 @@ def test_ctrl_c_saves_mid_epoch_and_resume_is_exact(
     same_run(run, uninterrupted)
 
 
-class _FullDisk:
-    """A file whose writes stop half way with ENOSPC, like a full disk."""
-
-    def __init__(self, file) -> None:
-        self.file = file
-
-    def __enter__(self) -> _FullDisk:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.file.close()
-
-    def write(self, data: bytes) -> int:
-        self.file.write(data[: len(data) // 2])
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    def __getattr__(self, name: str):
-        return getattr(self.file, name)
-
-
 def test_full_disk_during_checkpoint_keeps_the_previous_one(
     tmp_path: Path, digits: vaekit.Dataset, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -85,7 +64,7 @@ def test_full_disk_during_checkpoint_keeps_the_previous_one(
         if mode == "wb":  # atomic writes (the lock file is opened in text mode)
             writes["n"] += 1
             if writes["n"] > 4:  # config + epoch 1 (metrics, checkpoint, weights) succeed
-                return _FullDisk(file)
+                return FullDisk(file)
         return file
 
     monkeypatch.setattr(io.os, "fdopen", fdopen)

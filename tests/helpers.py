@@ -1,13 +1,16 @@
-"""Helpers for tests that train real runs in subprocesses and compare them."""
+"""Helpers shared by the tests: real runs in subprocesses, a full disk, one-line errors."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -68,3 +71,32 @@ def signal_during_epoch_2(
     time.sleep(0.05)  # somewhere inside epoch 2 (or its checkpoint)
     process.send_signal(signum)
     return process
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str], status: int, message: str) -> None:
+    """The command failed with status 2 and one line on stderr that says ``message``."""
+    err = capsys.readouterr().err
+    assert status == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vaekit: error:"), err
+    assert message in lines[0], lines[0]
+
+
+class FullDisk:
+    """A file whose writes stop half way with ENOSPC, like a full disk."""
+
+    def __init__(self, file) -> None:
+        self.file = file
+
+    def __enter__(self) -> FullDisk:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()
+
+    def write(self, data: bytes) -> int:
+        self.file.write(data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __getattr__(self, name: str):
+        return getattr(self.file, name)
