@@ -215,3 +215,38 @@ def test_busy_cores_sees_a_spinning_process() -> None:
     finally:
         spinner.kill()
         spinner.wait()
+
+
+def test_your_own_data_traced_back(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An image folder's codes come with each example's row, file and class name; --split
+    all encodes every example in the folder's order; the run keeps the class names."""
+    from PIL import Image
+
+    folder = tmp_path / "pets"
+    rng = np.random.default_rng(0)
+    for kind, level in (("cats", 40), ("dogs", 200)):
+        (folder / kind).mkdir(parents=True)
+        for i in range(10):
+            pixels = np.clip(rng.normal(level, 20, (8, 8)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / kind / f"{i}.png")
+    run = tmp_path / "run"
+    argv = ["train", "--dataset", str(folder), "--hidden", "8", "--latent-dim", "2"]
+    assert main([*argv, "--epochs", "1", "--run-dir", str(run), "--no-progress"]) == 0
+    assert json.loads((run / "config.json").read_text())["data"]["classes"] == ["cats", "dogs"]
+    out = tmp_path / "z.npy"
+    assert main(["encode", str(run), "--split", "all", "-o", str(out)]) == 0
+    z, index = np.load(out), np.load(tmp_path / "z.index.npy")
+    files, labels = np.load(tmp_path / "z.files.npy"), np.load(tmp_path / "z.labels.npy")
+    assert len(z) == 20 and index.tolist() == list(range(20))
+    assert [f.split("/")[0] for f in files] == ["cats"] * 10 + ["dogs"] * 10
+    assert labels.tolist() == [0] * 10 + [1] * 10
+    assert np.load(tmp_path / "z.classes.npy").tolist() == ["cats", "dogs"]
+    csv_path = tmp_path / "terms.csv"
+    assert main(["evaluate", str(run), "-k", "2", "--per-example", str(csv_path)]) == 0
+    header, *rows = [line.split(",") for line in csv_path.read_text().splitlines()]
+    assert header[:5] == ["index", "row", "file", "label", "class"] and len(rows) == 2
+    for _, row, file, label, name in (r[:5] for r in rows):
+        assert (
+            file == files[int(row)] and name == file.split("/")[0] == ["cats", "dogs"][int(label)]
+        )
+    capsys.readouterr()

@@ -28,7 +28,7 @@ import torch
 from vaekit import __version__
 from vaekit.checks import fits_in_memory, seed
 from vaekit.console import say, silence_stdout
-from vaekit.data import Batch, load_dataset
+from vaekit.data import Batch, Dataset, load_dataset
 from vaekit.errors import ConfigError, VaekitError
 from vaekit.evaluation.evaluate import evaluate, evaluation_batch
 from vaekit.files import atomic_write_bytes
@@ -228,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     encode = commands.add_parser("encode", help="latent means E_q[z|x] (or draws) of a dataset")
     encode.add_argument("run", nargs="+", help="run directory or model.safetensors")
     _add_data_options(encode, "default: the run's")
-    encode.add_argument("--split", choices=("train", "test"), default="test")
+    encode.add_argument("--split", choices=("train", "test", "all"), default="test")
     encode.add_argument(
         "--draw", action="store_true", help="draw z ~ q(z|x) instead of taking its mean"
     )
@@ -237,7 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
         "-o",
         "--output",
         default="z.npy",
-        help=".npy (labels beside it as <name>.labels.npy) or .npz (z, labels)",
+        help=".npy (beside it <name>.labels.npy, .index.npy: each code's row in your data, "
+        ".files.npy: its file in an image folder, .classes.npy: the label names) or .npz (z "
+        "and those)",
     )
     encode.set_defaults(handler=cmd_encode)
 
@@ -246,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("run", nargs="+", help="run directory or model.safetensors")
     _add_data_options(evaluate, "default: the run's")
-    evaluate.add_argument("--split", choices=("train", "test"), default="test")
+    evaluate.add_argument("--split", choices=("train", "test", "all"), default="test")
     evaluate.add_argument("-k", type=int, default=5000, help="importance samples per example")
     evaluate.add_argument(
         "--k-sweep",
@@ -435,9 +437,9 @@ def _report(run_dir: Path, history: list[dict[str, Any]], seconds: float, where:
     )
 
 
-def _model_and_examples(args: argparse.Namespace, split: str) -> tuple[torch.nn.Module, Batch]:
-    """The model of ``args.run`` and the ``split`` of the dataset named on the command line
-    (else the run's own), as the model is evaluated on them (``evaluation_batch``)."""
+def _model_and_data(args: argparse.Namespace) -> tuple[torch.nn.Module, Dataset]:
+    """The model of ``args.run`` and the dataset named on the command line (else the run's
+    own)."""
     model = load(args.run)
     run = RunDirectory(args.run)
     if not args.dataset and not run.path.is_dir():
@@ -447,6 +449,12 @@ def _model_and_examples(args: argparse.Namespace, split: str) -> tuple[torch.nn.
         raise ConfigError(
             f"the data's examples have shape {data.shape} but the model expects {model.input_shape}"
         )
+    return model, data
+
+
+def _model_and_examples(args: argparse.Namespace, split: str) -> tuple[torch.nn.Module, Batch]:
+    """The model and the ``split`` of its data as it is evaluated on them."""
+    model, data = _model_and_data(args)
     return model, evaluation_batch(model, data, split)
 
 
@@ -514,8 +522,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 def cmd_encode(args: argparse.Namespace) -> int:
     seed("--seed", args.seed)
     out = _check_output(args.output, (".npy", ".npz"))
-    model, batch = _model_and_examples(args, args.split)
-    y = batch.y
+    model, data = _model_and_data(args)
+    batch = evaluation_batch(model, data, args.split)
     generator = torch.Generator().manual_seed(args.seed)
     parts = []
     with torch.no_grad():
@@ -526,23 +534,39 @@ def cmd_encode(args: argparse.Namespace) -> int:
                 parts.append(model.posterior.rsample(params, noise)[0])
             else:
                 parts.append(model.posterior.representative(params))
-    z = torch.cat(parts)
-    labels = None if y is None else y.numpy()
+    index = data.index(args.split).numpy()
+    columns = {
+        "z": torch.cat(parts).numpy(),
+        "labels": None if batch.y is None else batch.y.numpy(),
+        "index": index,
+        "files": None if data.sources is None else np.array([data.sources[i] for i in index]),
+        "classes": None if data.classes is None else np.array(data.classes),
+    }
+    _write_codes(out, columns)
+    given = ", ".join(name for name, value in columns.items() if value is not None)
+    what = "draws z ~ q(z|x)" if args.draw else "means"
+    print(f"wrote latent {what} {columns['z'].shape} of the {args.split} split ({given}) to {out}")
+    return 0
+
+
+def _write_codes(out: Path, columns: dict[str, np.ndarray | None]) -> None:
+    """An ``.npz`` with every column, or ``out.npy`` (z) with each other column beside it as
+    ``<name>.<column>.npy`` (an earlier output's column that these codes lack is removed:
+    it would be taken for theirs)."""
     if out.suffix == ".npz":
         buffer = io.BytesIO()
-        np.savez(buffer, z=z.numpy(), **({} if labels is None else {"labels": labels}))
+        np.savez(buffer, **{name: value for name, value in columns.items() if value is not None})
         atomic_write_bytes(out, buffer.getvalue())
-    else:
-        labels_path = out.with_suffix(".labels.npy")
-        if labels is not None:
-            atomic_write_bytes(labels_path, _npy_bytes(labels))
-        elif labels_path.exists():
-            labels_path.unlink()  # an earlier output's labels would be taken for these codes
-        atomic_write_bytes(out, _npy_bytes(z.numpy()))
-    note = "" if labels is None else " with labels"
-    what = "draws z ~ q(z|x)" if args.draw else "means"
-    print(f"wrote latent {what} {tuple(z.shape)} of the {args.split} split{note} to {out}")
-    return 0
+        return
+    for name, value in columns.items():
+        if name == "z":
+            continue
+        beside = out.with_suffix(f".{name}.npy")
+        if value is not None:
+            atomic_write_bytes(beside, _npy_bytes(value))
+        elif beside.exists():
+            beside.unlink()
+    atomic_write_bytes(out, _npy_bytes(columns["z"]))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -553,9 +577,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.output:
         _check_output(args.output, (".json",))
     _check_writable(args.run)
-    model, batch = _model_and_examples(args, args.split)
+    model, data = _model_and_data(args)
+    batch, rows = evaluation_batch(model, data, args.split), data.index(args.split)
     if args.limit is not None:
-        batch = batch.select(slice(args.limit))
+        batch, rows = batch.select(slice(args.limit)), rows[: args.limit]
     result = evaluate(
         model, batch, args.k, k_sweep=args.k_sweep, seed=args.seed, progress=not args.no_progress
     )
@@ -574,7 +599,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         result.save(args.output)
         written.append(Path(args.output))
     if csv_path is not None:
-        result.save_per_example(csv_path, batch.y)
+        result.save_per_example(csv_path, batch.y, rows, data.sources, data.classes)
         written.append(csv_path)
     kept = (
         ""

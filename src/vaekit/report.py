@@ -220,7 +220,12 @@ def build_report(
             ),
         ),
         _section(
-            "latent", "The latent space", _img(figures.latent_scatter_png(means, y), "latent space")
+            "latent",
+            "The latent space",
+            _img(
+                figures.latent_scatter_png(means, y, run.config.data.get("classes")),
+                "latent space",
+            ),
         ),
         _section(
             "worst",
@@ -279,6 +284,16 @@ def _traversals(model: torch.nn.Module, batch: Batch) -> bytes:
     return figures.traversals_png(model, batch, importance.tolist())
 
 
+def _latent(run: RunDirectory, source: DataSource, limit: int) -> bytes:
+    """The latent space of up to ``limit`` test examples (as many as the report's), with
+    the run's class names."""
+    model = run.load_model()
+    batch = source.test_batch(run, model)
+    labels = None if batch.y is None else batch.y[:limit]
+    means = _means(model, batch, limit)
+    return figures.latent_scatter_png(means, labels, run.config.data.get("classes"))
+
+
 PLOTS: dict[str, Callable[[RunDirectory, DataSource], bytes]] = {
     "samples": lambda run, _: samples_png(
         run.load_model(), 64, generator=torch.Generator().manual_seed(0)
@@ -286,11 +301,7 @@ PLOTS: dict[str, Callable[[RunDirectory, DataSource], bytes]] = {
     "recon": _with_model(lambda model, batch: reconstructions_png(model, batch.select(slice(32)))),
     "interp": _with_model(figures.interpolations_png),
     "traverse": _with_model(_traversals),
-    "latent": _with_model(
-        lambda model, batch: figures.latent_scatter_png(
-            _means(model, batch, 5000), None if batch.y is None else batch.y[:5000]
-        )
-    ),
+    "latent": lambda run, source: _latent(run, source, 10_000),
     "curves": lambda run, _: figures.curves_png(run.read_metrics()),
     "identity": lambda run, _: figures.identity_png(_evaluation_of(run)),
     "kl": _kl_png,

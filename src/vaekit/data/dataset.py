@@ -25,7 +25,10 @@ class Dataset:
     """Train and test splits of one dataset.
 
     ``train_x``/``test_x``: float32 ``(N, *shape)``, images ``(N, C, H, W)`` with values in
-    [0, 1]; ``train_y``/``test_y``: int64 labels ``(N,)`` or ``None``.
+    [0, 1]; ``train_y``/``test_y``: int64 labels ``(N,)`` or ``None``. Where the data came
+    from: ``train_index``/``test_index``, each example's row in the user's file (or its
+    position in the folder's sorted file list), ``sources`` the files of a folder by that
+    position, ``classes`` the name of each label (a folder's sub-folders).
     """
 
     name: str
@@ -33,6 +36,10 @@ class Dataset:
     test_x: torch.Tensor
     train_y: torch.Tensor | None = None
     test_y: torch.Tensor | None = None
+    train_index: torch.Tensor | None = None
+    test_index: torch.Tensor | None = None
+    sources: list[str] | None = None
+    classes: list[str] | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -51,16 +58,41 @@ class Dataset:
         return all(is_binary(x) for x in (self.train_x, self.test_x))
 
     def batch(self, name: str) -> Batch:
-        """Split ``train`` or ``test`` as a :class:`Batch` (x and labels)."""
+        """Split ``train``, ``test`` or ``all`` as a :class:`Batch` (x and labels)."""
         return Batch(*self.split(name))
 
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``(x, y)`` of split ``train`` or ``test``."""
+        """``(x, y)`` of split ``train`` or ``test``, or ``all`` (both, in the order of the
+        user's rows where they are known, else train then test)."""
         if name == "train":
             return self.train_x, self.train_y
         if name == "test":
             return self.test_x, self.test_y
-        raise DataError(f"unknown split {name!r}: use 'train' or 'test'")
+        if name == "all":
+            order = torch.cat([self.index("train"), self.index("test")]).argsort()
+            x = torch.cat([self.train_x, self.test_x])[order]
+            y = (
+                None
+                if self.train_y is None or self.test_y is None
+                else (torch.cat([self.train_y, self.test_y])[order])
+            )
+            return x, y
+        raise DataError(f"unknown split {name!r}: use 'train', 'test' or 'all'")
+
+    def index(self, name: str) -> torch.Tensor:
+        """Each example's row in the user's data, for split ``train``, ``test`` or ``all``
+        (sorted); where unknown, the position in train-then-test order."""
+        train, test = self.train_index, self.test_index
+        if train is None or test is None:
+            train = torch.arange(len(self.train_x))
+            test = torch.arange(len(self.test_x)) + len(self.train_x)
+        if name == "train":
+            return train
+        if name == "test":
+            return test
+        if name == "all":
+            return torch.cat([train, test]).sort().values
+        raise DataError(f"unknown split {name!r}: use 'train', 'test' or 'all'")
 
     def summary(self) -> dict[str, object]:
         return {
@@ -69,6 +101,7 @@ class Dataset:
             "train_examples": len(self.train_x),
             "test_examples": len(self.test_x),
             "labels": self.train_y is not None,
+            **({"classes": self.classes} if self.classes else {}),
             "binary": self.is_binary,
             "sha256": self.fingerprint(),
         }
@@ -125,4 +158,6 @@ def holdout_split(
         torch.from_numpy(np.ascontiguousarray(x[test])),
         None if y is None else torch.from_numpy(y[train]).long(),
         None if y is None else torch.from_numpy(y[test]).long(),
+        torch.from_numpy(train).long(),
+        torch.from_numpy(test).long(),
     )

@@ -234,4 +234,8 @@ def load_image_folder(path: str | Path, image_size: int | None = None) -> Datase
     if len(folders) > 1:
         index = {folder: i for i, folder in enumerate(folders)}
         y = np.array([index[file.parent] for file in files], dtype=np.int64)
-    return holdout_split(x, y, root.name)
+    data = holdout_split(x, y, root.name)
+    data.sources = [str(file.relative_to(root)) for file in files]
+    if y is not None:
+        data.classes = [str(folder.relative_to(root)) for folder in folders]
+    return data

@@ -15,7 +15,9 @@ over all K).
 from __future__ import annotations
 
 import collections
+import csv
 import hashlib
+import io
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -130,16 +132,36 @@ class Evaluation:
     def save(self, path: str | Path) -> None:
         atomic_write_json(path, self.to_dict())
 
-    def save_per_example(self, path: str | Path, labels: torch.Tensor | None = None) -> None:
-        """CSV with one row per example: index, label, elbo, log_px, gap."""
+    def save_per_example(
+        self,
+        path: str | Path,
+        labels: torch.Tensor | None = None,
+        rows: torch.Tensor | None = None,
+        files: list[str] | None = None,
+        classes: list[str] | None = None,
+    ) -> None:
+        """CSV with one row per example: its index in the evaluated examples, its ``rows``
+        in the user's data and its file (an image folder's), its label and the label's name,
+        then elbo, reconstruction, rate, log_px and gap (nats)."""
         columns = ["elbo", "reconstruction", "rate", "log_px", "gap"]
-        lines = [["index", "label", *columns]]
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["index", "row", "file", "label", "class", *columns])
         values = torch.stack([self.per_example[c] for c in columns], 1).tolist()
-        for i, row in enumerate(values):
-            label = "" if labels is None else int(labels[i])
-            lines.append([i, label, *(f"{v:.4f}" for v in row)])
-        text = "\n".join(",".join(map(str, line)) for line in lines) + "\n"
-        atomic_write_bytes(path, text.encode())
+        for i, terms in enumerate(values):
+            row = i if rows is None else int(rows[i])
+            label = None if labels is None else int(labels[i])
+            writer.writerow(
+                [
+                    i,
+                    row,
+                    "" if files is None else files[row],
+                    "" if label is None else label,
+                    "" if label is None or classes is None else classes[label],
+                    *(f"{v:.4f}" for v in terms),
+                ]
+            )
+        atomic_write_bytes(path, buffer.getvalue().encode())
 
 
 def _warnings(active: int, latent_dim: int, mean_rate: float) -> list[str]:

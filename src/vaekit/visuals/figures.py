@@ -75,9 +75,15 @@ def kl_per_dimension_png(kl: list[float], threshold_active: list[bool]) -> bytes
     return figure_png(fig)
 
 
-def latent_scatter_png(means: torch.Tensor, labels: torch.Tensor | None) -> bytes:
+MAX_LEGEND_CLASSES = 20
+
+
+def latent_scatter_png(
+    means: torch.Tensor, labels: torch.Tensor | None, classes: list[str] | None = None
+) -> bytes:
     """Encoded means E_q[z|x]: the latent itself when 2-D, else its first two principal
-    components, coloured by label."""
+    components, coloured by label: a legend of the classes (their ``classes`` names, if
+    given) for up to 20 of them, else a colour bar."""
     import matplotlib.pyplot as plt
     from sklearn.decomposition import PCA
 
@@ -92,12 +98,20 @@ def latent_scatter_png(means: torch.Tensor, labels: torch.Tensor | None) -> byte
         share = 100 * pca.explained_variance_ratio_
         axis = (f"PC 1 ({share[0]:.0f}% of variance)", f"PC 2 ({share[1]:.0f}%)")
     fig, ax = plt.subplots(figsize=(6, 5))
-    if labels is None:
+    values_of = None if labels is None else labels.cpu().numpy()
+    if values_of is None:
         ax.scatter(points[:, 0], points[:, 1], s=4, alpha=0.7)
-    else:
-        shown = ax.scatter(
-            points[:, 0], points[:, 1], c=labels.cpu().numpy(), s=4, cmap="tab10", alpha=0.7
+    elif len(np.unique(values_of)) <= MAX_LEGEND_CLASSES:
+        colours = plt.get_cmap("tab20" if len(np.unique(values_of)) > 10 else "tab10")
+        for i, label in enumerate(np.unique(values_of)):
+            chosen = values_of == label
+            name = classes[label] if classes is not None and label < len(classes) else label
+            ax.scatter(*points[chosen].T, s=4, alpha=0.7, color=colours(i), label=str(name))
+        ax.legend(
+            markerscale=3, fontsize=8, title="label", loc="center left", bbox_to_anchor=(1, 0.5)
         )
+    else:
+        shown = ax.scatter(points[:, 0], points[:, 1], c=values_of, s=4, cmap="viridis")
         fig.colorbar(shown, ax=ax, label="label")
     ax.set_xlabel(axis[0])
     ax.set_ylabel(axis[1])
