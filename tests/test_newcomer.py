@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from helpers import one_line_error
 
 import vaekit
@@ -250,3 +251,41 @@ def test_your_own_data_traced_back(tmp_path: Path, capsys: pytest.CaptureFixture
             file == files[int(row)] and name == file.split("/")[0] == ["cats", "dogs"][int(label)]
         )
     capsys.readouterr()
+
+
+class _Encoder(torch.nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(64, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x.flatten(1))
+
+
+class _Decoder(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(3, 64)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.layer(z).reshape(-1, 1, 8, 8)
+
+
+def test_your_own_networks_are_checked_and_get_every_figure(
+    tmp_path: Path, digits: vaekit.Dataset, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(ConfigError, match=r"your encoder maps \(2, 1, 8, 8\) to \(2, 5\); "):
+        vaekit.VAE(digits.shape, 3, encoder=_Encoder(5), decoder=_Decoder())
+    model = vaekit.VAE(digits.shape, 3, encoder=_Encoder(6), decoder=_Decoder())
+    history = vaekit.fit(model, digits, epochs=2, run_dir=tmp_path / "run", progress=False)
+    eight_bit = (digits.test_x * 255).to(torch.uint8)
+    for measure in (lambda: vaekit.elbo(model, eight_bit), lambda: model.encode(eight_bit)):
+        with pytest.raises(DataError, match=r"torch.uint8; convert them to floats first"):
+            measure()
+    with pytest.raises(DataError, match=r"shape \(64,\) but the model expects \(1, 8, 8\)"):
+        vaekit.evaluate(model, digits.test_x.flatten(1), k=2)
+    path = vaekit.write_report(model, digits, tmp_path / "mine.html", k=2, history=history)
+    page = path.read_text()
+    assert page.count("<img") == 9 and "No training history" not in page  # every figure
+    status = main(["sample", str(tmp_path / "run")])
+    one_line_error(capsys, status, "vaekit.write_report(model, data")

@@ -24,6 +24,7 @@ from vaekit.errors import VaekitError
 from vaekit.evaluation import Evaluation, evaluate
 from vaekit.model import VAE, ModelConfig
 from vaekit.objectives import ELBOTerms, elbo, iwae_bound, log_px
+from vaekit.report import write_report
 from vaekit.training import TrainConfig, fit, load, resume
 
 __version__ = "0.1.0"
@@ -46,4 +47,5 @@ __all__ = [
     "load_dataset",
     "log_px",
     "resume",
+    "write_report",
 ]

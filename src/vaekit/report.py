@@ -17,8 +17,10 @@ from typing import Any
 import torch
 
 from vaekit.data.batch import Batch
+from vaekit.data.dataset import Dataset
 from vaekit.errors import ConfigError
 from vaekit.evaluation.evaluate import evaluate, evaluation_batch, mismatch
+from vaekit.files import atomic_write_bytes
 from vaekit.training.run_dir import EVALUATION, REPORT, RunDirectory
 from vaekit.visuals import figures
 from vaekit.visuals.grids import examples_png, reconstructions_png, samples_png
@@ -155,6 +157,21 @@ def _importance(evaluation: dict[str, Any], means: torch.Tensor) -> list[float]:
     return means.double().var(0).tolist()
 
 
+@dataclass(frozen=True)
+class ReportInputs:
+    """What a report shows: the model, its test examples, an evaluation of them (with a
+    sentence saying which), the training curves, the configuration and the data summary."""
+
+    title: str
+    model: torch.nn.Module
+    batch: Batch
+    evaluation: dict[str, Any]
+    which: str
+    history: list[dict[str, Any]]
+    configuration: dict[str, Any]
+    data: dict[str, Any]
+
+
 def build_report(
     run_dir: str | Path, k: int = 1000, limit: int | None = 2000, source: DataSource | None = None
 ) -> Path:
@@ -162,44 +179,94 @@ def build_report(
     run = RunDirectory(run_dir)
     model = run.load_model()
     batch = (source or DataSource()).test_batch(run, model)
-    x, y = batch
-    history = run.read_metrics()
     evaluation, which = latest_evaluation(run, model, batch, k, limit)
-    generator = torch.Generator().manual_seed(0)
+    inputs = ReportInputs(
+        run.path.name,
+        model,
+        batch,
+        evaluation,
+        which,
+        run.read_metrics(),
+        {**run.config.model.flat_options(), **run.config.train.to_dict()},
+        run.config.data,
+    )
+    return run.write(REPORT, report_html(inputs, str(run.path.resolve())).encode())
+
+
+def write_report(
+    model: torch.nn.Module,
+    data: Dataset,
+    path: str | Path,
+    k: int = 1000,
+    limit: int | None = 2000,
+    history: list[dict[str, Any]] | None = None,
+) -> Path:
+    """Write the report of a model object (one with your own networks, too) on ``data``'s
+    test split to ``path`` (HTML); ``history``: the metrics ``vaekit.fit`` returned, for the
+    training curves."""
+    batch = evaluation_batch(model, data, "test")
+    result = evaluate(model, batch.select(slice(limit)) if limit else batch, k)
+    result.info.update(split="test", dataset=data.name)
+    inputs = ReportInputs(
+        type(model).__name__,
+        model,
+        batch,
+        result.to_dict(),
+        f"Evaluated for this report: {result.describe()}.",
+        history or [],
+        model.config.flat_options(),
+        data.summary(),
+    )
+    path = Path(path)
+    atomic_write_bytes(path, report_html(inputs, str(path.resolve())).encode())
+    return path
+
+
+def report_html(inputs: ReportInputs, where: str) -> str:
+    """The self-contained page of ``inputs``."""
+    title = html.escape(inputs.title)
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>vaekit report: {title}"
+        f"</title><style>{_STYLE}</style></head><body><h1>vaekit report: {title}</h1>"
+        f"<p class='note'>{html.escape(where)}</p>{''.join(_sections(inputs))}"
+        f"<p id='check' class='note'></p>{_SELF_CHECK}</body></html>"
+    )
+
+
+def _sections(inputs: ReportInputs) -> list[str]:
+    model, batch, evaluation = inputs.model, inputs.batch, inputs.evaluation
     means = _means(model, batch)
     log_px = torch.tensor(evaluation["per_example"]["log_px"])
     worst = torch.argsort(log_px)[:16]
     worst_values = ", ".join(f"{v:.1f}" for v in log_px[worst].tolist())
-    numbers = _numbers(evaluation)
     warnings = "".join(f"<p><b>Warning:</b> {html.escape(w)}</p>" for w in evaluation["warnings"])
-    sections = [
+    curves = (
+        _img(figures.curves_png(inputs.history), "training curves")
+        if inputs.history
+        else '<p class="note">No training history was given.</p>'
+    )
+    return [
         _section(
             "config",
             "Configuration and data",
-            _table({**run.config.model.flat_options(), **run.config.train.to_dict()})
-            + "<h3>Data</h3>"
-            + _table(run.config.data),
+            _table(inputs.configuration) + "<h3>Data</h3>" + _table(inputs.data),
         ),
-        _section("curves", "Training curves", _img(figures.curves_png(history), "training curves")),
+        _section("curves", "Training curves", curves),
         _section(
             "identity",
             "The identity: log p̂(x) = ELBO + gap",
-            f'<p class="note">{html.escape(which)}</p>'
-            + _table(numbers)
+            f'<p class="note">{html.escape(inputs.which)}</p>'
+            + _table(_numbers(evaluation))
             + warnings
             + _img(figures.identity_png(evaluation), "identity")
             + '<p class="note">nats per example, summed over dimensions; the gap estimates '
             "KL(q(z|x) || p(z|x)) from below.</p>",
         ),
-        _section(
-            "kl",
-            "KL per latent dimension",
-            _kl_section(evaluation),
-        ),
+        _section("kl", "KL per latent dimension", _kl_section(evaluation)),
         _section(
             "samples",
             "Samples from the prior",
-            _img(samples_png(model, 64, generator=generator), "samples"),
+            _img(samples_png(model, 64, generator=torch.Generator().manual_seed(0)), "samples"),
         ),
         _section(
             "reconstructions",
@@ -223,25 +290,17 @@ def build_report(
             "latent",
             "The latent space",
             _img(
-                figures.latent_scatter_png(means, y, run.config.data.get("classes")),
+                figures.latent_scatter_png(means, batch.y, inputs.data.get("classes")),
                 "latent space",
             ),
         ),
         _section(
             "worst",
             "Worst-explained test examples (lowest log p̂(x))",
-            _img(examples_png(x[worst], title="worst explained"), "worst examples")
+            _img(examples_png(batch.x[worst], title="worst explained"), "worst examples")
             + f'<p class="note">log p̂(x): {worst_values}</p>',
         ),
     ]
-    page = (
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>vaekit report: "
-        f"{html.escape(run.path.name)}</title><style>{_STYLE}</style></head><body>"
-        f"<h1>vaekit report: {html.escape(run.path.name)}</h1>"
-        f"<p class='note'>{html.escape(str(run.path.resolve()))}</p>{''.join(sections)}"
-        f"<p id='check' class='note'></p>{_SELF_CHECK}</body></html>"
-    )
-    return run.write(REPORT, page.encode())
 
 
 def _evaluation_of(run: RunDirectory) -> dict[str, Any]:

@@ -213,7 +213,7 @@ def evaluate(
         "seed": seed,
         "weights_sha256": weights_fingerprint(model),
     }
-    model.likelihood.check(batch.x)
+    model.check_examples(batch)
     model.eval()
     start_time = time.perf_counter()
     device = next(model.parameters()).device

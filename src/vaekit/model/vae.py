@@ -11,6 +11,7 @@ log p(x|z). It knows nothing of the objectives.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -18,7 +19,7 @@ from torch import nn
 from torch.distributions import Distribution
 
 from vaekit.data.batch import Batch, as_batch
-from vaekit.errors import ConfigError
+from vaekit.errors import ConfigError, DataError
 from vaekit.model.config import COMPONENTS, ModelConfig
 from vaekit.model.contract import MODELS, PosteriorParameters
 from vaekit.model.rate import RateRule
@@ -76,8 +77,60 @@ class VAE(nn.Module):
             encoder, decoder = COMPONENTS["network"][network.name].builder(network.options, shapes)
         self.encoder = encoder
         self.decoder = decoder
+        if self.custom_networks:
+            self._check_networks()
         self.prior.bind(self)
         self.rate_rule = RateRule(self.posterior, self.prior)
+
+    @torch.no_grad()
+    def _check_networks(self) -> None:
+        """Refuse, with one line, your own networks whose output does not fit the model: a
+        forward pass of two zero examples through each."""
+        config, width = (
+            self.config,
+            self.posterior.encoder_width(self.config.latent_dim, self.config.posterior.options),
+        )
+        expected = {
+            "encoder": ((2, *config.input_shape), (2, width)),
+            "decoder": ((2, config.latent_dim), (2, *self.likelihood.param_shape)),
+        }
+        for name, (given, wanted) in expected.items():
+            network = getattr(self, name)
+            dtype = next(network.parameters(), torch.zeros(())).dtype
+            try:
+                out = network(torch.zeros(given, dtype=dtype))
+            except (RuntimeError, ValueError, TypeError) as err:
+                reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                raise ConfigError(
+                    f"your {name} fails on input {given} ({reason}); it must map {given} to "
+                    f"{wanted}"
+                ) from None
+            if not isinstance(out, torch.Tensor) or out.numel() != math.prod(wanted):
+                shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+                raise ConfigError(
+                    f"your {name} maps {given} to {shape}; this model needs {wanted} "
+                    f"(latent_dim {config.latent_dim}, {config.posterior.name} posterior, "
+                    f"{config.likelihood.name} likelihood)"
+                )
+
+    def check_examples(self, batch: torch.Tensor | Batch) -> None:
+        """Refuse, with one line, examples of the wrong shape or dtype, and data outside the
+        likelihood's support (the measuring entry points call it; the training step, whose
+        data are checked once, does not)."""
+        x = as_batch(batch).x
+        if not isinstance(x, torch.Tensor):
+            raise DataError(f"the examples must be a torch tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise DataError(
+                f"the examples are {x.dtype}; convert them to floats first (8-bit images: "
+                "x.float() / 255)"
+            )
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise DataError(
+                f"the examples have shape {tuple(x.shape[1:])} but the model expects "
+                f"{self.input_shape} (a batch is (N, {', '.join(map(str, self.input_shape))}))"
+            )
+        self.likelihood.check(x)
 
     @classmethod
     def from_config(cls, config: ModelConfig, **networks: nn.Module) -> VAE:
@@ -140,11 +193,18 @@ class VAE(nn.Module):
     # ------------------------------------------------------------ for users and figures
     def encode(self, batch: torch.Tensor | Batch) -> Distribution:
         """q(z|x) as a torch distribution: batch shape ``(B,)``, event shape ``(latent_dim,)``."""
+        self._check_shape(batch)
         return self.posterior.distribution(self.posterior_parameters(batch))
 
     def representative(self, batch: torch.Tensor | Batch) -> torch.Tensor:
         """One latent point per example, E_q[z|x]: ``(B, latent_dim)``."""
+        self._check_shape(batch)
         return self.posterior.representative(self.posterior_parameters(batch))
+
+    def _check_shape(self, batch: torch.Tensor | Batch) -> None:
+        x = as_batch(batch).x
+        if not x.is_floating_point() or tuple(x.shape[1:]) != self.input_shape:
+            self.check_examples(batch)  # says what is wrong
 
     def decode(self, z: torch.Tensor) -> Distribution:
         """p(x|z) for ``z (..., latent_dim)``: batch shape ``(...)``, event ``input_shape``."""
@@ -168,6 +228,7 @@ class VAE(nn.Module):
     @torch.no_grad()
     def reconstruct(self, batch: torch.Tensor | Batch, mean: bool = True) -> torch.Tensor:
         """x -> z = E_q[z|x] (or a draw with ``mean=False``) -> E[x|z]; ``(B, *input_shape)``."""
+        self._check_shape(batch)
         params = self.posterior_parameters(batch)
         if mean:
             z = self.posterior.representative(params)

@@ -87,7 +87,7 @@ def elbo(
     """
     batch = as_batch(batch)
     if check:
-        model.likelihood.check(batch.x)
+        model.check_examples(batch)
     params = model.posterior_parameters(batch)
     if noise is None:
         noise = standard_noise(model, n_samples, params[0])

@@ -91,7 +91,7 @@ def log_px(
     logsumexp over all K samples accumulated exactly chunk by chunk (see
     :func:`iter_log_weights` for ``chunk_size``, ``noise`` and ``generator``). Refuses data
     outside the likelihood's support (e.g. grey levels under a Bernoulli)."""
-    model.likelihood.check(as_batch(batch).x)
+    model.check_examples(batch)
     total = None
     for weights in iter_log_weights(model, batch, k, chunk_size, noise, generator):
         partial = torch.logsumexp(weights.log_w, dim=0)

@@ -147,8 +147,9 @@ class RunDirectory:
         config = self.config
         if config.custom_networks and not networks:
             raise CheckpointError(
-                f"{self.path}: trained with custom encoder/decoder networks; pass them: "
-                "vaekit.load(path, encoder=..., decoder=...)"
+                f"{self.path}: trained with your own encoder/decoder networks, which only "
+                "Python has: model = vaekit.load(path, encoder=..., decoder=...), then "
+                "vaekit.write_report(model, data, 'report.html') for its figures and report"
             )
         path = self.path / WEIGHTS
         tensors, _ = ckpt.read_safetensors(path)
