@@ -26,8 +26,7 @@ from vaekit.model import VAE, ModelConfig
 from vaekit.objectives import ELBOTerms, elbo, iwae_bound, log_px
 from vaekit.report import write_report
 from vaekit.training import TrainConfig, fit, load, resume
-
-__version__ = "0.1.0"
+from vaekit.version import __version__ as __version__
 
 __all__ = [
     "VAE",

@@ -25,7 +25,6 @@ from typing import Any, NoReturn
 import numpy as np
 import torch
 
-from vaekit import __version__
 from vaekit.checks import fits_in_memory, seed
 from vaekit.console import say, silence_stdout
 from vaekit.data import Batch, Dataset, load_dataset
@@ -44,6 +43,7 @@ from vaekit.training.distributed import broadcast, finish, init_from_environment
 from vaekit.training.interrupts import Stopped
 from vaekit.training.run_dir import RunDirectory, load
 from vaekit.training.trainer import fit, resume
+from vaekit.version import __version__
 from vaekit.visuals.grids import save_examples, save_reconstructions
 
 EXIT_USAGE = 2

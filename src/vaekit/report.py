@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from vaekit.errors import ConfigError
 from vaekit.evaluation.evaluate import evaluate, evaluation_batch, mismatch
 from vaekit.files import atomic_write_bytes
 from vaekit.training.run_dir import EVALUATION, REPORT, RunDirectory
+from vaekit.version import __version__
 from vaekit.visuals import figures
 from vaekit.visuals.grids import examples_png, reconstructions_png, samples_png
 
@@ -246,11 +248,7 @@ def _sections(inputs: ReportInputs) -> list[str]:
         else '<p class="note">No training history was given.</p>'
     )
     return [
-        _section(
-            "config",
-            "Configuration and data",
-            _table(inputs.configuration) + "<h3>Data</h3>" + _table(inputs.data),
-        ),
+        _headline(inputs),
         _section("curves", "Training curves", curves),
         _section(
             "identity",
@@ -297,10 +295,44 @@ def _sections(inputs: ReportInputs) -> list[str]:
         _section(
             "worst",
             "Worst-explained test examples (lowest log p̂(x))",
-            _img(examples_png(batch.x[worst], title="worst explained"), "worst examples")
-            + f'<p class="note">log p̂(x): {worst_values}</p>',
+            _img(
+                examples_png(
+                    batch.x[worst], title=f"left to right, log p̂(x) in nats: {worst_values}"
+                ),
+                "worst examples",
+            ),
+        ),
+        _section(
+            "config",
+            "Configuration and data",
+            _table(inputs.configuration) + "<h3>Data</h3>" + _table(inputs.data),
         ),
     ]
+
+
+def _headline(inputs: ReportInputs) -> str:
+    """The model, the data, log p̂ and the ELBO, the date and vaekit's version, first."""
+    evaluation, config = inputs.evaluation, inputs.model.config
+    model = (
+        f"{config.model}: {config.network.name} network, {config.latent_dim}-dimensional z, "
+        f"{config.posterior.name} posterior, {config.prior.name} prior, "
+        f"{config.likelihood.name} likelihood"
+    )
+    data = inputs.data
+    shape = "x".join(map(str, data.get("shape", [])))
+    numbers = (
+        f"log p̂_K(x) {evaluation['log_px']['value']:.2f} ± {evaluation['log_px']['stderr']:.2f}, "
+        f"ELBO {evaluation['elbo']['value']:.2f} nats per example "
+        f"(K = {evaluation['k']}, {evaluation['n']} test examples)"
+    )
+    when = time.strftime("%Y-%m-%d %H:%M")
+    return (
+        f'<section id="headline"><p><b>{html.escape(model)}</b><br>'
+        f"{html.escape(str(data.get('name', '')))} ({shape}, "
+        f"{data.get('train_examples', '?')} train / {data.get('test_examples', '?')} test)<br>"
+        f"{html.escape(numbers)}</p><p class='note'>made {when} by vaekit {__version__}</p>"
+        "</section>"
+    )
 
 
 def _evaluation_of(run: RunDirectory) -> dict[str, Any]:

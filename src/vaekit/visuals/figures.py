@@ -13,21 +13,28 @@ from vaekit.visuals.grids import examples_png, figure_png
 
 
 def curves_png(history: list[dict[str, Any]]) -> bytes:
-    """Per-epoch train and held-out ELBO, reconstruction, KL, and the learning rate."""
+    """Per-epoch train and held-out ELBO, reconstruction, KL, and the learning rate. The
+    first epochs, far from the rest, would flatten every later change: the axes fit the
+    epochs after the first (after the first 5% of a long run), and say so where the early
+    ones are off the scale."""
     import matplotlib.pyplot as plt
 
     epochs = [r["epoch"] for r in history]
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.5))
-    panels = (
-        ("elbo", "ELBO"),
-        ("reconstruction", "reconstruction E_q log p(x|z)"),
-        ("rate", "KL(q(z|x) || p(z))"),
-    )
+    panels = (("elbo", "ELBO"), ("reconstruction", "reconstruction"), ("rate", "rate (KL)"))
+    skip = max(1, len(history) // 20)
     for ax, (key, title) in zip(axes, panels, strict=False):
-        ax.plot(epochs, [r[f"train_{key}"] for r in history], label="train")
-        ax.plot(epochs, [r[f"test_{key}"] for r in history], label="held-out")
-        ax.set_title(f"{title} (nats)")
-        ax.set_xlabel("epoch")
+        series = {
+            "train": [r[f"train_{key}"] for r in history],
+            "held-out": [r[f"test_{key}"] for r in history],
+        }
+        for name, values in series.items():
+            ax.plot(epochs, values, label=name)
+        later = [v for values in series.values() for v in values[skip:]]
+        clipped = _fit_to_later_epochs(ax, later)
+        ax.set_title(f"{title} (nats per example)")
+        early = "epoch 1" if skip == 1 else f"epochs 1–{skip}"
+        ax.set_xlabel("epoch" + (f" ({early} partly off the scale)" if clipped else ""))
         ax.legend()
     axes[3].plot(epochs, [r["lr"] for r in history])
     axes[3].set_yscale("log")
@@ -37,37 +44,63 @@ def curves_png(history: list[dict[str, Any]]) -> bytes:
     return figure_png(fig)
 
 
+def _fit_to_later_epochs(ax: Any, later: list[float]) -> bool:
+    """Limit the y axis to the ``later`` values (with a margin) where earlier ones lie outside
+    them; return whether it did."""
+    if len(later) < 2:
+        return False
+    low, high = min(later), max(later)
+    margin = 0.1 * (high - low or abs(high) or 1.0)
+    bottom, top = ax.get_ylim()
+    if bottom >= low - margin and top <= high + margin:
+        return False
+    ax.set_ylim(low - margin, high + margin)
+    return True
+
+
 def identity_png(evaluation: dict[str, Any]) -> bytes:
-    """log p̂(x) = ELBO + gap and ELBO = reconstruction − rate, as bars (nats per example)."""
+    """The identity's terms as one bar each from zero (right of zero positive, left negative;
+    nats per example): log p̂(x) = ELBO + gap, ELBO = reconstruction − rate. Correct for any
+    sign (a Gaussian's reconstruction can be positive)."""
     import matplotlib.pyplot as plt
 
     recon, rate = evaluation["reconstruction"]["value"], evaluation["rate"]["value"]
     elbo, gap = evaluation["elbo"]["value"], evaluation["gap"]["value"]
     log_px = evaluation["log_px"]["value"]
+    rows = [
+        ("log p̂_K(x)", log_px, "tab:green"),
+        ("ELBO", elbo, "tab:blue"),
+        ("gap ≈ KL(q || p(z|x))", gap, "tab:orange"),
+        ("reconstruction", recon, "tab:purple"),
+        ("− rate (KL to p(z))", -rate, "tab:red"),
+    ]
     fig, ax = plt.subplots(figsize=(8, 3.5))
-    ax.barh(["log p̂(x)"], [log_px], color="tab:green")
-    ax.barh(["ELBO + gap"], [elbo], color="tab:blue", label="ELBO")
-    ax.barh(["ELBO + gap"], [gap], left=[elbo], color="tab:orange", label="gap ≈ KL(q || p(z|x))")
-    ax.barh(["reconstruction − rate"], [recon], color="tab:purple", label="reconstruction")
-    ax.barh(["reconstruction − rate"], [-rate], left=[recon], color="tab:red", label="− rate")
+    names = [name for name, _, _ in rows][::-1]
+    values = [value for _, value, _ in rows][::-1]
+    bars = ax.barh(names, values, color=[colour for _, _, colour in rows][::-1])
+    ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], padding=3, fontsize=8)
     ax.axvline(0, color="black", linewidth=0.8)
+    span = max(abs(v) for v in values) or 1.0
+    ax.set_xlim(min(0, min(values)) - 0.25 * span, max(0, max(values)) + 0.25 * span)
     ax.set_xlabel(f"nats per example (K = {evaluation['k']}, {evaluation['n']} examples)")
-    ax.legend(loc="lower left", fontsize=8)
     ax.set_title(
-        f"log p̂(x) = {log_px:.2f} = ELBO {elbo:.2f} + gap {gap:.2f}; "
-        f"ELBO = {recon:.2f} − {rate:.2f}"
+        f"log p̂(x) {log_px:.2f} = ELBO {elbo:.2f} + gap {gap:.2f};   "
+        f"ELBO = reconstruction {recon:.2f} − rate {rate:.2f}",
+        fontsize=10,
     )
     fig.tight_layout()
     return figure_png(fig)
 
 
 def kl_per_dimension_png(kl: list[float], threshold_active: list[bool]) -> bytes:
-    """Bars of E_x KL(q(z_d|x) || p(z_d)), active units in colour."""
+    """Bars of E_x KL(q(z_d|x) || p(z_d)), active units in colour; whole-numbered ticks."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(max(6, 0.25 * len(kl)), 3))
     colours = ["tab:blue" if active else "lightgrey" for active in threshold_active]
     ax.bar(range(len(kl)), kl, color=colours)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("latent dimension (grey: inactive, Cov_x E_q[z_d] ≤ 0.01)")
     ax.set_ylabel("KL (nats)")
     ax.set_title(f"KL per dimension: {sum(threshold_active)} of {len(kl)} active")
@@ -131,7 +164,10 @@ def interpolations_png(
     t = torch.linspace(0, 1, steps, device=z.device).reshape(1, steps, 1)
     path = start[:, None] * (1 - t) + end[:, None] * t
     return examples_png(
-        model.decode(path.reshape(-1, z.shape[-1])).mean, ncol=steps, title="interpolations"
+        model.decode(path.reshape(-1, z.shape[-1])).mean,
+        ncol=steps,
+        title=f"each row: the decoded means along a straight line from one test example's "
+        f"E_q[z|x] (left) to another's (right), {steps} steps",
     )
 
 
@@ -156,5 +192,9 @@ def traversals_png(
         z[:, d] = values
         rows.append(z)
     return examples_png(
-        model.decode(torch.cat(rows)).mean, ncol=steps, title=f"traversals of dimensions {order}"
+        model.decode(torch.cat(rows)).mean,
+        ncol=steps,
+        title=f"rows: latent dimensions {order} (the most informative first), each from "
+        f"{-span:g} to {span:g} in {steps} steps, the others at the first test example's "
+        "E_q[z|x]",
     )

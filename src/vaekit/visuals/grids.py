@@ -34,23 +34,47 @@ def image_grid(images: torch.Tensor, ncol: int = 8, pad: int = 1) -> np.ndarray:
     return grid[..., 0] if channels == 1 else grid
 
 
-def _png_bytes(array: np.ndarray, scale: int) -> bytes:
-    from PIL import Image
+MIN_WIDTH = 512
+"""Grids are enlarged (whole pixels, nearest neighbour) to at least this many pixels wide."""
+
+
+def _png_bytes(array: np.ndarray, title: str = "") -> bytes:
+    """The grid enlarged to at least ``MIN_WIDTH`` pixels, with ``title`` above it."""
+    from PIL import Image, ImageDraw, ImageFont
 
     image = Image.fromarray(array)
+    scale = max(1, math.ceil(MIN_WIDTH / max(image.width, 1)))
     image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+    if title:
+        try:
+            font = ImageFont.load_default(size=14)
+        except TypeError:  # Pillow before 10.1: one bitmap size
+            font = ImageFont.load_default()
+        lines = _wrap(title, image.width // 8)
+        captioned = Image.new(
+            image.mode, (image.width, image.height + 18 * len(lines) + 6), "white"
+        )
+        captioned.paste(image, (0, 18 * len(lines) + 6))
+        draw = ImageDraw.Draw(captioned)
+        for i, line in enumerate(lines):
+            draw.text((4, 3 + 18 * i), line, fill="black", font=font)
+        image = captioned
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, max(width, 20)) or [""]
 
 
 def examples_png(x: torch.Tensor, ncol: int = 8, title: str = "") -> bytes:
     """PNG of examples ``(N, *shape)``: images as a tiled grid, vectors ``(N, D)`` as a heat
     map with one row per example."""
     if x.dim() == 4:
-        grid = image_grid(x, ncol)
-        scale = max(1, 512 // max(grid.shape[:2]))
-        return _png_bytes(grid, scale)
+        return _png_bytes(image_grid(x, ncol), title)
     import matplotlib.pyplot as plt
 
     values = x.detach().float().cpu().reshape(len(x), -1).numpy()
@@ -99,7 +123,12 @@ def reconstructions_png(
     rows = []
     for start in range(0, len(x), ncol):
         rows += [x[start : start + ncol], recon[start : start + ncol]]
-    return examples_png(torch.cat(rows), ncol, title="inputs (odd rows) and reconstructions")
+    return examples_png(
+        torch.cat(rows),
+        ncol,
+        title="rows 1, 3, ...: test inputs; rows 2, 4, ...: their "
+        "reconstructions E[x | z = E_q[z|x]]",
+    )
 
 
 def save_reconstructions(

@@ -1,0 +1,3 @@
+"""vaekit's version."""
+
+__version__ = "0.1.0"
