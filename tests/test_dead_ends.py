@@ -4,6 +4,7 @@ would; each failed on vaekit 0.1."""
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import math
@@ -505,3 +506,34 @@ def test_warnings_areone_line_error() -> None:
 
     text = _one_line_warning(UserWarning("first line\n  second line"), UserWarning)
     assert text == "vaekit: warning: first line second line\n"
+
+
+def test_a_read_only_run_is_refused_before_minutes_of_work(
+    trained_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """(Tests run as root, which any folder lets write: the probe's failure is simulated.)"""
+
+    def read_only(*args: object, **kwargs: object) -> None:
+        raise PermissionError(errno.EROFS, os.strerror(errno.EROFS))
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("computed before finding it could not save the result")
+
+    monkeypatch.setattr("vaekit.cli.tempfile.TemporaryFile", read_only)
+    monkeypatch.setattr("vaekit.cli.evaluate", never)
+    for command in (["evaluate", str(trained_run)], ["report", str(trained_run)]):
+        one_line_error(capsys, main(command), "cannot be written")
+
+
+def test_a_damaged_evaluation_or_a_lost_metrics_file_is_no_dead_end(
+    tmp_path: Path, trained_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    (run / "evaluation.json").write_bytes(b"\xff{ not json")
+    assert main(["report", str(run), "-k", "2", "--limit", "10"]) == 0
+    assert "Evaluated for this report (the run had none)" in (run / "report.html").read_text()
+    (run / METRICS).unlink()
+    assert main(["train", "--resume", str(run), "--epochs", "4", "--no-progress"]) == 0
+    assert [json.loads(line)["epoch"] for line in (run / METRICS).read_text().splitlines()] == [4]
+    capsys.readouterr()

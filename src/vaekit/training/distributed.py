@@ -79,5 +79,8 @@ def barrier() -> None:
 
 
 def finish() -> None:
+    """Leave the process group, every rank together: a rank that tears its group down while
+    another is still in a collective can abort in gloo's threads at exit."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
