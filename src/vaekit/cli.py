@@ -176,7 +176,19 @@ def build_parser() -> argparse.ArgumentParser:
         "starts: a core busy with another job slows every thread down)",
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_train_command(commands)
+    _add_recipes_command(commands)
+    _add_sample_command(commands)
+    _add_reconstruct_command(commands)
+    _add_encode_command(commands)
+    _add_evaluate_command(commands)
+    _add_identity_command(commands)
+    _add_report_command(commands)
+    _add_plot_command(commands)
+    return parser
 
+
+def _add_train_command(commands: Any) -> None:
     train = commands.add_parser("train", help="train a VAE (default: on the embedded digits)")
     train.add_argument("--run-dir", help="where to write the run (default: runs/<dataset>-<time>)")
     train.add_argument(
@@ -202,9 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="no progress bar or epoch lines")
     train.set_defaults(handler=cmd_train)
 
+
+def _add_recipes_command(commands: Any) -> None:
     recipes = commands.add_parser("recipes", help="list the named training recipes")
     recipes.set_defaults(handler=cmd_recipes)
 
+
+def _add_sample_command(commands: Any) -> None:
     sample = commands.add_parser("sample", help="generate from p(z) and p(x|z)")
     sample.add_argument("run", nargs="+", help="run directory or model.safetensors")
     sample.add_argument("-n", type=int, default=64, help="number of samples")
@@ -218,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0, help="seed of every draw (z, and x)")
     sample.set_defaults(handler=cmd_sample)
 
+
+def _add_reconstruct_command(commands: Any) -> None:
     recon = commands.add_parser("reconstruct", help="inputs beside their reconstructions")
     recon.add_argument("run", nargs="+", help="run directory or model.safetensors")
     _add_data_options(recon, "default: the run's")
@@ -225,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     recon.add_argument("-o", "--output", help=".png (default: RUN/reconstructions.png)")
     recon.set_defaults(handler=cmd_reconstruct)
 
+
+def _add_encode_command(commands: Any) -> None:
     encode = commands.add_parser("encode", help="latent means E_q[z|x] (or draws) of a dataset")
     encode.add_argument("run", nargs="+", help="run directory or model.safetensors")
     _add_data_options(encode, "default: the run's")
@@ -243,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     encode.set_defaults(handler=cmd_encode)
 
+
+def _add_evaluate_command(commands: Any) -> None:
     evaluate = commands.add_parser(
         "evaluate", help="ELBO, log p̂_K(x), the gap and the diagnostics; writes evaluation.json"
     )
@@ -268,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--no-progress", action="store_true")
     evaluate.set_defaults(handler=cmd_evaluate)
 
+
+def _add_identity_command(commands: Any) -> None:
     identity = commands.add_parser(
         "identity", help="check log p(x) = ELBO + KL exactly on a fitted linear-Gaussian VAE"
     )
@@ -283,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     identity.add_argument("--seed", type=int, default=0)
     identity.set_defaults(handler=cmd_identity)
 
+
+def _add_report_command(commands: Any) -> None:
     report = commands.add_parser("report", help="write RUN/report.html, a self-contained page")
     report.add_argument("run", nargs="+", help="run directory (or its model.safetensors)")
     report.add_argument(
@@ -294,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(report, "default: the run's, where it recorded them")
     report.set_defaults(handler=cmd_report)
 
+
+def _add_plot_command(commands: Any) -> None:
     plot = commands.add_parser(
         "plot",
         help="one of the report's figures as a PNG (identity "
@@ -304,7 +332,6 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("-o", "--output", help="PNG path (default: RUN/<what>.png)")
     _add_data_options(plot, "default: the run's, where it recorded them")
     plot.set_defaults(handler=cmd_plot)
-    return parser
 
 
 # ------------------------------------------------------------------------- commands

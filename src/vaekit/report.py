@@ -236,12 +236,7 @@ def report_html(inputs: ReportInputs, where: str) -> str:
 
 
 def _sections(inputs: ReportInputs) -> list[str]:
-    model, batch, evaluation = inputs.model, inputs.batch, inputs.evaluation
-    means = _means(model, batch)
-    log_px = torch.tensor(evaluation["per_example"]["log_px"])
-    worst = torch.argsort(log_px)[:16]
-    worst_values = ", ".join(f"{v:.1f}" for v in log_px[worst].tolist())
-    warnings = "".join(f"<p><b>Warning:</b> {html.escape(w)}</p>" for w in evaluation["warnings"])
+    """The report's sections, headline first and configuration last."""
     curves = (
         _img(figures.curves_png(inputs.history), "training curves")
         if inputs.history
@@ -250,10 +245,23 @@ def _sections(inputs: ReportInputs) -> list[str]:
     return [
         _headline(inputs),
         _section("curves", "Training curves", curves),
+        *_identity_sections(inputs.evaluation, inputs.which),
+        *_picture_sections(inputs),
+        _section(
+            "config",
+            "Configuration and data",
+            _table(inputs.configuration) + "<h3>Data</h3>" + _table(inputs.data),
+        ),
+    ]
+
+
+def _identity_sections(evaluation: dict[str, Any], which: str) -> list[str]:
+    warnings = "".join(f"<p><b>Warning:</b> {html.escape(w)}</p>" for w in evaluation["warnings"])
+    return [
         _section(
             "identity",
             "The identity: log p̂(x) = ELBO + gap",
-            f'<p class="note">{html.escape(inputs.which)}</p>'
+            f'<p class="note">{html.escape(which)}</p>'
             + _table(_numbers(evaluation))
             + warnings
             + _img(figures.identity_png(evaluation), "identity")
@@ -261,53 +269,42 @@ def _sections(inputs: ReportInputs) -> list[str]:
             "KL(q(z|x) || p(z|x)) from below.</p>",
         ),
         _section("kl", "KL per latent dimension", _kl_section(evaluation)),
-        _section(
-            "samples",
-            "Samples from the prior",
-            _img(samples_png(model, 64, generator=torch.Generator().manual_seed(0)), "samples"),
-        ),
-        _section(
-            "reconstructions",
-            "Reconstructions",
-            _img(reconstructions_png(model, batch.select(slice(32))), "reconstructions"),
-        ),
-        _section(
-            "interpolations",
-            "Interpolations between encoded test examples",
-            _img(figures.interpolations_png(model, batch), "interpolations"),
-        ),
-        _section(
-            "traversals",
-            "Latent traversals of the most active dimensions",
-            _img(
-                figures.traversals_png(model, batch, _importance(evaluation, means)),
-                "traversals",
-            ),
-        ),
-        _section(
-            "latent",
-            "The latent space",
-            _img(
-                figures.latent_scatter_png(means, batch.y, inputs.data.get("classes")),
-                "latent space",
-            ),
-        ),
-        _section(
-            "worst",
-            "Worst-explained test examples (lowest log p̂(x))",
-            _img(
-                examples_png(
-                    batch.x[worst], title=f"left to right, log p̂(x) in nats: {worst_values}"
-                ),
-                "worst examples",
-            ),
-        ),
-        _section(
-            "config",
-            "Configuration and data",
-            _table(inputs.configuration) + "<h3>Data</h3>" + _table(inputs.data),
-        ),
     ]
+
+
+def _picture_sections(inputs: ReportInputs) -> list[str]:
+    model, batch, evaluation = inputs.model, inputs.batch, inputs.evaluation
+    means = _means(model, batch)
+    log_px = torch.tensor(evaluation["per_example"]["log_px"])
+    worst = torch.argsort(log_px)[:16]
+    worst_values = ", ".join(f"{v:.1f}" for v in log_px[worst].tolist())
+    pictures = {
+        "samples": (
+            "Samples from the prior",
+            samples_png(model, 64, generator=torch.Generator().manual_seed(0)),
+        ),
+        "reconstructions": (
+            "Reconstructions",
+            reconstructions_png(model, batch.select(slice(32))),
+        ),
+        "interpolations": (
+            "Interpolations between encoded test examples",
+            figures.interpolations_png(model, batch),
+        ),
+        "traversals": (
+            "Latent traversals of the most active dimensions",
+            figures.traversals_png(model, batch, _importance(evaluation, means)),
+        ),
+        "latent": (
+            "The latent space",
+            figures.latent_scatter_png(means, batch.y, inputs.data.get("classes")),
+        ),
+        "worst": (
+            "Worst-explained test examples (lowest log p̂(x))",
+            examples_png(batch.x[worst], title=f"left to right, log p̂(x) in nats: {worst_values}"),
+        ),
+    }
+    return [_section(key, title, _img(png, key)) for key, (title, png) in pictures.items()]
 
 
 def _headline(inputs: ReportInputs) -> str:
