@@ -56,7 +56,10 @@ class _Help(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS):
+        default = action.default
+        if "default" in text or default is None or default is False or default == []:
+            return text
+        if default == argparse.SUPPRESS:
             return text
         return f"{text} (default: %(default)s)"
 
@@ -286,8 +289,8 @@ def _add_evaluate_command(commands: Any) -> None:
         help="also write the evaluation (JSON) here; a run keeps every evaluation in "
         "RUN/evaluations/, and RUN/evaluation.json is its fullest of the current weights",
     )
-    evaluate.add_argument("--seed", type=int, default=0)
-    evaluate.add_argument("--no-progress", action="store_true")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the K draws")
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     evaluate.set_defaults(handler=cmd_evaluate)
 
 
@@ -304,7 +307,7 @@ def _add_identity_command(commands: Any) -> None:
         default=[1, 10, 100, 1000],
         help="IWAE sample sizes to compare with the exact log p(x)",
     )
-    identity.add_argument("--seed", type=int, default=0)
+    identity.add_argument("--seed", type=int, default=0, help="seed of the fit and the draws")
     identity.set_defaults(handler=cmd_identity)
 
 
