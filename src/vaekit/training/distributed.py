@@ -79,8 +79,8 @@ def barrier() -> None:
 
 
 def finish() -> None:
-    """Leave the process group, every rank together: a rank that tears its group down while
-    another is still in a collective can abort in gloo's threads at exit."""
+    """Leave the process group (``fit`` and ``resume`` end with a barrier, so ranks that
+    trained to the end leave together; a rank that failed leaves at once, so that the others'
+    next collective fails instead of waiting forever)."""
     if dist.is_available() and dist.is_initialized():
-        dist.barrier()
         dist.destroy_process_group()
