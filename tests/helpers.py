@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -100,3 +101,11 @@ class FullDisk:
 
     def __getattr__(self, name: str):
         return getattr(self.file, name)
+
+
+def copy_without_evaluations(run: Path, to: Path) -> Path:
+    """A copy of ``run`` at ``to`` without the evaluations that other tests left in it."""
+    shutil.copytree(run, to)
+    (to / "evaluation.json").unlink(missing_ok=True)
+    shutil.rmtree(to / "evaluations", ignore_errors=True)
+    return to

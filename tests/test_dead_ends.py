@@ -24,6 +24,7 @@ import torch
 from helpers import (
     TRAIN,
     FullDisk,
+    copy_without_evaluations,
     one_line_error,
     same_run,
     signal_during_epoch_2,
@@ -288,9 +289,7 @@ def test_transparency_is_refused_and_opaque_alpha_dropped(
 def test_report_does_not_show_an_evaluation_of_other_data_or_weights(
     tmp_path: Path, trained_run: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    run = tmp_path / "run"
-    shutil.copytree(trained_run, run)
-    (run / "evaluation.json").unlink(missing_ok=True)
+    run = copy_without_evaluations(trained_run, tmp_path / "run")
     assert main(["evaluate", str(run), "--split", "train", "-k", "3", "--no-progress"]) == 0
     assert main(["report", str(run), "-k", "3"]) == 0
     page = (run / "report.html").read_text()

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import one_line_error
+from helpers import copy_without_evaluations, one_line_error
 
 import vaekit
 from vaekit.cli import main
@@ -21,10 +21,7 @@ from vaekit.errors import ConfigError, DataError
 def test_a_partial_evaluation_never_replaces_a_full_one(
     tmp_path: Path, trained_run: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    run = tmp_path / "run"
-    shutil.copytree(trained_run, run)
-    (run / "evaluation.json").unlink(missing_ok=True)
-    shutil.rmtree(run / "evaluations", ignore_errors=True)  # other tests' evaluations
+    run = copy_without_evaluations(trained_run, tmp_path / "run")
     assert main(["evaluate", str(run), "-k", "20", "--no-progress"]) == 0
     full = (run / "evaluation.json").read_text()
     out = capsys.readouterr().out

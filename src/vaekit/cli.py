@@ -27,7 +27,7 @@ import torch
 
 from vaekit.checks import fits_in_memory, seed
 from vaekit.console import say, silence_stdout
-from vaekit.data import Batch, Dataset, load_dataset
+from vaekit.data import Dataset, load_dataset
 from vaekit.errors import ConfigError, VaekitError
 from vaekit.evaluation.evaluate import evaluate, evaluation_batch
 from vaekit.files import atomic_write_bytes
@@ -482,12 +482,6 @@ def _model_and_data(args: argparse.Namespace) -> tuple[torch.nn.Module, Dataset]
     return model, data
 
 
-def _model_and_examples(args: argparse.Namespace, split: str) -> tuple[torch.nn.Module, Batch]:
-    """The model and the ``split`` of its data as it is evaluated on them."""
-    model, data = _model_and_data(args)
-    return model, evaluation_batch(model, data, split)
-
-
 def _check_output(path: str, suffixes: tuple[str, ...]) -> Path:
     out = Path(path)
     if out.suffix.lower() not in suffixes:
@@ -542,7 +536,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     if args.n <= 0:
         raise ConfigError("-n must be positive")
     out = _check_output(args.output or _default_output(args.run, "reconstructions.png"), (".png",))
-    model, batch = _model_and_examples(args, "test")
+    model, data = _model_and_data(args)
+    batch = evaluation_batch(model, data, "test")
     batch = batch.select(slice(args.n))
     save_reconstructions(model, batch, out)
     print(f"wrote {len(batch.x)} test examples and their reconstructions to {out}")

@@ -295,12 +295,11 @@ def _evaluate_batch(
     weights = list(iter_log_weights(model, batch, k, chunk, generator=generator))
     log_w = torch.cat([w.log_w for w in weights]).double()
     reconstruction = torch.cat([w.log_likelihood for w in weights]).double().mean(0)
+    log_q = torch.cat([w.log_q for w in weights]).double()
+    log_prior = torch.cat([w.log_prior for w in weights]).double()
+    rate = model.rate(params, log_q, log_prior).double()  # the model's rule, over all K draws
     if model.rate_rule.analytic:
-        rate = model.rate(params).double()
         columns["kl_per_dim"].append(model.rate_rule.per_dimension(params).double())
-    else:
-        log_q = torch.cat([w.log_q for w in weights]).double()
-        rate = (log_q - torch.cat([w.log_prior for w in weights]).double()).mean(0)
     columns["reconstruction"].append(reconstruction)
     columns["rate"].append(rate)
     columns["elbo"].append(reconstruction - rate)

@@ -127,7 +127,11 @@ class RunDirectory:
         except (KeyError, TypeError, ConfigError) as err:
             raise CheckpointError(f"{path}: invalid configuration ({err})") from err
 
-    def write_config(self, model: nn.Module, train: TrainConfig, data: Dataset) -> None:
+    def write_config(
+        self, model: nn.Module, train: TrainConfig, data_summary: dict[str, Any]
+    ) -> None:
+        """Write ``config.json``; ``data_summary`` is ``Dataset.summary()`` (computed once by
+        the caller: it hashes the data)."""
         atomic_write_json(
             self.path / CONFIG,
             {
@@ -135,7 +139,7 @@ class RunDirectory:
                 "model": model.config.to_dict(),
                 "custom_networks": model.custom_networks,
                 "train": _with_absolute_paths(train).to_dict(),
-                "data": data.summary(),
+                "data": data_summary,
             },
         )
         self.__dict__.pop("config", None)

@@ -119,7 +119,6 @@ class Trainer:
         if self.config.tensorboard:
             _check_tensorboard(run_dir)
         self.model = model.to(self.device)
-        self.data = data
         self.run_dir = None if run_dir is None else RunDirectory(run_dir)
         self.writes = self.run_dir is not None and self.rank == 0
         self.progress = progress and self.rank == 0
@@ -284,8 +283,11 @@ class Trainer:
             device=self.device,
         )
         if self.world > 1:
-            share = _share(size, self.world, self.rank)
-            x, y, noise = x[share], None if y is None else y[share], noise[:, share]
+            x, noise = (
+                x.tensor_split(self.world)[self.rank],
+                noise.tensor_split(self.world, 1)[self.rank],
+            )
+            y = None if y is None else y.tensor_split(self.world)[self.rank]
         y = None if y is None else y.to(self.device, non_blocking=True)
         return Batch(x.to(self.device, non_blocking=True), y), noise, size
 
@@ -490,13 +492,6 @@ def _check_tensorboard(run_dir: object) -> None:
         ) from None
 
 
-def _share(size: int, world: int, rank: int) -> slice:
-    """The examples of rank ``rank`` among ``size`` split as ``tensor_split`` splits them."""
-    base, extra = divmod(size, world)
-    start = rank * base + min(rank, extra)
-    return slice(start, start + base + (rank < extra))
-
-
 class _Objective(torch.nn.Module):
     """The training objective as a module, so that DistributedDataParallel can wrap it.
 
@@ -552,7 +547,7 @@ def fit(
     _on_rank_zero(run.create)
     with _lock_on_rank_zero(run):
         if trainer.writes:
-            run.write_config(model, trainer.config, data)
+            run.write_config(model, trainer.config, data.summary())
         history = trainer.run()
     barrier()
     return history
@@ -596,7 +591,8 @@ def resume(
     config = saved.train if epochs is None else replace(saved.train, epochs=epochs)
     if data is None:
         data = run.load_dataset(verify=verify)
-    _check_same_data(run, data, accept_changed_data)
+    summary = data.summary()  # hashes the data once, for the check and for config.json
+    _check_same_data(run, summary, accept_changed_data)
     with _lock_on_rank_zero(run):
         torch.manual_seed(config.seed)  # as a new run builds its model
         model = build_model(saved.model)
@@ -609,7 +605,7 @@ def resume(
                 f"reach, so give more than {trainer.state.epoch}"
             )
         if trainer.writes:
-            run.write_config(model, trainer.config, data)
+            run.write_config(model, trainer.config, summary)
             _note_stretched_schedule(saved.train, config, trainer.state.epoch)
         history = trainer.run()
     barrier()
@@ -628,12 +624,12 @@ def _note_stretched_schedule(before: TrainConfig, after: TrainConfig, epoch: int
     )
 
 
-def _check_same_data(run: RunDirectory, data: Dataset, accept: bool) -> None:
-    """Refuse data whose fingerprint differs from the one the run recorded."""
+def _check_same_data(run: RunDirectory, summary: dict[str, Any], accept: bool) -> None:
+    """Refuse data whose fingerprint (``Dataset.summary()``'s) differs from the run's."""
     recorded = run.config.data.get("sha256")
-    if recorded is None or accept or recorded == data.fingerprint():
+    if recorded is None or accept or recorded == summary["sha256"]:
         return
     raise DataError(
-        f"{data.name}: these are not the data {run} trained on (their SHA-256 differs); "
+        f"{summary['name']}: these are not the data {run} trained on (their SHA-256 differs); "
         "resume on the same data, or pass --accept-changed-data to go on with these"
     )
