@@ -85,23 +85,11 @@ class Registry(Generic[T]):
                 f"unknown {self.kind} {name!r}: use one of {', '.join(self.names())}"
             ) from None
 
-    def __contains__(self, name: object) -> bool:
-        return name in self._entries
-
     def __iter__(self) -> Iterator[Entry[T]]:
         return iter(self._entries.values())
 
     def names(self) -> tuple[str, ...]:
         return tuple(self._entries)
-
-    def name_of(self, builder: object) -> str:
-        """The name ``builder`` (or an instance of it) is registered under."""
-        for entry in self._entries.values():
-            if builder is entry.builder or (
-                isinstance(entry.builder, type) and type(builder) is entry.builder
-            ):
-                return entry.name
-        raise ConfigError(f"{type(builder).__name__} is not a registered {self.kind}")
 
 
 def import_submodules(package: str) -> None:

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from vaekit.data.batch import Batch
 from vaekit.errors import DataError
 
 TEST_BINARIZATION_SEED = 0
@@ -56,10 +55,6 @@ class Dataset:
     @property
     def is_binary(self) -> bool:
         return all(is_binary(x) for x in (self.train_x, self.test_x))
-
-    def batch(self, name: str) -> Batch:
-        """Split ``train``, ``test`` or ``all`` as a :class:`Batch` (x and labels)."""
-        return Batch(*self.split(name))
 
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(x, y)`` of split ``train`` or ``test``, or ``all`` (both, in the order of the

@@ -121,10 +121,9 @@ def _glorot(module: nn.Module) -> None:
 
 
 @torch.no_grad()
-def set_output_bias(decoder: nn.Module, bias: torch.Tensor | None) -> None:
+def set_output_bias(decoder: nn.Module, bias: torch.Tensor) -> None:
     """Set the output bias of vaekit's MLP decoder (e.g. to the likelihood's
-    ``initial_output_bias``); with ``None``, only check that it can be set."""
+    ``initial_output_bias``)."""
     if not isinstance(decoder, MLP):
         raise ConfigError("--output-bias needs an MLP decoder (--network mlp)")
-    if bias is not None:
-        decoder.layers[-1].bias.copy_(bias)
+    decoder.layers[-1].bias.copy_(bias)

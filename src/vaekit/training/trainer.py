@@ -83,9 +83,6 @@ def check_data(
     if model.uses_labels and data.train_y is None:
         raise ConfigError(f"{data.name} has no labels, and this model needs them")
     binarization, transform = model.likelihood.training_transform(data, train.binarize)
-    if train.output_bias:
-        model.likelihood.initial_output_bias(data.train_x[:1])  # refuses other likelihoods
-        set_output_bias(model.decoder, None)  # refuses other decoders
     return replace(train, binarize=binarization), transform
 
 
@@ -129,7 +126,7 @@ class Trainer:
         self.rollbacks = 0
         self.stop = StopRequest()
         self.writer: Any = None
-        if self.config.output_bias:
+        if self.config.output_bias:  # refuses other likelihoods and decoders, before any write
             set_output_bias(model.decoder, model.likelihood.initial_output_bias(data.train_x))
         torch.manual_seed(self.config.seed)
 
