@@ -22,6 +22,7 @@ achieved GFLOP/s against a measured matmul peak.
     python benchmarks/train_throughput.py            # both architectures, batch 20/128/512
     python benchmarks/train_throughput.py --quick    # 784-400-20, batch 128, < 1 minute
     python benchmarks/train_throughput.py --device cuda   # on a GPU, the data on it
+    python benchmarks/train_throughput.py --gradients     # STL and DReG against reparam
 """
 
 from __future__ import annotations
@@ -194,10 +195,11 @@ def vaekit_rates(
     batch: int,
     compile: str,
     device: torch.device,
+    **train_options: object,
 ) -> tuple[float, float, float]:
-    """Epoch 2 of a run as ``vaekit train`` makes it: (end-to-end ex/s including the held-out
-    ELBO and checkpoint, the loop's own ex/s, seconds by which epoch 1 was slower: the
-    start-up, compiling included)."""
+    """Epoch 2 of a run as ``vaekit train`` makes it (``train_options``: more of its
+    options): (end-to-end ex/s including the held-out ELBO and checkpoint, the loop's own
+    ex/s, seconds by which epoch 1 was slower: the start-up, compiling included)."""
     torch.manual_seed(0)
     model = vaekit.VAE((1, 28, 28), latent, hidden=hidden, activation=activation)
     config = TrainConfig(
@@ -206,6 +208,7 @@ def vaekit_rates(
         compile=compile,
         device=device.type,
         data_on_device=device.type != "cpu",
+        **train_options,
     )
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(model, data, config, Path(run_dir))
@@ -258,12 +261,49 @@ def table_row(
     )
 
 
+GRADIENT_ROWS = [
+    # (architecture, batch, objective, samples, estimators: the plain one first)
+    ("784-400-20 relu", 128, "elbo", 1, ("reparam", "stl")),
+    ("784-200-200-50 tanh", 20, "iwae", 5, ("reparam", "dreg")),
+]
+"""The gradient estimators' rows: ``fast``'s ELBO and ``burda-iwae-k5``'s IWAE setting."""
+
+
+def gradient_rows(data: vaekit.Dataset, repeats: int, device: torch.device) -> None:
+    """Each estimator's training loop against the plain reparameterised one, alternated,
+    eager and compiled: the cost of STL and DReG per step."""
+    print(
+        "\n| architecture | batch | objective | gradient | eager loop ex/s | compiled loop ex/s "
+        "| eager / reparam | compiled / reparam |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for name, batch, objective, samples, estimators in GRADIENT_ROWS:
+        loops: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+        for _ in range(repeats):
+            for gradient, compile in itertools.product(estimators, ("off", "on")):
+                options = {"objective": objective, "samples": samples, "gradient": gradient}
+                rate = vaekit_rates(data, *ARCHITECTURES[name], batch, compile, device, **options)
+                loops[gradient, compile].append(rate[1])
+        median = {key: statistics.median(values) for key, values in loops.items()}
+        for gradient in estimators:
+            eager, compiled = median[gradient, "off"], median[gradient, "on"]
+            plain_eager, plain_compiled = median[estimators[0], "off"], median[estimators[0], "on"]
+            print(
+                f"| {name} | {batch} | {objective} K={samples} | {gradient} | {eager:,.0f} | "
+                f"{compiled:,.0f} | {eager / plain_eager:.2f} | {compiled / plain_compiled:.2f} |",
+                flush=True,
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--examples", type=int, help="training examples per run")
     parser.add_argument("--repeats", type=int)
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument(
+        "--gradients", action="store_true", help="only the gradient estimators' table"
+    )
     parser.add_argument(
         "--pythae-python",
         default=sys.executable if importlib.util.find_spec("pythae") else None,
@@ -281,6 +321,9 @@ def main() -> None:
         f"{examples} training examples per run, median of {repeats}; matmul peak {peak:.0f} "
         "GFLOP/s"
     )
+    if args.gradients:
+        gradient_rows(data, repeats, device)
+        return
     if args.pythae_python is None:
         print("pythae: not installed here (pip install pythae, or pass --pythae-python)")
     print(
@@ -304,6 +347,7 @@ def main() -> None:
                 table_row(data, name, batch, repeats, peak, args.pythae_python, data_dir, device),
                 flush=True,
             )
+    gradient_rows(data, repeats, device)
 
 
 if __name__ == "__main__":

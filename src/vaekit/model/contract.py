@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
+from vaekit.errors import ConfigError
 from vaekit.registry import Registry
 
 PosteriorParameters = tuple[torch.Tensor, ...]
@@ -57,6 +58,22 @@ class Posterior(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(z, log q(z|x))``: z ``(S, B, D)`` and its log-density ``(S, B)``."""
         raise NotImplementedError
+
+    def sample_and_stopped_log_prob(
+        self, params: PosteriorParameters, noise: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(z, log q(z|x))`` as :meth:`sample_and_log_prob` (the same values), but with
+        log q evaluated at stopped (detached) parameters: its gradient reaches the encoder
+        only through z, the path derivative of "sticking the landing" (Roeder et al. 2017) and
+        of DReG (Tucker et al. 2018). This default detaches ``params``; a posterior with
+        learned parameters of its own (a flow) must override it, and is refused here."""
+        if any(p.requires_grad for p in self.parameters()):
+            raise ConfigError(
+                f"the {type(self).__name__} has parameters of its own, and no stopped log q "
+                "for --gradient stl/dreg: train it with --gradient reparam"
+            )
+        z = self.rsample(params, noise)
+        return z, self.log_prob(tuple(p.detach() for p in params), z)
 
     def log_prob(self, params: PosteriorParameters, z: torch.Tensor) -> torch.Tensor:
         """log q(z|x) for ``z (..., B, D)``; ``(..., B)``."""

@@ -66,8 +66,16 @@ class RateRule:
             per_dimension = self.closed_form(self.posterior, self.prior, params)
             return per_dimension.sum() if reduction == "sum" else per_dimension.sum(-1)
         assert log_q is not None and log_prior is not None, "the Monte Carlo rate needs draws"
-        rate = (log_q - log_prior).mean(0)
-        return rate.sum() if reduction == "sum" else rate
+        return monte_carlo_rate(log_q, log_prior, reduction)
+
+
+def monte_carlo_rate(
+    log_q: torch.Tensor, log_prior: torch.Tensor, reduction: str = "none"
+) -> torch.Tensor:
+    """(1/S) Σ_s [log q(z_s|x) − log p(z_s)] per example ``(B,)`` from ``(S, B)`` each (or its
+    batch sum with ``reduction="sum"``): unbiased for KL(q(z|x) || p(z)), for any pair."""
+    rate = (log_q - log_prior).mean(0)
+    return rate.sum() if reduction == "sum" else rate
 
 
 def _most_specific(posterior: type, prior: type) -> ClosedForm | None:

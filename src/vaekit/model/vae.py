@@ -156,9 +156,13 @@ class VAE(nn.Module):
         return self.posterior.parameters_from(self.encoder(as_batch(batch).x))
 
     def sample_posterior(
-        self, params: PosteriorParameters, noise: torch.Tensor
+        self, params: PosteriorParameters, noise: torch.Tensor, stopped: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(z, log q(z|x))`` from ``noise (S, B, noise_dim)``: ``(S, B, D)`` and ``(S, B)``."""
+        """``(z, log q(z|x))`` from ``noise (S, B, noise_dim)``: ``(S, B, D)`` and ``(S, B)``;
+        ``stopped``: log q at stopped parameters (its gradient reaches the encoder only
+        through z: see :meth:`Posterior.sample_and_stopped_log_prob`)."""
+        if stopped:
+            return self.posterior.sample_and_stopped_log_prob(params, noise)
         return self.posterior.sample_and_log_prob(params, noise)
 
     def log_prior(self, z: torch.Tensor) -> torch.Tensor:

@@ -11,11 +11,16 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
+from vaekit.checks import choice
 from vaekit.data.batch import Batch, as_batch
 from vaekit.model.draws import random_like
+from vaekit.model.rate import monte_carlo_rate
 
 if TYPE_CHECKING:
     from vaekit.model.vae import VAE
+
+ELBO_GRADIENTS = ("reparam", "stl")
+"""Gradient estimators of the ELBO (see :func:`elbo`)."""
 
 
 class ELBOTerms(NamedTuple):
@@ -73,6 +78,7 @@ def elbo(
     noise: torch.Tensor | None = None,
     reduction: str = "none",
     check: bool = True,
+    gradient: str = "reparam",
 ) -> ELBOTerms:
     """ELBO(x) = E_q[log p(x|z)] − KL(q(z|x) || p(z)), with the expectation estimated by
     ``n_samples`` reparameterised draws (unbiased, differentiable) and the KL in closed form
@@ -84,14 +90,24 @@ def elbo(
     needs, with fewer operations). Refuses data outside the likelihood's support (e.g. grey
     levels under a Bernoulli) unless ``check=False`` (the training loop, whose data are checked
     once).
+
+    ``gradient``: ``"reparam"``, the reparameterised gradient of this estimate; or ``"stl"``,
+    "sticking the landing" (Roeder et al. 2017): the rate by the draws' log q − log p(z) with
+    log q at stopped parameters, so the encoder's gradient has no score term and vanishes
+    for every draw when q(z|x) = p(z|x). The same values either way, up to the Monte Carlo
+    rate in place of a closed form.
     """
+    choice("gradient", gradient, ELBO_GRADIENTS)
     batch = as_batch(batch)
     if check:
         model.check_examples(batch)
     params = model.posterior_parameters(batch)
     if noise is None:
         noise = standard_noise(model, n_samples, params[0])
-    if model.rate_rule.analytic:  # no log q needed: fewer operations per step
+    if gradient == "stl":
+        z, log_q = model.sample_posterior(params, noise, stopped=True)
+        rate = monte_carlo_rate(log_q, model.log_prior(z), reduction)
+    elif model.rate_rule.analytic:  # no log q needed: fewer operations per step
         z = model.posterior.rsample(params, noise)
         rate = model.rate(params, reduction=reduction)
     else:

@@ -1,6 +1,8 @@
 """The training objectives, registered by name (``OBJECTIVES``): what one step maximises.
 
-Each is called as ``objective(model, batch, noise, beta)`` with ``noise (S, B, noise_dim)``
+Each is built as ``cls(gradient)`` with one of its ``gradients`` (the estimator of the
+objective's gradient; the first is the plain reparameterised one) and called as
+``objective(model, batch, noise, beta)`` with ``noise (S, B, noise_dim)``
 and returns ``(total, sums)``: the objective summed over the batch (to be maximised) and the
 detached sums of (ELBO, reconstruction, rate) over the batch, for the running averages.
 """
@@ -11,9 +13,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from vaekit.checks import choice
 from vaekit.data.batch import Batch
-from vaekit.objectives.elbo import elbo
-from vaekit.objectives.importance import iwae_terms
+from vaekit.objectives.elbo import ELBO_GRADIENTS, elbo
+from vaekit.objectives.importance import IWAE_GRADIENTS, iwae_terms
 from vaekit.registry import Registry
 
 if TYPE_CHECKING:
@@ -24,25 +27,37 @@ OBJECTIVES: Registry[type] = Registry("objective")
 
 @OBJECTIVES.register("elbo")
 class ELBOObjective:
-    """The ELBO, reconstruction − β·rate, estimated with S = --samples draws per example."""
+    """The ELBO, reconstruction − β·rate, estimated with S = --samples draws per example;
+    gradient ``reparam`` or ``stl`` (see :func:`vaekit.objectives.elbo`)."""
 
     takes_beta = True
+    gradients = ELBO_GRADIENTS
+
+    def __init__(self, gradient: str = "reparam") -> None:
+        choice("gradient", gradient, self.gradients)
+        self.gradient = gradient
 
     def __call__(
         self, model: VAE, batch: Batch, noise: torch.Tensor, beta: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        terms = elbo(model, batch, len(noise), noise, reduction="sum", check=False)
+        terms = elbo(model, batch, len(noise), noise, "sum", check=False, gradient=self.gradient)
         return terms.objective(beta), torch.stack(terms).detach()
 
 
 @OBJECTIVES.register("iwae")
 class IWAEObjective:
-    """The importance-weighted bound L_K with K = --samples (Burda et al. 2015)."""
+    """The importance-weighted bound L_K with K = --samples (Burda et al. 2015); gradient
+    ``reparam`` or ``dreg`` (see :func:`vaekit.objectives.importance.iwae_terms`)."""
 
     takes_beta = False
+    gradients = IWAE_GRADIENTS
+
+    def __init__(self, gradient: str = "reparam") -> None:
+        choice("gradient", gradient, self.gradients)
+        self.gradient = gradient
 
     def __call__(
         self, model: VAE, batch: Batch, noise: torch.Tensor, beta: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        bound, terms = iwae_terms(model, batch, len(noise), noise)
+        bound, terms = iwae_terms(model, batch, len(noise), noise, self.gradient)
         return bound.sum(), torch.stack(terms).detach().sum(1, dtype=torch.float64)

@@ -21,6 +21,10 @@ ON_NAN = ("stop", "rollback")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16", "fp16")
 COMPILE = ("auto", "on", "off")
+GRADIENTS = tuple(
+    dict.fromkeys(g for name in OBJECTIVES.names() for g in OBJECTIVES[name].builder.gradients)
+)
+"""Every objective's gradient estimators (each objective takes some of them)."""
 
 
 @dataclass
@@ -52,6 +56,12 @@ class TrainConfig:
         OBJECTIVES.names(),
     )
     samples: int = option(1, "draws of z per example and step (K of the IWAE bound)")
+    gradient: str = option(
+        "reparam",
+        "the gradient estimator: reparam (plain reparameterisation), stl (sticking the "
+        "landing; the ELBO) or dreg (doubly reparameterised; the IWAE bound)",
+        GRADIENTS,
+    )
     output_bias: bool = option(
         False, "start the decoder's output bias at logit(mean training image)"
     )
@@ -100,6 +110,13 @@ class TrainConfig:
             raise ConfigError(
                 f"the {self.objective.upper()} objective is a bound on log p(x): use --beta 1, "
                 "no warm-up"
+            )
+
+        gradients = OBJECTIVES[self.objective].builder.gradients
+        if self.gradient not in gradients:
+            raise ConfigError(
+                f"--gradient {self.gradient} is not an estimator of the {self.objective.upper()} "
+                f"objective's gradient: use one of {', '.join(gradients)}"
             )
 
     def to_dict(self) -> dict[str, Any]:

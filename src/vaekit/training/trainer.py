@@ -501,7 +501,7 @@ class _Objective(torch.nn.Module):
     def __init__(self, model: torch.nn.Module, config: TrainConfig) -> None:
         super().__init__()
         self.model = model
-        self.objective = OBJECTIVES[config.objective].builder()
+        self.objective = OBJECTIVES[config.objective].builder(config.gradient)
 
     def forward(
         self, batch: Batch, noise: torch.Tensor, beta: float, share: float
