@@ -193,7 +193,7 @@ def test_cli_evaluate_and_identity(
     out = capsys.readouterr().out
     assert "log p̂_K(x)" in out and "active units" in out
     rows = csv_path.read_text().splitlines()
-    assert rows[0] == "index,row,file,label,class,elbo,reconstruction,rate,log_px,gap"
+    assert rows[0] == "index,row,file,label,class,elbo,reconstruction,rate,log_px,gap,ess,pareto_k"
     assert len(rows) == 31
     (saved,) = (trained_run / "evaluations").glob("test-n30-k20-seed0-*.json")
     assert json.loads(saved.read_text())["n"] == 30  # kept beside any fuller evaluation

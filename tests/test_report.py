@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import copy_without_evaluations
 from PIL import Image
 
 import vaekit
@@ -29,6 +30,7 @@ SECTIONS = (
     "traversals",
     "latent",
     "worst",
+    "reliability",
 )
 BROWSER_FLAGS = [
     "--headless",
@@ -43,9 +45,11 @@ BROWSER_FLAGS = [
 
 
 @pytest.fixture(scope="module")
-def report(trained_run: Path) -> Path:
-    assert main(["report", str(trained_run), "-k", "50"]) == 0
-    return trained_run / "report.html"
+def report(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The report of the trained run, evaluated here with K = 50 (enough for Pareto k̂)."""
+    run = copy_without_evaluations(trained_run, tmp_path_factory.mktemp("report") / "run")
+    assert main(["report", str(run), "-k", "50"]) == 0
+    return run / "report.html"
 
 
 def _chromium() -> str:
@@ -60,7 +64,7 @@ def test_report_is_self_contained(report: Path) -> None:
     for key in SECTIONS:
         assert f'<section id="{key}">' in page
     sources = re.findall(r'src="([^"]+)"', page)
-    assert len(sources) == 9 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert len(sources) == 10 and all(s.startswith("data:image/png;base64,") for s in sources)
     assert "http://" not in page and "https://" not in page
 
 
@@ -82,7 +86,7 @@ def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> No
     body = re.search(r"<body[^>]*>", dom.stdout)
     assert body is not None, dom.stderr[-2000:]
     assert 'data-images-broken="0"' in body.group(0)
-    assert 'data-images-loaded="9"' in body.group(0)
+    assert 'data-images-loaded="10"' in body.group(0)
     for key in SECTIONS:
         assert f'id="{key}"' in dom.stdout
     assert "Uncaught" not in dom.stderr  # no script errors in the console
@@ -105,10 +109,10 @@ def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> No
     assert pixels.std() > 20  # not blank: text and figures on a white page
 
 
-def test_every_plot(trained_run: Path, report: Path, tmp_path: Path) -> None:
+def test_every_plot(report: Path, tmp_path: Path) -> None:
     for what in PLOTS:  # (the report wrote the evaluation.json that identity and kl read)
         out = tmp_path / f"{what}.png"
-        assert main(["plot", str(trained_run), "--what", what, "-o", str(out)]) == 0
+        assert main(["plot", str(report.parent), "--what", what, "-o", str(out)]) == 0
         with Image.open(out) as image:
             assert image.width > 50 and image.height > 50
 

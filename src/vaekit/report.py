@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +21,8 @@ import torch
 from vaekit.data.batch import Batch
 from vaekit.data.dataset import Dataset
 from vaekit.errors import ConfigError
-from vaekit.evaluation.evaluate import evaluate, evaluation_batch, mismatch
+from vaekit.evaluation.evaluate import describe_weights, evaluate, evaluation_batch, mismatch
+from vaekit.evaluation.weights import UNRELIABLE_K
 from vaekit.files import atomic_write_bytes
 from vaekit.training.run_dir import EVALUATION, REPORT, RunDirectory
 from vaekit.version import __version__
@@ -137,7 +139,40 @@ def _numbers(evaluation: dict[str, Any]) -> dict[str, str]:
         numbers["I_q(x; z)"] = f"{evaluation['mutual_information']:.2f}"
         numbers["KL(q(z) || p(z))"] = f"{evaluation['marginal_kl']:.2f}"
     numbers["active units"] = f"{evaluation['active_units']} of {len(evaluation['active'])}"
+    if evaluation.get("weights"):  # evaluations before vaekit 0.2 have no weight diagnostics
+        ess, k_hat = describe_weights(evaluation["weights"], evaluation["k"])
+        numbers["importance weights' effective sample size"] = ess
+        numbers["importance weights' Pareto k̂"] = k_hat
     return numbers
+
+
+def _least_reliable(evaluation: dict[str, Any], batch: Batch, shown: int = 16) -> list[str]:
+    """A section on the examples whose log p̂_K is least reliable (highest Pareto k̂), if the
+    evaluation has k̂ per example: their numbers and their images."""
+    per = evaluation["per_example"]
+    if not any(k is not None for k in per.get("pareto_k", [])):
+        return []
+    k_hat = torch.tensor([math.nan if k is None else k for k in per["pareto_k"]])
+    order = torch.argsort(k_hat.nan_to_num(-math.inf), descending=True)[:shown]
+    order = order[~k_hat[order].isnan()]
+    rows = "".join(
+        f"<tr><td>{i}</td><td>{per['pareto_k'][i]:.2f}</td><td>{per['ess'][i]:.1f}</td>"
+        f"<td>{per['log_px'][i]:.2f}</td><td>{per['elbo'][i]:.2f}</td></tr>"
+        for i in order.tolist()
+    )
+    table = (
+        "<table><tr><th>test example</th><th>Pareto k̂</th><th>ESS</th>"
+        f"<th>log p̂_K(x)</th><th>ELBO</th></tr>{rows}</table>"
+    )
+    note = (
+        f'<p class="note">Above k̂ = {UNRELIABLE_K} the importance weights are too heavy-tailed '
+        "for log p̂_K(x) to be trusted: q(z|x) misses part of p(z|x) for these examples, and "
+        "the estimate may sit well below log p(x). Images left to right, in the table's "
+        "order.</p>"
+    )
+    images = _img(examples_png(batch.x[order]), "least reliable examples")
+    title = "Least reliable log-likelihood estimates (highest Pareto k̂)"
+    return [_section("reliability", title, table + note + images)]
 
 
 def _kl_section(evaluation: dict[str, Any]) -> str:
@@ -304,7 +339,8 @@ def _picture_sections(inputs: ReportInputs) -> list[str]:
             examples_png(batch.x[worst], title=f"left to right, log p̂(x) in nats: {worst_values}"),
         ),
     }
-    return [_section(key, title, _img(png, key)) for key, (title, png) in pictures.items()]
+    sections = [_section(key, title, _img(png, key)) for key, (title, png) in pictures.items()]
+    return sections + _least_reliable(evaluation, batch)
 
 
 def _headline(inputs: ReportInputs) -> str:

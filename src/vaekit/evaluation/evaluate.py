@@ -7,9 +7,10 @@ Per example, from the same K draws z_k ~ q(z|x) (the objectives' log weights):
     ELBO           = reconstruction − rate
     log p̂_K(x)     = logsumexp_k log w_k − log K,   log w = log p(x|z) + log p(z) − log q(z|x)
     gap            = log p̂_K(x) − ELBO   (an estimate, from below, of KL(q(z|x) || p(z|x)))
-and for a K sweep, L_K' = E[log p̂_K'(x)] estimated by the mean of log p̂_K' over the K / K'
-disjoint groups of the K draws (unbiased for L_K'; log p̂_K itself is always one logsumexp
-over all K).
+with the weights' effective sample size and Pareto k̂ (how far log p̂_K can be trusted:
+:mod:`vaekit.evaluation.weights`), and for a K sweep, L_K' = E[log p̂_K'(x)] estimated by the
+mean of log p̂_K' over the K / K' disjoint groups of the K draws (unbiased for L_K'; log p̂_K
+itself is always one logsumexp over all K).
 """
 
 from __future__ import annotations
@@ -32,8 +33,17 @@ from vaekit.data.dataset import Dataset
 from vaekit.errors import ConfigError
 from vaekit.evaluation.diagnostics import ACTIVE_THRESHOLD, active_units, aggregate_posterior_kl
 from vaekit.evaluation.statistics import Mean
+from vaekit.evaluation.weights import (
+    UNRELIABLE_K,
+    effective_sample_size,
+    largest_log_weights,
+    pareto_k,
+)
 from vaekit.files import atomic_write_bytes, atomic_write_json
 from vaekit.objectives.importance import iter_log_weights, log_mean_exp
+
+PER_EXAMPLE_SAVED = ("elbo", "log_px", "ess", "pareto_k")
+"""The per-example values an evaluation's JSON keeps (the report's worst examples)."""
 
 ROWS_PER_CHUNK = 1024
 """Decoder rows (samples x examples) per chunk. Small chunks keep the decoder's output in cache
@@ -64,14 +74,17 @@ class Evaluation:
     marginal_kl: float | None
     seconds: float
     warnings: list[str] = field(default_factory=list)
+    weights: dict[str, Any] = field(default_factory=dict)
+    """The importance weights' diagnostics (see :func:`weight_summary`)."""
     info: dict[str, Any] = field(default_factory=dict)
     per_example: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["per_example"] = {
-            name: [round(v, 4) for v in self.per_example[name].tolist()]
-            for name in ("elbo", "log_px")
+            name: [None if math.isnan(v) else round(v, 4) for v in self.per_example[name].tolist()]
+            for name in PER_EXAMPLE_SAVED
+            if name in self.per_example
         }
         for name in ("elbo", "reconstruction", "rate", "log_px", "gap"):
             out[name] = asdict(getattr(self, name))
@@ -125,6 +138,9 @@ class Evaluation:
                 f"{s['gap']:>9.2f}"
                 for s in self.k_sweep
             ]
+        if self.weights:
+            ess, k_hat = describe_weights(self.weights, self.k)
+            rows += [f"  weights' ESS      {ess}", f"  weights' Pareto k̂ {k_hat}"]
         rows += [f"  warning: {w}" for w in self.warnings]
         rows.append(f"  ({self.seconds:.1f} s)")
         return "\n".join(rows)
@@ -142,8 +158,9 @@ class Evaluation:
     ) -> None:
         """CSV with one row per example: its index in the evaluated examples, its ``rows``
         in the user's data and its file (an image folder's), its label and the label's name,
-        then elbo, reconstruction, rate, log_px and gap (nats)."""
-        columns = ["elbo", "reconstruction", "rate", "log_px", "gap"]
+        then elbo, reconstruction, rate, log_px and gap (nats), and the weights' effective
+        sample size and Pareto k̂ (empty: not computed, K < 25, or equal weights)."""
+        columns = ["elbo", "reconstruction", "rate", "log_px", "gap", "ess", "pareto_k"]
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(["index", "row", "file", "label", "class", *columns])
@@ -158,10 +175,44 @@ class Evaluation:
                     "" if files is None else files[row],
                     "" if label is None else label,
                     "" if label is None or classes is None else classes[label],
-                    *(f"{v:.4f}" for v in terms),
+                    *("" if math.isnan(v) else f"{v:.4f}" for v in terms),
                 ]
             )
         atomic_write_bytes(path, buffer.getvalue().encode())
+
+
+def weight_summary(ess: torch.Tensor, k_hat: torch.Tensor) -> dict[str, Any]:
+    """The share of examples whose k̂ exceeds 0.7 (log p̂_K unreliable there), k̂'s median and
+    maximum, and quantiles of the effective sample size (of K); k̂ over the examples that
+    have one (not where K < 25 or the weights are all equal)."""
+    fitted = k_hat[~k_hat.isnan()]
+    quantiles = torch.quantile(ess.double(), torch.tensor([0.0, 0.05, 0.5], dtype=torch.float64))
+    summary: dict[str, Any] = {
+        "ess_min": float(quantiles[0]),
+        "ess_5%": float(quantiles[1]),
+        "ess_median": float(quantiles[2]),
+        "pareto_k_examples": len(fitted),
+    }
+    if len(fitted):
+        summary["pareto_k_unreliable_share"] = float((fitted > UNRELIABLE_K).double().mean())
+        summary["pareto_k_median"] = float(fitted.median())
+        summary["pareto_k_max"] = float(fitted.max())
+    return summary
+
+
+def describe_weights(summary: dict[str, Any], k: int) -> tuple[str, str]:
+    """``(effective sample size, Pareto k̂)`` in words, from :func:`weight_summary`."""
+    ess = (
+        f"median {summary['ess_median']:.1f} of K = {k}, 5% quantile {summary['ess_5%']:.1f}, "
+        f"min {summary['ess_min']:.1f}"
+    )
+    if not summary["pareto_k_examples"]:
+        return ess, "not fitted (K < 25, or equal weights)"
+    share = summary["pareto_k_unreliable_share"]
+    return ess, (
+        f"median {summary['pareto_k_median']:.2f}, max {summary['pareto_k_max']:.2f}; "
+        f"{100 * share:.1f}% of examples over {UNRELIABLE_K} (log p̂_K unreliable there)"
+    )
 
 
 def _warnings(active: int, latent_dim: int, mean_rate: float) -> list[str]:
@@ -233,6 +284,7 @@ def evaluate(
     per = {name: torch.cat(parts) for name, parts in columns.items()}
     per_dim = per.pop("kl_per_dim", None)
     loc, scale, means = per.pop("loc", None), per.pop("scale", None), per.pop("means")
+    per["pareto_k"] = pareto_k(per.pop("largest_log_w"))
     per = {name: values.cpu() for name, values in per.items()}
     per["gap"] = per["log_px"] - per["elbo"]
     marginal_kl = (
@@ -304,6 +356,8 @@ def _evaluate_batch(
     columns["rate"].append(rate)
     columns["elbo"].append(reconstruction - rate)
     columns["log_px"].append(log_mean_exp(log_w))
+    columns["ess"].append(effective_sample_size(log_w))
+    columns["largest_log_w"].append(largest_log_weights(log_w))
     columns["means"].append(model.posterior.representative(params))
     layers = model.posterior.gaussian_layers(params)
     if layers is not None and len(layers) == 1:
@@ -361,5 +415,6 @@ def _evaluation(
         marginal_kl=marginal_kl,
         seconds=time.perf_counter() - start_time,
         warnings=_warnings(active, len(active_mask), mean_rate),
+        weights=weight_summary(per["ess"], per["pareto_k"]),
         per_example=per,
     )

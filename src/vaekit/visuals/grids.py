@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -46,10 +47,7 @@ def _png_bytes(array: np.ndarray, title: str = "") -> bytes:
     scale = max(1, math.ceil(MIN_WIDTH / max(image.width, 1)))
     image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
     if title:
-        try:
-            font = ImageFont.load_default(size=14)
-        except TypeError:  # Pillow before 10.1: one bitmap size
-            font = ImageFont.load_default()
+        font = _caption_font(ImageFont)
         lines = _wrap(title, image.width // 8)
         captioned = Image.new(
             image.mode, (image.width, image.height + 18 * len(lines) + 6), "white"
@@ -62,6 +60,21 @@ def _png_bytes(array: np.ndarray, title: str = "") -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def _caption_font(image_font: Any) -> Any:
+    """matplotlib's DejaVu Sans at 14 px (Pillow's own default font has no combining marks:
+    the hat of p̂ came out as a box), else Pillow's default."""
+    from matplotlib import font_manager
+
+    try:
+        path = font_manager.findfont(font_manager.FontProperties(family="DejaVu Sans"))
+        return image_font.truetype(path, 14)
+    except (OSError, ValueError):
+        try:
+            return image_font.load_default(size=14)
+        except TypeError:  # Pillow before 10.1: one bitmap size
+            return image_font.load_default()
 
 
 def _wrap(text: str, width: int) -> list[str]:
