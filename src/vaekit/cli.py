@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from vaekit.checks import fits_in_memory, seed
+from vaekit.compare import comparison_table, read_evaluations
 from vaekit.console import say, silence_stdout
 from vaekit.data import Dataset, load_dataset
 from vaekit.errors import ConfigError, VaekitError
@@ -185,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reconstruct_command(commands)
     _add_encode_command(commands)
     _add_evaluate_command(commands)
+    _add_compare_command(commands)
     _add_identity_command(commands)
     _add_report_command(commands)
     _add_plot_command(commands)
@@ -292,6 +294,20 @@ def _add_evaluate_command(commands: Any) -> None:
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the K draws")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     evaluate.set_defaults(handler=cmd_evaluate)
+
+
+def _add_compare_command(commands: Any) -> None:
+    compare = commands.add_parser(
+        "compare",
+        help="the identity's terms of several runs side by side (from each evaluation.json)",
+    )
+    compare.add_argument("runs", nargs="+", help="run directories trained on the same data")
+    compare.set_defaults(handler=cmd_compare)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    print(comparison_table(read_evaluations(args.runs)))
+    return 0
 
 
 def _add_identity_command(commands: Any) -> None:
