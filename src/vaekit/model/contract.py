@@ -39,6 +39,10 @@ class Posterior(nn.Module):
     noise_dim: int
     """Standard-normal draws per sample of z (``N``)."""
 
+    log_prob_is_cheap: bool = True
+    """Whether :meth:`log_prob` at any z costs about one pass (a flow's inverts itself one
+    dimension at a time): a VampPrior evaluates it at every step."""
+
     @staticmethod
     def encoder_width(latent_dim: int, options: Any) -> int:
         """Features the encoder outputs per example."""
@@ -67,13 +71,19 @@ class Posterior(nn.Module):
         only through z, the path derivative of "sticking the landing" (Roeder et al. 2017) and
         of DReG (Tucker et al. 2018). This default detaches ``params``; a posterior with
         learned parameters of its own (a flow) must override it, and is refused here."""
-        if any(p.requires_grad for p in self.parameters()):
+        if not self.has_stopped_log_prob:
             raise ConfigError(
                 f"the {type(self).__name__} has parameters of its own, and no stopped log q "
                 "for --gradient stl/dreg: train it with --gradient reparam"
             )
         z = self.rsample(params, noise)
         return z, self.log_prob(tuple(p.detach() for p in params), z)
+
+    @property
+    def has_stopped_log_prob(self) -> bool:
+        """Whether :meth:`sample_and_stopped_log_prob` is available (the default's: for a
+        posterior without learned parameters of its own)."""
+        return not any(p.requires_grad for p in self.parameters())
 
     def log_prob(self, params: PosteriorParameters, z: torch.Tensor) -> torch.Tensor:
         """log q(z|x) for ``z (..., B, D)``; ``(..., B)``."""

@@ -115,6 +115,11 @@ class Trainer:
             raise ConfigError(f"--batch-size (global) must be at least the {self.world} ranks")
         if self.config.tensorboard:
             _check_tensorboard(run_dir)
+        if self.config.gradient != "reparam" and not model.posterior.has_stopped_log_prob:
+            raise ConfigError(
+                f"--gradient {self.config.gradient} needs log q at stopped parameters, which the "
+                f"{model.config.posterior.name} posterior does not have: use --gradient reparam"
+            )
         self.model = model.to(self.device)
         self.run_dir = None if run_dir is None else RunDirectory(run_dir)
         self.writes = self.run_dir is not None and self.rank == 0

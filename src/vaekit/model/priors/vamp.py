@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from vaekit.checks import option, positive_int
+from vaekit.errors import ConfigError
 from vaekit.model.contract import PRIORS, Posterior, PosteriorParameters, Prior
 from vaekit.model.draws import random_like
 
@@ -48,6 +49,12 @@ class VampPrior(Prior):
     def bind(self, model: nn.Module) -> None:
         """The pseudo-inputs take the model's input shape; q(z|u) is the model's posterior on
         top of its encoder (kept as plain references: they belong to the model)."""
+        if not model.posterior.log_prob_is_cheap:
+            raise ConfigError(
+                f"the VampPrior needs a posterior whose density is cheap at any z; the "
+                f"{model.config.posterior.name} posterior's is not: use --posterior "
+                "diagonal-gaussian with --prior vamp"
+            )
         shape = (self.components, *model.input_shape)
         self.pseudo_inputs = nn.Parameter(torch.randn(shape) * PSEUDO_INPUT_STD + PSEUDO_INPUT_MEAN)
         self._parameters_of: Callable[[torch.Tensor], PosteriorParameters] = (
