@@ -79,6 +79,11 @@ class Posterior(nn.Module):
         z = self.rsample(params, noise)
         return z, self.log_prob(tuple(p.detach() for p in params), z)
 
+    def log_prob_each(self, params: PosteriorParameters, z: torch.Tensor) -> torch.Tensor:
+        """log q(z | each of C parameter sets) for ``params`` ``(C, ·)`` and ``z (..., D)``;
+        ``(..., C)`` (a VampPrior's components). By default ``log_prob`` broadcast."""
+        return self.log_prob(params, z.unsqueeze(-2))
+
     @property
     def has_stopped_log_prob(self) -> bool:
         """Whether :meth:`sample_and_stopped_log_prob` is available (the default's: for a

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch.distributions import Independent, Normal
 
 from vaekit.model.contract import POSTERIORS, Posterior, PosteriorParameters
-from vaekit.model.gaussian import HALF_LOG_2PI, log_density
+from vaekit.model.gaussian import HALF_LOG_2PI, log_density, pairwise_log_density
 from vaekit.registry import NoOptions
 
 MIN_SCALE = 1e-6
@@ -50,6 +50,14 @@ class DiagonalGaussianPosterior(Posterior):
     def log_prob(self, params: PosteriorParameters, z: torch.Tensor) -> torch.Tensor:
         loc, scale = params
         return log_density(z, loc, scale)
+
+    def log_prob_each(self, params: PosteriorParameters, z: torch.Tensor) -> torch.Tensor:
+        """By matrix products (:func:`~vaekit.model.gaussian.pairwise_log_density`): a
+        VampPrior step with 500 components at batch 128 (784-512-512-50) cost 7.6× a plain
+        step with the broadcast formula, 3.0× with this (benchmarks/vamp_cost.py)."""
+        loc, scale = params
+        flat = pairwise_log_density(z.reshape(-1, z.shape[-1]), loc, scale)
+        return flat.reshape(*z.shape[:-1], len(loc))
 
     def representative(self, params: PosteriorParameters) -> torch.Tensor:
         return params[0]

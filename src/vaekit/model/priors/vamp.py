@@ -69,7 +69,7 @@ class VampPrior(Prior):
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log (1/C) Σ_c q(z | u_c) = logsumexp_c log q(z | u_c) − log C; ``z (..., D)``."""
-        per_component = self._posterior.log_prob(self.components_parameters(), z.unsqueeze(-2))
+        per_component = self._posterior.log_prob_each(self.components_parameters(), z)
         return torch.logsumexp(per_component, dim=-1) - math.log(self.components)
 
     @torch.no_grad()
