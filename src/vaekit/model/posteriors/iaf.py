@@ -41,7 +41,7 @@ class IAFOptions:
     """flow_steps: T; flow_hidden: each MADE's hidden units (0: affine steps); flow_context:
     the size of the context h(x) the encoder outputs beside μ and σ."""
 
-    flow_steps: int = option(2, "IAF steps on top of the diagonal Gaussian (--posterior iaf)")
+    flow_steps: int = option(2, "IAF steps on top of the diagonal Gaussian")
     flow_hidden: int = option(320, "hidden units of each IAF step's MADE (0: affine steps)")
     flow_context: int = option(50, "size of the context h(x) the encoder gives the IAF steps")
 
