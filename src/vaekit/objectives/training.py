@@ -25,17 +25,23 @@ if TYPE_CHECKING:
 OBJECTIVES: Registry[type] = Registry("objective")
 
 
+class _Objective:
+    """What every objective shares: its gradient estimator, one of ``gradients``."""
+
+    gradients: tuple[str, ...] = ("reparam",)
+
+    def __init__(self, gradient: str = "reparam") -> None:
+        choice("gradient", gradient, self.gradients)
+        self.gradient = gradient
+
+
 @OBJECTIVES.register("elbo")
-class ELBOObjective:
+class ELBOObjective(_Objective):
     """The ELBO, reconstruction − β·rate, estimated with S = --samples draws per example;
     gradient ``reparam`` or ``stl`` (see :func:`vaekit.objectives.elbo`)."""
 
     takes_beta = True
     gradients = ELBO_GRADIENTS
-
-    def __init__(self, gradient: str = "reparam") -> None:
-        choice("gradient", gradient, self.gradients)
-        self.gradient = gradient
 
     def __call__(
         self, model: VAE, batch: Batch, noise: torch.Tensor, beta: float
@@ -45,16 +51,12 @@ class ELBOObjective:
 
 
 @OBJECTIVES.register("iwae")
-class IWAEObjective:
+class IWAEObjective(_Objective):
     """The importance-weighted bound L_K with K = --samples (Burda et al. 2015); gradient
     ``reparam`` or ``dreg`` (see :func:`vaekit.objectives.importance.iwae_terms`)."""
 
     takes_beta = False
     gradients = IWAE_GRADIENTS
-
-    def __init__(self, gradient: str = "reparam") -> None:
-        choice("gradient", gradient, self.gradients)
-        self.gradient = gradient
 
     def __call__(
         self, model: VAE, batch: Batch, noise: torch.Tensor, beta: float
