@@ -26,7 +26,7 @@ def test_compare_prints_the_terms_side_by_side(
     for run in (plain, vamp):
         assert main(["evaluate", str(run), "-k", "30", "--no-progress"]) == 0
     capsys.readouterr()
-    assert main(["compare", str(plain), str(vamp)]) == 0
+    assert main(["compare", str(plain), str(vamp / "model.safetensors")]) == 0
     table = capsys.readouterr().out
     header, prior = table.splitlines()[:2]
     assert header.split() == ["plain", "vamp"]
@@ -51,7 +51,7 @@ def test_compare_refuses_what_is_not_comparable(
 ) -> None:
     plain = copy_without_evaluations(trained_run, tmp_path / "plain")
     status = main(["compare", str(plain)])
-    one_line_error(capsys, status, "has no evaluation: run 'vaekit evaluate")
+    one_line_error(capsys, status, "has no evaluation (no readable, complete evaluation.json)")
     assert main(["evaluate", str(plain), "-k", "5", "--limit", "20", "--no-progress"]) == 0
     other = tmp_path / "other"
     argv = [*TRAIN, "--dataset", str(array_data), "--epochs", "1", "--run-dir", str(other)]

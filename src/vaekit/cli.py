@@ -27,6 +27,7 @@ import torch
 
 from vaekit.checks import fits_in_memory, seed
 from vaekit.compare import comparison_table, read_evaluations
+from vaekit.config_file import read_config_file, run_config_toml
 from vaekit.console import say, silence_stdout
 from vaekit.data import Dataset, load_dataset
 from vaekit.errors import ConfigError, VaekitError
@@ -187,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_encode_command(commands)
     _add_evaluate_command(commands)
     _add_compare_command(commands)
+    _add_config_command(commands)
     _add_identity_command(commands)
     _add_report_command(commands)
     _add_plot_command(commands)
@@ -205,6 +207,12 @@ def _add_train_command(commands: Any) -> None:
     train.add_argument(
         "--recipe",
         help="start from a named recipe (see 'vaekit recipes'); other options override its fields",
+    )
+    train.add_argument(
+        "--config",
+        metavar="TOML",
+        help="start from a configuration file ([model] and [train] tables, as 'vaekit config "
+        "RUN' writes); options given beside it override its fields (and it a recipe's)",
     )
     train.add_argument(
         "--no-verify", action="store_true", help="skip the SHA-256 check of MNIST-style files"
@@ -306,7 +314,20 @@ def _add_compare_command(commands: Any) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    print(comparison_table(read_evaluations(args.runs)))
+    print(comparison_table(read_evaluations([str(_run_dir(run)) for run in args.runs])))
+    return 0
+
+
+def _add_config_command(commands: Any) -> None:
+    config = commands.add_parser(
+        "config", help="print a run's configuration as TOML (vaekit train --config reruns it)"
+    )
+    config.add_argument("run", nargs="+", help="run directory")
+    config.set_defaults(handler=cmd_config)
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    sys.stdout.write(run_config_toml(RunDirectory(_run_dir(args.run))))
     return 0
 
 
@@ -382,14 +403,25 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace, distributed: bool) -> int:
     if args.resume:
+        if args.config:
+            raise ConfigError("--config starts a new run; --resume continues one as it was")
         return _resume(args)
     rank = rank_and_size()[0]
     progress = not args.no_progress and rank == 0
     if args.accept_changed_data:
         raise ConfigError("--accept-changed-data goes with --resume")
     recipe = load_recipe(args.recipe) if args.recipe else None
-    model_options = {**(recipe.model if recipe else {}), **_given(args, _model_option_names())}
-    train_options = {**(recipe.train if recipe else {}), **_given(args, _train_option_names())}
+    file_model, file_train = read_config_file(args.config) if args.config else ({}, {})
+    model_options = {
+        **(recipe.model if recipe else {}),
+        **file_model,
+        **_given(args, _model_option_names()),
+    }
+    train_options = {
+        **(recipe.train if recipe else {}),
+        **file_train,
+        **_given(args, _train_option_names()),
+    }
     if recipe:
         train_options["recipe"] = f"{recipe.name}@{recipe.version}"
     config = TrainConfig(**train_options)

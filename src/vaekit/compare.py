@@ -33,7 +33,10 @@ def read_evaluations(paths: list[str]) -> dict[str, dict[str, Any]]:
         model = run.load_model()
         evaluation = run.read_evaluation()
         if evaluation is None:
-            raise ConfigError(f"{path} has no evaluation: run 'vaekit evaluate {path}' first")
+            raise ConfigError(
+                f"{path} has no evaluation (no readable, complete evaluation.json): run "
+                f"'vaekit evaluate {path}' first"
+            )
         n_test = evaluation["n"]  # (the examples are checked by their count only here)
         reason = mismatch(evaluation, model, n_test)
         if reason is not None:
