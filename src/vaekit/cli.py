@@ -26,12 +26,13 @@ import numpy as np
 import torch
 
 from vaekit.checks import fits_in_memory, seed
-from vaekit.compare import comparison_table, read_evaluations
+from vaekit.compare import check_claim, comparison_table, read_evaluations
 from vaekit.config_file import read_config_file, run_config_toml
 from vaekit.console import say, silence_stdout
 from vaekit.data import Dataset, load_dataset
 from vaekit.errors import ConfigError, VaekitError
-from vaekit.evaluation.evaluate import evaluate, evaluation_batch
+from vaekit.evaluation.evaluate import evaluate, evaluation_batch, mismatch
+from vaekit.export import export_run
 from vaekit.files import atomic_write_bytes
 from vaekit.model import COMPONENTS, build_model
 from vaekit.model.config import DEFAULTS, ModelConfig
@@ -189,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate_command(commands)
     _add_compare_command(commands)
     _add_config_command(commands)
+    _add_export_command(commands)
     _add_identity_command(commands)
     _add_report_command(commands)
     _add_plot_command(commands)
@@ -328,6 +330,23 @@ def _add_config_command(commands: Any) -> None:
 
 def cmd_config(args: argparse.Namespace) -> int:
     sys.stdout.write(run_config_toml(RunDirectory(_run_dir(args.run))))
+    return 0
+
+
+def _add_export_command(commands: Any) -> None:
+    export = commands.add_parser(
+        "export",
+        help="a model folder in the Hugging Face Hub's layout, with a model card whose numbers "
+        "'vaekit evaluate' can check",
+    )
+    export.add_argument("run", nargs="+", help="run directory (with an evaluation)")
+    export.add_argument("folder", help="a new or empty folder to write")
+    export.set_defaults(handler=cmd_export)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    for path in export_run(RunDirectory(_run_dir(args.run)), Path(args.folder)):
+        print(f"wrote {path}")
     return 0
 
 
@@ -666,6 +685,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     # the files first: minutes of evaluation survive a closed pipe (vaekit evaluate ... | head)
     written: list[Path] = []
     run = RunDirectory(args.run)
+    claim = _claim(run, model, args.split)
     if run.is_run():
         written += run.save_evaluation(result.to_dict())
     if args.output:
@@ -679,8 +699,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if not run.is_run() or run / "evaluation.json" in written
         else (f"\n{run / 'evaluation.json'} is kept: it is a fuller evaluation of these weights")
     )
-    print("\n".join([result.table(), *(f"wrote {path}" for path in written)]) + kept)
+    checked = "" if claim is None else "\n" + check_claim(claim, result.to_dict())
+    print("\n".join([result.table(), *(f"wrote {path}" for path in written)]) + kept + checked)
     return 0
+
+
+def _claim(run: RunDirectory, model: torch.nn.Module, split: str) -> dict[str, Any] | None:
+    """The run's saved evaluation of these weights on this split (e.g. an exported model's,
+    which its card reports), to check the new one against; None if it has none."""
+    if not run.is_run():
+        return None
+    saved = run.read_evaluation()
+    if saved is None or saved.get("info", {}).get("split", "test") != split:
+        return None
+    return saved if mismatch(saved, model, saved["n"]) is None else None
 
 
 def run_data_name(path: str) -> str:

@@ -71,11 +71,9 @@ def paired_difference(
 ) -> Mean | None:
     """The mean per-example difference of ``name`` between two evaluations of the same
     examples, with its paired standard error; None if they are not of the same examples."""
-    same = (
-        evaluation["n"] == reference["n"]
-        and evaluation.get("info", {}).get("split") == reference.get("info", {}).get("split")
-        and evaluation.get("info", {}).get("seed") == reference.get("info", {}).get("seed")
-    )
+    same = evaluation["n"] == reference["n"] and evaluation.get("info", {}).get(
+        "split", "test"
+    ) == reference.get("info", {}).get("split", "test")
     if not same:
         return None
     values = torch.tensor(evaluation["per_example"][name], dtype=torch.float64)
@@ -134,3 +132,30 @@ def _number(value: float | None) -> str:
 def _unreliable(evaluation: dict[str, Any]) -> str:
     share = evaluation.get("weights", {}).get("pareto_k_unreliable_share")
     return "—" if share is None else f"{100 * share:.1f}% of examples"
+
+
+REPRODUCED_WITHIN = 0.01
+"""Nats allowed beyond 3 standard errors when an evaluation is checked against a saved one
+(round-off between machines; the same draws on the same machine agree exactly)."""
+
+
+def check_claim(claim: dict[str, Any], new: dict[str, Any]) -> str:
+    """Whether evaluation ``new`` reproduces ``claim`` (a saved evaluation: a model card's),
+    in one line: the paired difference of log p̂_K over the same examples, within 3 standard
+    errors (+ 0.01 nats)."""
+    said = f"the saved evaluation (K = {claim['k']}, {claim['n']} examples)"
+    if claim["k"] != new["k"]:
+        return f"{said} is of another K: not compared (log p̂_K rises with K)"
+    difference = paired_difference(new, claim)
+    if difference is None:
+        return f"{said} is of other examples: not compared"
+    claimed = claim["log_px"]["value"]
+    verdict = (
+        "reproduced"
+        if abs(difference.value) <= 3 * difference.stderr + REPRODUCED_WITHIN
+        else "NOT reproduced"
+    )
+    return (
+        f"{said} claims log p̂_K(x) = {claimed:.2f}: {verdict} (this evaluation differs by "
+        f"{difference.value:+.3f} ± {difference.stderr:.3f} nats, paired over the examples)"
+    )
