@@ -31,7 +31,7 @@ from vaekit.config_file import read_config_file, run_config_toml
 from vaekit.console import say, silence_stdout
 from vaekit.data import Dataset, load_dataset
 from vaekit.errors import ConfigError, VaekitError
-from vaekit.evaluation.evaluate import evaluate, evaluation_batch, mismatch
+from vaekit.evaluation.evaluate import evaluate, evaluation_batch
 from vaekit.export import export_run
 from vaekit.files import atomic_write_bytes
 from vaekit.model import COMPONENTS, build_model
@@ -709,10 +709,10 @@ def _claim(run: RunDirectory, model: torch.nn.Module, split: str) -> dict[str, A
     which its card reports), to check the new one against; None if it has none."""
     if not run.is_run():
         return None
-    saved = run.read_evaluation()
-    if saved is None or saved.get("info", {}).get("split", "test") != split:
+    saved, reason = run.evaluation_of(model)
+    if saved is None or reason is not None or split != "test":
         return None
-    return saved if mismatch(saved, model, saved["n"]) is None else None
+    return saved
 
 
 def run_data_name(path: str) -> str:

@@ -18,7 +18,6 @@ from typing import Any
 import torch
 
 from vaekit.errors import ConfigError
-from vaekit.evaluation.evaluate import mismatch
 from vaekit.evaluation.statistics import Mean
 from vaekit.training.run_dir import RunDirectory
 
@@ -31,14 +30,12 @@ def read_evaluations(paths: list[str]) -> dict[str, dict[str, Any]]:
     for path in paths:
         run = RunDirectory(path)
         model = run.load_model()
-        evaluation = run.read_evaluation()
+        evaluation, reason = run.evaluation_of(model)
         if evaluation is None:
             raise ConfigError(
                 f"{path} has no evaluation (no readable, complete evaluation.json): run "
                 f"'vaekit evaluate {path}' first"
             )
-        n_test = evaluation["n"]  # (the examples are checked by their count only here)
-        reason = mismatch(evaluation, model, n_test)
         if reason is not None:
             raise ConfigError(
                 f"{path}'s evaluation.json is not of its model ({reason}): run "

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from vaekit.errors import ConfigError
-from vaekit.evaluation.evaluate import mismatch
 from vaekit.files import atomic_write_bytes
 from vaekit.training.run_dir import EVALUATION, RunDirectory
 from vaekit.version import __version__
@@ -35,10 +34,9 @@ def export_run(run: RunDirectory, out: Path) -> list[Path]:
             f"{run} was trained with networks of your own: an exported folder could not "
             "rebuild them (export a model built from vaekit's networks)"
         )
-    evaluation = run.read_evaluation()
+    evaluation, reason = run.evaluation_of(run.load_model())
     if evaluation is None:
         raise ConfigError(f"{run} has no evaluation for the card: run 'vaekit evaluate {run}'")
-    reason = mismatch(evaluation, run.load_model(), evaluation["n"])
     if reason is not None:
         raise ConfigError(f"{run}'s evaluation.json is not of its model ({reason}): evaluate it")
     if out.exists() and any(out.iterdir()):

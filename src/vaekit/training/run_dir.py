@@ -25,7 +25,7 @@ from torch import nn
 
 from vaekit.data import STANDARD_DATASETS, Dataset, load_dataset
 from vaekit.errors import CheckpointError, ConfigError, DataError
-from vaekit.evaluation.evaluate import fuller
+from vaekit.evaluation.evaluate import fuller, mismatch
 from vaekit.files import atomic_write_bytes, atomic_write_json, run_lock
 from vaekit.model import ModelConfig
 from vaekit.training import checkpoint as ckpt
@@ -239,6 +239,13 @@ class RunDirectory:
             return None
         required = ("per_example", "active", "n", "k", "log_px", "elbo")
         return saved if isinstance(saved, dict) and all(k in saved for k in required) else None
+
+    def evaluation_of(self, model: nn.Module) -> tuple[dict[str, Any] | None, str | None]:
+        """``(evaluation.json, why it is not of model)``: the reason is None where it is of
+        these weights on the test split (its examples checked by their count only), and
+        ``(None, None)`` where the run has no readable one."""
+        saved = self.read_evaluation()
+        return (None, None) if saved is None else (saved, mismatch(saved, model, saved["n"]))
 
     def save_evaluation(self, evaluation: dict[str, Any]) -> list[Path]:
         """Keep every evaluation in ``evaluations/`` (named by what was evaluated), and make
