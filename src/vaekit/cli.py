@@ -358,6 +358,12 @@ def _add_identity_command(commands: Any) -> None:
     identity.add_argument("--latent-dim", type=int, default=8)
     identity.add_argument("--epochs", type=int, default=200)
     identity.add_argument(
+        "--layers",
+        type=int,
+        default=1,
+        help="latent layers: 1, or a top-down hierarchy whose upper layers halve in size",
+    )
+    identity.add_argument(
         "-k",
         type=_int_list,
         default=[1, 10, 100, 1000],
@@ -729,15 +735,15 @@ def cmd_identity(args: argparse.Namespace) -> int:
     data = load_dataset(name, args.data_dir, args.image_size, not args.no_verify)
     if not 0 < args.latent_dim < math.prod(data.shape):
         raise ConfigError(f"--latent-dim must be between 1 and {math.prod(data.shape) - 1}")
-    if args.epochs <= 0 or min(args.k) <= 0:
-        raise ConfigError("--epochs and every -k must be positive")
+    if args.epochs <= 0 or args.layers <= 0 or min(args.k) <= 0:
+        raise ConfigError("--epochs, --layers and every -k must be positive")
     seed("--seed", args.seed)
     if len(data.test_x) < 2 or len(data.train_x) <= args.latent_dim:
         raise ConfigError(
             f"{name}: the identity needs more than --latent-dim ({args.latent_dim}) training "
             "examples and at least 2 held-out ones"
         )
-    model = fit_linear_gaussian(data, args.latent_dim, args.epochs, args.seed)
+    model = fit_linear_gaussian(data, args.latent_dim, args.epochs, args.seed, layers=args.layers)
     print(f"{name}: {len(data.test_x)} held-out examples")
     print(identity_check(model, data.test_x, tuple(args.k), args.seed).table())
     return 0

@@ -347,7 +347,7 @@ def _headline(inputs: ReportInputs) -> str:
     """The model, the data, log p̂ and the ELBO, the date and vaekit's version, first."""
     evaluation, config = inputs.evaluation, inputs.model.config
     model = (
-        f"{config.model}: {config.network.name} network, {config.latent_dim}-dimensional z, "
+        f"{config.model.name}: {config.network.name} network, {config.latent_dim}-dimensional z, "
         f"{config.posterior.name} posterior, {config.prior.name} prior, "
         f"{config.likelihood.name} likelihood"
     )

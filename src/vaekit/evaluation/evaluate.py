@@ -40,10 +40,15 @@ from vaekit.evaluation.weights import (
     pareto_k,
 )
 from vaekit.files import atomic_write_bytes, atomic_write_json
+from vaekit.objectives.elbo import standard_noise
 from vaekit.objectives.importance import iter_log_weights, log_mean_exp
 
 PER_EXAMPLE_SAVED = ("elbo", "log_px", "ess", "pareto_k")
 """The per-example values an evaluation's JSON keeps (the report's worst examples)."""
+
+LAYER_DRAWS = 100
+"""Draws per example for the rate of each latent layer of a hierarchy (its Monte Carlo
+estimate; the K draws give the total rate)."""
 
 ROWS_PER_CHUNK = 1024
 """Decoder rows (samples x examples) per chunk. Small chunks keep the decoder's output in cache
@@ -76,6 +81,9 @@ class Evaluation:
     warnings: list[str] = field(default_factory=list)
     weights: dict[str, Any] = field(default_factory=dict)
     """The importance weights' diagnostics (see :func:`weight_summary`)."""
+    layers: list[dict[str, Any]] = field(default_factory=list)
+    """A hierarchy's latent layers, bottom (z_1) to top: each one's ``size``, ``rate``
+    (E_q[log q(z_l|·) − log p(z_l|z_{l+1})], a :class:`Mean`) and ``active_units``."""
     info: dict[str, Any] = field(default_factory=dict)
     per_example: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
@@ -131,6 +139,15 @@ class Evaluation:
         )
         if self.kl_per_dim:
             rows.append("  KL per dimension  " + " ".join(f"{v:.2f}" for v in self.kl_per_dim))
+        if self.layers:
+            rows.append(
+                f"  per layer         rate (Monte Carlo, {LAYER_DRAWS} draws)   active units"
+            )
+            rows += [
+                f"    z_{level} ({layer['size']} dims){'':<{5 - len(str(layer['size']))}}"
+                f"{layer['rate']!s:>16}   {layer['active_units']} of {layer['size']}"
+                for level, layer in enumerate(self.layers, start=1)
+            ]
         if self.k_sweep:
             rows.append("  K sweep:          K    log p̂_K(x)            gap")
             rows += [
@@ -283,6 +300,7 @@ def evaluate(
     per = rows.columns
     sweep = {group: per.pop(f"sweep {group}") for group in k_sweep}
     per_dim = per.pop("kl_per_dim", None)
+    per_layer = per.pop("rate_per_layer", None)
     loc, scale, means = per.pop("loc", None), per.pop("scale", None), per.pop("means")
     per["pareto_k"] = pareto_k(per.pop("largest_log_w"))
     per = {name: values.cpu() for name, values in per.items()}
@@ -291,6 +309,7 @@ def evaluate(
         None if loc is None else aggregate_posterior_kl(loc, scale, model.log_prior, generator)
     )
     result = _evaluation(model, batch.x, k, per, per_dim, means, marginal_kl, sweep, start_time)
+    result.layers = _layers(model.layer_sizes, per_layer, result.active)
     result.info = info
     return result
 
@@ -380,11 +399,31 @@ def _evaluate_batch(
     put("ess", effective_sample_size(log_w))
     put("largest_log_w", largest_log_weights(log_w))
     put("means", model.posterior.representative(params))
+    if len(model.layer_sizes) > 1:
+        draws = standard_noise(model, LAYER_DRAWS, params[0], generator)
+        put("rate_per_layer", model.rate_per_layer(params, draws).double())
     layers = model.posterior.gaussian_layers(params)
     if layers is not None and len(layers) == 1:
         put("loc", layers[0][0])
         put("scale", layers[0][1])
     return log_w
+
+
+def _layers(
+    sizes: tuple[int, ...], rates: torch.Tensor | None, active: list[bool]
+) -> list[dict[str, Any]]:
+    """Each latent layer's size, rate and active units (none for one layer)."""
+    if rates is None:
+        return []
+    starts = [sum(sizes[:level]) for level in range(len(sizes))]
+    return [
+        {
+            "size": size,
+            "rate": Mean.of(rates[:, level].cpu()),
+            "active_units": sum(active[start : start + size]),
+        }
+        for level, (start, size) in enumerate(zip(starts, sizes, strict=True))
+    ]
 
 
 def _evaluation(

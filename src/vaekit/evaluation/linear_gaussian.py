@@ -40,7 +40,8 @@ def linear_gaussian_vae(data_dim: int, latent_dim: int, sigma: float = 1.0) -> V
     )
 
 
-def _decoder(model: VAE) -> tuple[torch.Tensor, torch.Tensor, float]:
+def linear_decoder(model: VAE) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """``(W, b, σ)`` of a linear decoder with a Gaussian likelihood of one shared σ."""
     if not isinstance(model.decoder, nn.Linear) or not isinstance(
         model.likelihood, GaussianLikelihood
     ):
@@ -54,7 +55,7 @@ def _decoder(model: VAE) -> tuple[torch.Tensor, torch.Tensor, float]:
 
 def marginal(model: VAE) -> MultivariateNormal:
     """p(x) = N(b, WWᵀ + σ² I)."""
-    weight, bias, sigma = _decoder(model)
+    weight, bias, sigma = linear_decoder(model)
     covariance = weight @ weight.T + sigma**2 * torch.eye(len(bias), dtype=torch.float64)
     return MultivariateNormal(bias, covariance)
 
@@ -66,7 +67,7 @@ def log_px(model: VAE, x: torch.Tensor) -> torch.Tensor:
 
 def posterior(model: VAE, x: torch.Tensor) -> MultivariateNormal:
     """The true posterior p(z|x) = N(m, Σ), batch shape ``(B,)``."""
-    weight, bias, sigma = _decoder(model)
+    weight, bias, sigma = linear_decoder(model)
     eye = torch.eye(weight.shape[1], dtype=torch.float64)
     covariance = torch.linalg.inv(eye + weight.T @ weight / sigma**2)
     mean = (x.double() - bias) @ weight @ covariance.T / sigma**2
@@ -82,7 +83,7 @@ def encoder_distribution(model: VAE, x: torch.Tensor) -> MultivariateNormal:
 
 def exact_elbo(model: VAE, x: torch.Tensor) -> ELBOTerms:
     """ELBO(x), E_q[log p(x|z)] and KL(q(z|x) || p(z)) in closed form, ``(B,)`` each, float64."""
-    weight, bias, sigma = _decoder(model)
+    weight, bias, sigma = linear_decoder(model)
     q = encoder_distribution(model, x)
     mu, variance = q.loc, q.covariance_matrix.diagonal(dim1=-2, dim2=-1)
     residual = x.double() - mu @ weight.T - bias
@@ -106,7 +107,7 @@ def set_optimal_encoder(model: VAE) -> None:
     """Set the linear encoder to the diagonal Gaussian closest to the true posterior:
     mean m(x) = Σ Wᵀ (x − b) / σ² (exact) and scales s_j = (Σ⁻¹)_jj^(-1/2), the minimiser of
     KL(q || p(z|x)) over diagonal q. When WᵀW is diagonal, q = p(z|x) and the gap is zero."""
-    weight, bias, sigma = _decoder(model)
+    weight, bias, sigma = linear_decoder(model)
     precision = torch.eye(weight.shape[1], dtype=torch.float64) + weight.T @ weight / sigma**2
     gain = torch.linalg.solve(precision, weight.T) / sigma**2  # Σ Wᵀ / σ²
     scale = precision.diagonal().rsqrt() - MIN_SCALE

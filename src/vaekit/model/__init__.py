@@ -11,6 +11,8 @@ from vaekit.model.priors.standard_normal import StandardNormalPrior
 from vaekit.model.rate import RateRule, register_rate
 from vaekit.model.vae import VAE
 
+from vaekit.model.hierarchy import HierarchicalVAE  # isort: skip  (after the VAE it extends)
+
 __all__ = [
     "COMPONENTS",
     "LIKELIHOODS",
@@ -22,6 +24,7 @@ __all__ = [
     "Component",
     "DiagonalGaussianPosterior",
     "GaussianLikelihood",
+    "HierarchicalVAE",
     "ModelConfig",
     "Posterior",
     "Prior",

@@ -28,12 +28,14 @@ from vaekit.registry import NoOptions, Registry
 from vaekit.model import posteriors, priors  # noqa: F401  isort: skip
 
 COMPONENTS: dict[str, Registry] = {
+    "model": MODELS,
     "network": NETWORKS,
     "likelihood": LIKELIHOODS,
     "posterior": POSTERIORS,
     "prior": PRIORS,
 }
 DEFAULTS = {
+    "model": "vae",
     "network": "mlp",
     "likelihood": "bernoulli",
     "posterior": "diagonal-gaussian",
@@ -55,7 +57,8 @@ class Component:
 @dataclass
 class ModelConfig:
     """The model: ``input_shape`` of one example (``(C, H, W)`` or ``(D,)``), ``latent_dim``
-    (the size of z), the ``model`` kind, and its network, likelihood, posterior and prior."""
+    (the size of z; in a hierarchy, of its bottom layer z_1, the one the decoder reads), the
+    ``model`` kind with its options, and its network, likelihood, posterior and prior."""
 
     input_shape: tuple[int, ...]
     latent_dim: int = 20
@@ -63,7 +66,7 @@ class ModelConfig:
     likelihood: Component = field(default_factory=lambda: Component("bernoulli"))
     posterior: Component = field(default_factory=lambda: Component("diagonal-gaussian"))
     prior: Component = field(default_factory=lambda: Component("standard-normal"))
-    model: str = "vae"
+    model: Component = field(default_factory=lambda: Component("vae"))
 
     def __post_init__(self) -> None:
         self.input_shape = tuple(self.input_shape)
@@ -72,7 +75,6 @@ class ModelConfig:
         for size in self.input_shape:
             positive_int("every input dimension", size)
         positive_int("latent_dim", self.latent_dim)
-        MODELS[self.model]  # an unknown model is one clear error
         for kind, registry in COMPONENTS.items():
             component = getattr(self, kind)
             entry = registry[component.name]
@@ -83,17 +85,15 @@ class ModelConfig:
     def from_options(
         cls, input_shape: tuple[int, ...], latent_dim: int = 20, **options: Any
     ) -> ModelConfig:
-        """From flat options: ``network``, ``likelihood``, ``posterior``, ``prior`` (names),
-        ``model``, and the chosen components' options (e.g. ``hidden``, ``gaussian_scale``,
-        ``components``); an option no chosen component takes is an error naming the one
-        that does."""
+        """From flat options: ``model``, ``network``, ``likelihood``, ``posterior``, ``prior``
+        (names), and the chosen components' options (e.g. ``hidden``, ``gaussian_scale``,
+        ``components``, ``upper_layers``); an option no chosen component takes is an error
+        naming the one that does."""
         names = {kind: options.pop(kind, None) or DEFAULTS[kind] for kind in COMPONENTS}
-        model = options.pop("model", "vae")
         routed = _route(names, options)
         return cls(
             input_shape,
             latent_dim,
-            model=model,
             **{
                 kind: Component(names[kind], COMPONENTS[kind][names[kind]].make_options(given))
                 for kind, given in routed.items()
@@ -101,17 +101,17 @@ class ModelConfig:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """Format 2: ``{"model", "input_shape", "latent_dim", "network": {"name", ...}, ...}``."""
-        return {
-            "model": self.model,
-            "input_shape": list(self.input_shape),
-            "latent_dim": self.latent_dim,
-            **{kind: getattr(self, kind).to_dict() for kind in COMPONENTS},
-        }
+        """Format 2: ``{"input_shape", "latent_dim", "model": {"name", ...}, "network": {...},
+        ...}`` (the model kind is written as a bare name when it has no options, as before it
+        had any)."""
+        components = {kind: getattr(self, kind).to_dict() for kind in COMPONENTS}
+        if set(components["model"]) == {"name"}:
+            components["model"] = self.model.name
+        return {"input_shape": list(self.input_shape), "latent_dim": self.latent_dim, **components}
 
     def flat_options(self) -> dict[str, Any]:
         """The component names and their options as flat keywords (``from_options``'s)."""
-        flat: dict[str, Any] = {"model": self.model}
+        flat: dict[str, Any] = {}
         for kind in COMPONENTS:
             component = getattr(self, kind)
             flat[kind] = component.name
@@ -127,9 +127,11 @@ class ModelConfig:
         data = dict(data)
         if isinstance(data.get("network", "mlp"), str):  # format 1
             return cls.from_options(**_format_1(data))
-        unknown = sorted(set(data) - {"model", "input_shape", "latent_dim", *COMPONENTS})
+        unknown = sorted(set(data) - {"input_shape", "latent_dim", *COMPONENTS})
         if unknown:
             raise ConfigError(f"the model configuration has unknown keys {unknown}")
+        if isinstance(data.get("model"), str):  # a model kind without options
+            data["model"] = {"name": data["model"]}
         components = {}
         for kind in COMPONENTS:
             given = data.pop(kind, {"name": DEFAULTS[kind]})

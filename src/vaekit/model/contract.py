@@ -139,10 +139,11 @@ class Prior(nn.Module):
 POSTERIORS: Registry[type[Posterior]] = Registry("posterior")
 PRIORS: Registry[type[Prior]] = Registry("prior")
 MODELS: Registry[type[nn.Module]] = Registry("model")
-"""Latent-variable models, each with ``from_config(config, **networks)``: ``vaekit.load``
-builds the one a configuration names."""
+"""Latent-variable models, each with ``from_config(config, **networks)`` and registered with
+the dataclass of its own options (e.g. a hierarchy's layers): ``vaekit.load`` builds the one
+a configuration names."""
 
 
 def build_model(config: Any, **networks: nn.Module) -> nn.Module:
     """The registered model that ``config`` (a ``ModelConfig``) names, built from it."""
-    return MODELS[config.model].builder.from_config(config, **networks)
+    return MODELS[config.model.name].builder.from_config(config, **networks)

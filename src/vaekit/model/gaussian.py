@@ -21,6 +21,12 @@ def log_density(z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torc
     return -(0.5 * standardised.square() + scale.log()).sum(-1) - z.shape[-1] * HALF_LOG_2PI
 
 
+def reparameterised_log_density(noise: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """log N(μ + σ ε; μ, diag σ²) = −Σ_j [½ ε_j² + log σ_j + ½ log 2π], from the noise ε
+    itself (no subtraction, no division), summed over the last dimension; ``(...)``."""
+    return -(0.5 * noise.square() + scale.log()).sum(-1) - noise.shape[-1] * HALF_LOG_2PI
+
+
 def pairwise_log_density(z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """log N(z_m; μ_n, diag σ_n²) for every pair: ``z (M, D)``, ``loc``, ``scale`` ``(N, D)`` ->
     ``(M, N)``. Expands Σ_j (z_j − μ_j)²/σ_j² = z² · σ⁻² − 2 z · μσ⁻² + Σ_j μ_j²/σ_j² into

@@ -21,7 +21,7 @@ from torch.distributions import Distribution
 from vaekit.data.batch import Batch, as_batch
 from vaekit.errors import ConfigError, DataError
 from vaekit.model.config import COMPONENTS, ModelConfig
-from vaekit.model.contract import MODELS, PosteriorParameters
+from vaekit.model.contract import MODELS, Posterior, PosteriorParameters, Prior
 from vaekit.model.rate import RateRule
 from vaekit.nets.factory import NetworkShapes
 
@@ -57,15 +57,16 @@ class VAE(nn.Module):
             config = ModelConfig.from_options(tuple(input_shape), latent_dim, **options)
         elif options:
             raise ConfigError("pass a ModelConfig or options, not both")
-        if not issubclass(type(self), MODELS[config.model].builder):
-            raise ConfigError(f"a {type(self).__name__} cannot be built as model {config.model!r}")
+        if not issubclass(type(self), MODELS[config.model.name].builder):
+            raise ConfigError(
+                f"a {type(self).__name__} cannot be built as model {config.model.name!r}"
+            )
         self.config = config
         if (encoder is None) != (decoder is None):
             raise ConfigError("pass both encoder and decoder, or neither")
         self.custom_networks = encoder is not None
         self.likelihood = _build("likelihood", config, config.input_shape)
-        self.posterior = _build("posterior", config, config.latent_dim)
-        self.prior = _build("prior", config, config.latent_dim)
+        self.posterior, self.prior = self._latent_parts(config)
         if encoder is None:
             network = config.network
             shapes = NetworkShapes(
@@ -81,6 +82,12 @@ class VAE(nn.Module):
             self._check_networks()
         self.prior.bind(self)
         self.rate_rule = RateRule(self.posterior, self.prior)
+
+    def _latent_parts(self, config: ModelConfig) -> tuple[Posterior, Prior]:
+        """The posterior and the prior of z: the configured ones, of ``latent_dim``."""
+        return _build("posterior", config, config.latent_dim), _build(
+            "prior", config, config.latent_dim
+        )
 
     @torch.no_grad()
     def _check_networks(self) -> None:
@@ -141,8 +148,14 @@ class VAE(nn.Module):
         return self.config.input_shape
 
     @property
+    def layer_sizes(self) -> tuple[int, ...]:
+        """The sizes of z's layers, bottom (the one the decoder reads) to top: one here."""
+        return (self.config.latent_dim,)
+
+    @property
     def latent_dim(self) -> int:
-        return self.config.latent_dim
+        """The size of z, all its layers together (``D``)."""
+        return sum(self.layer_sizes)
 
     @property
     def noise_dim(self) -> int:
@@ -169,6 +182,13 @@ class VAE(nn.Module):
         """log p(z) for ``z (..., D)``; ``(...)``."""
         return self.prior.log_prob(z)
 
+    def rate_per_layer(self, params: PosteriorParameters, noise: torch.Tensor) -> torch.Tensor:
+        """The rate split by latent layer, ``(B, L)`` in nats: for each layer the mean over
+        the draws of ``noise (S, B, noise_dim)`` of log q(z_l|its parents) − log p(z_l|its
+        parents); their sum estimates the rate. One layer here: the model's rate."""
+        z, log_q = self.sample_posterior(params, noise)
+        return self.rate(params, log_q, self.log_prior(z)).unsqueeze(-1)
+
     def rate(
         self,
         params: PosteriorParameters,
@@ -182,8 +202,10 @@ class VAE(nn.Module):
         return self.rate_rule(params, log_q, log_prior, reduction)
 
     def decoder_output(self, z: torch.Tensor) -> torch.Tensor:
-        """The likelihood's parameters for ``z (..., latent_dim)``: ``(..., *param_shape)``."""
-        params = self.decoder(z.reshape(-1, self.latent_dim))
+        """The likelihood's parameters for ``z (..., latent_dim)``: ``(..., *param_shape)``.
+        The decoder reads z's bottom layer (all of z in a one-layer model)."""
+        bottom = z[..., : self.config.latent_dim]
+        params = self.decoder(bottom.reshape(-1, self.config.latent_dim))
         return params.reshape(*z.shape[:-1], *self.likelihood.param_shape)
 
     def log_likelihood(

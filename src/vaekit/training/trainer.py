@@ -35,6 +35,7 @@ from vaekit.errors import (
     TrainingDiverged,
     VaekitError,
 )
+from vaekit.evaluation.layers import describe_layers, layer_record
 from vaekit.evaluation.statistics import elbo_summary
 from vaekit.model import build_model
 from vaekit.model.likelihoods import BatchTransform
@@ -371,6 +372,9 @@ class Trainer:
         summary = elbo_summary(elbo_in_batches(self.model, self.test, self.config.eval_batch_size))
         record = {f"test_{name}": mean.value for name, mean in summary.items()}
         record["test_elbo_stderr"] = summary["elbo"].stderr
+        if len(self.model.layer_sizes) > 1:  # a hierarchy: each layer's rate and active units
+            layers = layer_record(self.model, self.test, self.config.eval_batch_size)
+            record.update({f"test_{key}": value for key, value in layers.items()})
         return record
 
     def _rollback(self, good: dict[str, Any] | None, error: TrainingDiverged) -> None:
@@ -458,7 +462,7 @@ class Trainer:
         self.history.append(record)
         log_every = max(1, config.epochs // 10)
         if self.progress and (state.epoch % log_every == 0 or state.epoch == config.epochs):
-            say(format_record(record))
+            say(format_record(record, self.model.layer_sizes))
         if config.tensorboard and self.writes:
             self._tensorboard(record)
         if self.writes:
@@ -515,15 +519,20 @@ class _Objective(torch.nn.Module):
         return -total / share, sums
 
 
-def format_record(record: dict[str, Any]) -> str:
+def format_record(record: dict[str, Any], sizes: tuple[int, ...] | None = None) -> str:
     """One line per epoch: terms in nats per example (summed over dimensions); during KL
-    warm-up, the β that weighted the KL in the objective at the epoch's last step."""
+    warm-up, the β that weighted the KL in the objective at the epoch's last step; for a
+    hierarchy of latent layers of ``sizes``, a second line with each layer's rate and active
+    units."""
     warmup = f", weighted ×{record['beta']:.2f}" if record["beta"] != 1 else ""
-    return (
+    line = (
         f"epoch {record['epoch']:>4}  train ELBO {record['train_elbo']:9.2f}  "
         f"held-out ELBO {record['test_elbo']:9.2f} (recon {record['test_reconstruction']:9.2f}, "
         f"KL {record['test_rate']:7.2f}{warmup})  {record['examples_per_s']:8.0f} ex/s"
     )
+    if sizes is None or len(sizes) == 1:
+        return line
+    return f"{line}\n      layers: {describe_layers(record, sizes, 'test_')}"
 
 
 def fit(

@@ -10,10 +10,21 @@ import torch.nn.functional as F
 from torch.distributions import Independent, Normal
 
 from vaekit.model.contract import POSTERIORS, Posterior, PosteriorParameters
-from vaekit.model.gaussian import HALF_LOG_2PI, log_density, pairwise_log_density
+from vaekit.model.gaussian import (
+    log_density,
+    pairwise_log_density,
+    reparameterised_log_density,
+)
 from vaekit.registry import NoOptions
 
 MIN_SCALE = 1e-6
+
+
+def gaussian_parameters(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(μ, σ)``, each ``(..., D)``, from features ``[μ, s]`` ``(..., 2D)``: σ = softplus(s)
+    + 10⁻⁶."""
+    loc, raw_scale = features.chunk(2, dim=-1)
+    return loc, F.softplus(raw_scale) + MIN_SCALE
 
 
 @POSTERIORS.register("diagonal-gaussian")
@@ -30,8 +41,7 @@ class DiagonalGaussianPosterior(Posterior):
 
     def parameters_from(self, features: torch.Tensor) -> PosteriorParameters:
         """``(μ, σ)``, each ``(B, D)``, from features ``[μ, s]`` ``(B, 2D)``."""
-        loc, raw_scale = features.chunk(2, dim=-1)
-        return loc, F.softplus(raw_scale) + MIN_SCALE
+        return gaussian_parameters(features)
 
     def rsample(self, params: PosteriorParameters, noise: torch.Tensor) -> torch.Tensor:
         loc, scale = params
@@ -42,10 +52,7 @@ class DiagonalGaussianPosterior(Posterior):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """log q(z|x) = −Σ_j [½ ε_j² + log σ_j + ½ log 2π], from the noise itself."""
         loc, scale = params
-        log_q = -(0.5 * noise.square().sum(-1) + scale.log().sum(-1)) - noise.shape[-1] * (
-            HALF_LOG_2PI
-        )
-        return loc + scale * noise, log_q
+        return loc + scale * noise, reparameterised_log_density(noise, scale)
 
     def log_prob(self, params: PosteriorParameters, z: torch.Tensor) -> torch.Tensor:
         loc, scale = params

@@ -19,16 +19,17 @@ the training step. The rate is the Monte Carlo one (no closed form exists).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Distribution, constraints
+from torch.distributions import Distribution
 
 from vaekit.checks import option, positive_int
 from vaekit.model.contract import POSTERIORS, Posterior, PosteriorParameters
-from vaekit.model.gaussian import HALF_LOG_2PI
+from vaekit.model.gaussian import HALF_LOG_2PI, reparameterised_log_density
+from vaekit.model.posteriors.as_distribution import PosteriorDistribution
 from vaekit.model.posteriors.diagonal_gaussian import MIN_SCALE
 
 GATE_BIAS = 2.0
@@ -123,7 +124,7 @@ class IAFPosterior(Posterior):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         loc, scale, context = params
         z = loc + scale * noise
-        log_q = -(0.5 * noise.square() + scale.log()).sum(-1) - noise.shape[-1] * HALF_LOG_2PI
+        log_q = reparameterised_log_density(noise, scale)
         for t, step in enumerate(self.steps):
             z = _reorder(z, t)
             shift, gate = step(z, context)
@@ -168,32 +169,11 @@ class IAFPosterior(Posterior):
         return self.rsample(params, torch.zeros_like(params[0]).unsqueeze(0))[0]
 
     def distribution(self, params: PosteriorParameters) -> Distribution:
-        return _FlowDistribution(self, params)
+        """q(z|x) as a torch distribution; its ``log_prob`` inverts the flow (slow: for
+        users)."""
+        return PosteriorDistribution(self, params)
 
 
 def _reorder(z: torch.Tensor, step: int) -> torch.Tensor:
     """The dimensions reversed on odd steps (its own inverse)."""
     return z.flip(-1) if step % 2 else z
-
-
-class _FlowDistribution(Distribution):
-    """q(z|x) of an IAF posterior as a torch distribution, batch ``(B,)``, event ``(D,)``:
-    ``rsample`` through the flow, ``log_prob`` by inverting it (slow: for users)."""
-
-    arg_constraints: ClassVar[dict[str, constraints.Constraint]] = {}
-    support = constraints.real_vector
-    has_rsample = True
-
-    def __init__(self, posterior: IAFPosterior, params: PosteriorParameters) -> None:
-        self.posterior, self.params = posterior, params
-        loc = params[0]
-        super().__init__(loc.shape[:-1], loc.shape[-1:], validate_args=False)
-
-    def rsample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
-        shape = torch.Size(sample_shape)
-        loc = self.params[0]
-        noise = torch.randn((shape.numel(), *loc.shape), dtype=loc.dtype, device=loc.device)
-        return self.posterior.rsample(self.params, noise).reshape(*shape, *loc.shape)
-
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        return self.posterior.log_prob(self.params, value)

@@ -1,0 +1,293 @@
+"""A hierarchy of latent layers z = (z_1, ..., z_L), bottom to top. The generative model is
+
+    p(x, z) = p(x|z_1) p(z_1|z_2) ... p(z_{L−1}|z_L) p(z_L)
+
+with p(z_L) the configured prior (``--prior``) and each p(z_l|z_{l+1}) = N(μ_l(z_{l+1}),
+diag σ_l(z_{l+1})²), a network of ``layer_hidden`` units computing its parameters. The
+inference model is one of:
+
+- ``bottom-up`` (the stacked VAE of Burda et al. 2015, §5): q(z|x) = q(z_1|x) q(z_2|z_1) ...
+  q(z_L|z_{L−1}), each a diagonal Gaussian computed from the layer below;
+- ``top-down`` (the ladder VAE, Sønderby et al. 2016): a deterministic bottom-up pass gives
+  each layer an estimate N(μ̂_l(x), σ̂_l(x)²); q(z_L|x) is the top one, and going down
+  q(z_l|z_{l+1}, x) merges the estimate with the generative path's p(z_l|z_{l+1}) = N(μ_p,
+  σ_p²) by precision weighting: σ_q⁻² = σ̂⁻² + σ_p⁻², μ_q = σ_q² (μ̂ σ̂⁻² + μ_p σ_p⁻²). The
+  generative networks are shared by p and q.
+
+z is the layers concatenated bottom to top, ``(..., d_1 + ... + d_L)``; the decoder reads z_1
+(``--latent-dim`` is its size, ``--upper-layers`` the sizes above it). Every log-density is in
+nats, summed over the dimensions of all layers. The rate KL(q(z|x) || p(z)) has no closed form:
+the Monte Carlo rate serves it, and :meth:`HierarchicalVAE.rate_per_layer` splits it into each
+layer's E_q[log q(z_l|·) − log p(z_l|z_{l+1})].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.distributions import Distribution
+
+from vaekit.checks import choice, option, positive_int
+from vaekit.errors import ConfigError
+from vaekit.model.config import COMPONENTS, ModelConfig
+from vaekit.model.contract import MODELS, Posterior, PosteriorParameters, Prior
+from vaekit.model.draws import random_like
+from vaekit.model.gaussian import log_density, reparameterised_log_density
+from vaekit.model.posteriors.as_distribution import PosteriorDistribution
+from vaekit.model.posteriors.diagonal_gaussian import DiagonalGaussianPosterior, gaussian_parameters
+from vaekit.model.vae import VAE
+from vaekit.nets.mlp import MLP
+
+INFERENCES = ("top-down", "bottom-up")
+
+Gaussian = tuple[torch.Tensor, torch.Tensor]
+"""``(μ, σ)`` of a diagonal Gaussian layer, each ``(..., d_l)``."""
+
+
+@dataclass
+class HierarchyOptions:
+    """upper_layers: the sizes of z_2, ..., z_L; layer_hidden: the hidden widths of the networks
+    between latent layers; inference: bottom-up or top-down (see :mod:`vaekit.model.hierarchy`)."""
+
+    upper_layers: list[int] = option(
+        lambda: [32], "sizes of the latent layers above z_1, bottom to top (e.g. 50, or 32,16)"
+    )
+    layer_hidden: list[int] = option(
+        lambda: [100, 100], "hidden layer sizes of the networks between latent layers"
+    )
+    inference: str = option(
+        "top-down",
+        "q(z|x) of the hierarchy: top-down (ladder VAE, sharing the generative path) or "
+        "bottom-up (stacked, Burda et al.)",
+        INFERENCES,
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("upper_layers", "layer_hidden"):
+            sizes = getattr(self, name)
+            if not isinstance(sizes, (list, tuple)):
+                raise ConfigError(f"{name} must be a list of sizes, got {sizes!r}")
+            setattr(self, name, list(sizes))
+            for size in sizes:
+                positive_int(f"every {name} size", size)
+        if not self.upper_layers:
+            raise ConfigError("a hierarchy needs at least one upper layer (one layer: --model vae)")
+        choice("inference", self.inference, INFERENCES)
+
+
+class GaussianLayer(nn.Module):
+    """A diagonal Gaussian computed by a network: ``(..., n_in) -> (μ, σ)``, each ``(..., d)``."""
+
+    def __init__(self, n_in: int, d: int, hidden: list[int], activation: str) -> None:
+        super().__init__()
+        self.net = MLP((n_in,), hidden, (2 * d,), activation)
+
+    def forward(self, h: torch.Tensor) -> Gaussian:
+        return gaussian_parameters(self.net(h))
+
+
+def _precision_weighted(estimate: Gaussian, prior: Gaussian) -> Gaussian:
+    """The product of two Gaussians, normalised: σ⁻² = σ̂⁻² + σ_p⁻², μ = σ² (μ̂ σ̂⁻² + μ_p σ_p⁻²)."""
+    precision_hat, precision_p = estimate[1].pow(-2), prior[1].pow(-2)
+    variance = (precision_hat + precision_p).reciprocal()
+    return variance * (estimate[0] * precision_hat + prior[0] * precision_p), variance.sqrt()
+
+
+class HierarchicalPrior(Prior):
+    """p(z) = p(z_L) Π_{l<L} p(z_l|z_{l+1}): the ``top`` prior and the generative networks."""
+
+    def __init__(self, sizes: Sequence[int], top: Prior, hidden: list[int], activation: str):
+        super().__init__()
+        self.sizes = tuple(sizes)
+        self.top = top
+        self.conditionals = nn.ModuleList(
+            GaussianLayer(above, below, hidden, activation)
+            for below, above in zip(self.sizes[:-1], self.sizes[1:], strict=True)
+        )
+
+    def split(self, z: torch.Tensor) -> list[torch.Tensor]:
+        """z ``(..., D)`` as its layers, bottom to top."""
+        return list(z.split(self.sizes, dim=-1))
+
+    def log_prob_layers(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z_l|z_{l+1}) per layer (log p(z_L) on top) for ``z (..., D)``; ``(..., L)``."""
+        layers = self.split(z)
+        terms = [
+            log_density(layers[level], *conditional(layers[level + 1]))
+            for level, conditional in enumerate(self.conditionals)
+        ]
+        return torch.stack([*terms, self.top.log_prob(layers[-1])], dim=-1)
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        return self.log_prob_layers(z).sum(-1)
+
+    def sample(
+        self,
+        n: int,
+        temperature: float | Sequence[float] = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """z_L from the top prior, then each z_l = μ_l + T_l σ_l ε down the hierarchy; a
+        temperature for all layers or one per layer (bottom to top); ``(n, D)``."""
+        temperatures = self.layer_temperatures(temperature)
+        layers = [self.top.sample(n, temperatures[-1], generator)]
+        for level in reversed(range(len(self.conditionals))):
+            loc, scale = self.conditionals[level](layers[0])
+            noise = random_like(torch.randn, loc.shape, loc, generator)
+            layers.insert(0, loc + temperatures[level] * scale * noise)
+        return torch.cat(layers, dim=-1)
+
+    def layer_temperatures(self, temperature: float | Sequence[float]) -> list[float]:
+        """One temperature per layer, bottom to top, from one for all or a list of L."""
+        if isinstance(temperature, (int, float)):
+            return [float(temperature)] * len(self.sizes)
+        temperatures = [float(t) for t in temperature]
+        if len(temperatures) != len(self.sizes):
+            raise ConfigError(
+                f"give one temperature, or one per latent layer ({len(self.sizes)}), not "
+                f"{len(temperatures)}"
+            )
+        return temperatures
+
+
+class HierarchicalPosterior(Posterior):
+    """q(z|x) of a hierarchy, inferred bottom-up or top-down (see the module's docstring).
+
+    Its parameters: bottom-up, q(z_1|x)'s ``(μ_1, σ_1)``; top-down, every layer's estimate
+    ``(μ̂_1, σ̂_1, ..., μ̂_L, σ̂_L)``. Both come from the encoder's ``2 d_1`` features and, going
+    up, networks of their own; top-down inference also runs the prior's generative networks
+    (kept as a plain reference: they belong to the prior)."""
+
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        inference: str,
+        hidden: list[int],
+        activation: str,
+        prior: HierarchicalPrior,
+    ) -> None:
+        super().__init__()
+        self.sizes, self.inference = tuple(sizes), inference
+        self.noise_dim = sum(self.sizes)
+        widen = 2 if inference == "top-down" else 1  # estimates (μ̂, σ̂) go up, or draws of z
+        self.upward = nn.ModuleList(
+            GaussianLayer(widen * below, above, hidden, activation)
+            for below, above in zip(self.sizes[:-1], self.sizes[1:], strict=True)
+        )
+        object.__setattr__(self, "_prior", prior)  # not a submodule of the posterior
+        self._prior: HierarchicalPrior
+
+    @staticmethod
+    def encoder_width(latent_dim: int, options: Any = None) -> int:
+        return 2 * latent_dim
+
+    def parameters_from(self, features: torch.Tensor) -> PosteriorParameters:
+        first = gaussian_parameters(features)
+        if self.inference == "bottom-up":
+            return first
+        estimates = [first]
+        for network in self.upward:
+            estimates.append(network(torch.cat(estimates[-1], dim=-1)))
+        return tuple(part for estimate in estimates for part in estimate)
+
+    def draw_layers(
+        self, params: PosteriorParameters, noise: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """z ``(S, B, D)`` from ``noise (S, B, D)``, and log q of each layer given its parents,
+        ``(S, B, L)``."""
+        noises = noise.split(self.sizes, dim=-1)
+        layers: list[torch.Tensor] = [torch.empty(0)] * len(self.sizes)
+        log_q: list[torch.Tensor] = [torch.empty(0)] * len(self.sizes)
+        for level in self._order():
+            loc, scale = self._layer(params, layers, level)
+            layers[level] = loc + scale * noises[level]
+            log_q[level] = reparameterised_log_density(noises[level], scale)
+        return torch.cat(layers, dim=-1), torch.stack(log_q, dim=-1)
+
+    def log_prob_layers(self, params: PosteriorParameters, z: torch.Tensor) -> torch.Tensor:
+        """log q of each layer of ``z (..., B, D)`` given its parents; ``(..., B, L)``."""
+        layers = self._prior.split(z)
+        terms = [
+            log_density(layers[level], *self._layer(params, layers, level))
+            for level in range(len(self.sizes))
+        ]
+        return torch.stack(terms, dim=-1)
+
+    def _order(self) -> range:
+        """The layers in the order q draws them."""
+        if self.inference == "bottom-up":
+            return range(len(self.sizes))
+        return range(len(self.sizes) - 1, -1, -1)
+
+    def _layer(
+        self, params: PosteriorParameters, layers: list[torch.Tensor], level: int
+    ) -> Gaussian:
+        """q(z_level | its parents) given the layers drawn before it."""
+        if self.inference == "bottom-up":
+            return (
+                (params[0], params[1]) if level == 0 else self.upward[level - 1](layers[level - 1])
+            )
+        estimate = (params[2 * level], params[2 * level + 1])
+        if level == len(self.sizes) - 1:
+            return estimate
+        return _precision_weighted(estimate, self._prior.conditionals[level](layers[level + 1]))
+
+    def sample_and_log_prob(
+        self, params: PosteriorParameters, noise: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        z, log_q = self.draw_layers(params, noise)
+        return z, log_q.sum(-1)
+
+    def log_prob(self, params: PosteriorParameters, z: torch.Tensor) -> torch.Tensor:
+        return self.log_prob_layers(params, z).sum(-1)
+
+    def representative(self, params: PosteriorParameters) -> torch.Tensor:
+        """The means along the chain: each layer's mean given its parents at their means (the
+        exact E_q[z] for the top layer drawn first; a point estimate below it)."""
+        like = params[0]
+        return self.draw_layers(params, like.new_zeros(*like.shape[:-1], self.noise_dim))[0]
+
+    def distribution(self, params: PosteriorParameters) -> Distribution:
+        return PosteriorDistribution(self, params)
+
+
+@MODELS.register("hierarchy", HierarchyOptions)
+class HierarchicalVAE(VAE):
+    """Latent layers z_1 (--latent-dim) ... z_L (--upper-layers), inferred top-down (ladder) or
+    bottom-up (stacked).
+
+    Built as any VAE, e.g. ``HierarchicalVAE((1, 28, 28), 64, model="hierarchy",
+    upper_layers=[32, 16])``, or from a ``ModelConfig`` whose model is ``hierarchy``."""
+
+    def _latent_parts(self, config: ModelConfig) -> tuple[Posterior, Prior]:
+        if COMPONENTS["posterior"][config.posterior.name].builder is not DiagonalGaussianPosterior:
+            raise ConfigError(
+                f"the layers of a hierarchy are diagonal Gaussians: --posterior "
+                f"{config.posterior.name} is not available with --model hierarchy"
+            )
+        options: HierarchyOptions = config.model.options
+        sizes = (config.latent_dim, *options.upper_layers)
+        top = COMPONENTS["prior"][config.prior.name].builder(sizes[-1], config.prior.options)
+        if type(top).bind is not Prior.bind:
+            raise ConfigError(
+                f"the {config.prior.name} prior needs the model's encoder, which a hierarchy's "
+                "top layer does not have yet: use --prior standard-normal or mog"
+            )
+        activation = config.network.options.activation
+        prior = HierarchicalPrior(sizes, top, options.layer_hidden, activation)
+        posterior = HierarchicalPosterior(
+            sizes, options.inference, options.layer_hidden, activation, prior
+        )
+        return posterior, prior
+
+    @property
+    def layer_sizes(self) -> tuple[int, ...]:
+        return self.posterior.sizes
+
+    def rate_per_layer(self, params: PosteriorParameters, noise: torch.Tensor) -> torch.Tensor:
+        z, log_q = self.posterior.draw_layers(params, noise)
+        return (log_q - self.prior.log_prob_layers(z)).mean(0)
