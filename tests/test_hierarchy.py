@@ -11,12 +11,15 @@ import torch
 
 import vaekit
 from vaekit.cli import main
+from vaekit.data.batch import Batch
 from vaekit.errors import ConfigError
 from vaekit.evaluation import linear_gaussian_hierarchy as lgh
 from vaekit.evaluation.identity import identity_check
 from vaekit.model import HierarchicalVAE, ModelConfig
-from vaekit.objectives.elbo import elbo
+from vaekit.objectives.elbo import elbo, elbo_with_free_bits
 from vaekit.objectives.importance import iwae_terms
+from vaekit.objectives.training import ELBOObjective
+from vaekit.training.config import TrainConfig
 from vaekit.training.linear_gaussian import fit_linear_gaussian
 
 Z_TOL = 5.0  # standard errors
@@ -179,3 +182,50 @@ def test_train_evaluate_report_and_resume_through_the_cli(
     assert main([*refused, "--run-dir", str(tmp_path / "dreg"), "--epochs", "1"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--gradient reparam" in err
+
+
+def test_free_bits_leave_each_layer_its_first_nats() -> None:
+    """The penalised rate is Σ_l max(λ B, Σ_b rate_{b,l}) of the same draws (by hand); with λ
+    over every layer's batch rate the objective's gradient is the reconstruction's alone, and
+    at λ = 0 the objective is the ELBO's; the reported terms are the true ELBO's either way."""
+    model = HierarchicalVAE((6,), 3, model="hierarchy", upper_layers=[2], likelihood="gaussian")
+    model = model.double()
+    batch = Batch(torch.randn(8, 6, dtype=torch.float64))
+    noise = torch.randn(2, 8, model.noise_dim, dtype=torch.float64)
+
+    def gradients(free_bits: float, part: str = "objective") -> list[torch.Tensor]:
+        model.zero_grad()
+        if part == "objective":
+            ELBOObjective("reparam", free_bits)(model, batch, noise, beta=1.0)[0].backward()
+        else:
+            elbo_with_free_bits(model, batch, noise, free_bits)[0].reconstruction.backward()
+        return [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    rates = model.rate_per_layer(model.posterior_parameters(batch), noise).detach()
+    free_bits = float(rates.mean(0).min()) + 0.01  # over the smaller layer's batch rate only
+    with torch.no_grad():
+        terms, penalised = elbo_with_free_bits(model, batch, noise, free_bits)
+    by_hand = sum(max(free_bits * 8, float(rates[:, level].sum())) for level in range(2))
+    assert abs(float(penalised) - by_hand) < 1e-10
+    assert abs(float(terms.rate) - float(rates.sum())) < 1e-10
+    high = float(rates.mean(0).max()) + 1.0
+    _, sums = ELBOObjective("reparam", high)(model, batch, noise, beta=1.0)
+    for with_free_bits, reconstruction_only in zip(
+        gradients(high), gradients(0.0, "reconstruction"), strict=True
+    ):
+        torch.testing.assert_close(with_free_bits, reconstruction_only, rtol=0, atol=1e-12)
+    plain = elbo(model, batch, 2, noise, "sum", check=False)
+    torch.testing.assert_close(sums, torch.stack(plain).detach(), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"objective": "iwae", "free_bits": 1.0}, "no free bits"),
+        ({"gradient": "stl", "free_bits": 1.0}, "--free-bits takes the plain gradient"),
+        ({"free_bits": -1.0}, "free_bits must be a non-negative"),
+    ],
+)
+def test_free_bits_refused_where_they_mean_nothing(options: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**options)

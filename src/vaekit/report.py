@@ -139,6 +139,11 @@ def _numbers(evaluation: dict[str, Any]) -> dict[str, str]:
         numbers["I_q(x; z)"] = f"{evaluation['mutual_information']:.2f}"
         numbers["KL(q(z) || p(z))"] = f"{evaluation['marginal_kl']:.2f}"
     numbers["active units"] = f"{evaluation['active_units']} of {len(evaluation['active'])}"
+    for level, layer in enumerate(evaluation.get("layers", []), start=1):
+        numbers[f"layer z_{level} ({layer['size']} dims): rate, active units"] = (
+            f"{layer['rate']['value']:.2f} ± {layer['rate']['stderr']:.2f}, "
+            f"{layer['active_units']} of {layer['size']}"
+        )
     if evaluation.get("weights"):  # evaluations before vaekit 0.2 have no weight diagnostics
         ess, k_hat = describe_weights(evaluation["weights"], evaluation["k"])
         numbers["importance weights' effective sample size"] = ess

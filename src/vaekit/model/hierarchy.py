@@ -17,8 +17,8 @@ inference model is one of:
 z is the layers concatenated bottom to top, ``(..., d_1 + ... + d_L)``; the decoder reads z_1
 (``--latent-dim`` is its size, ``--upper-layers`` the sizes above it). Every log-density is in
 nats, summed over the dimensions of all layers. The rate KL(q(z|x) || p(z)) has no closed form:
-the Monte Carlo rate serves it, and :meth:`HierarchicalVAE.rate_per_layer` splits it into each
-layer's E_q[log q(z_l|·) − log p(z_l|z_{l+1})].
+the Monte Carlo rate serves it, and :meth:`HierarchicalVAE.sample_and_rate_per_layer` splits
+it into each layer's E_q[log q(z_l|·) − log p(z_l|z_{l+1})].
 """
 
 from __future__ import annotations
@@ -288,6 +288,8 @@ class HierarchicalVAE(VAE):
     def layer_sizes(self) -> tuple[int, ...]:
         return self.posterior.sizes
 
-    def rate_per_layer(self, params: PosteriorParameters, noise: torch.Tensor) -> torch.Tensor:
+    def sample_and_rate_per_layer(
+        self, params: PosteriorParameters, noise: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         z, log_q = self.posterior.draw_layers(params, noise)
-        return (log_q - self.prior.log_prob_layers(z)).mean(0)
+        return z, (log_q - self.prior.log_prob_layers(z)).mean(0)

@@ -182,12 +182,21 @@ class VAE(nn.Module):
         """log p(z) for ``z (..., D)``; ``(...)``."""
         return self.prior.log_prob(z)
 
-    def rate_per_layer(self, params: PosteriorParameters, noise: torch.Tensor) -> torch.Tensor:
-        """The rate split by latent layer, ``(B, L)`` in nats: for each layer the mean over
-        the draws of ``noise (S, B, noise_dim)`` of log q(z_l|its parents) − log p(z_l|its
-        parents); their sum estimates the rate. One layer here: the model's rate."""
+    def sample_and_rate_per_layer(
+        self, params: PosteriorParameters, noise: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """z ``(S, B, D)`` from ``noise (S, B, noise_dim)``, and the rate split by latent layer,
+        ``(B, L)`` in nats: for each layer the mean over the draws of log q(z_l|its parents) −
+        log p(z_l|its parents), their sum the rate. One layer here: the model's rate (its
+        closed form where it has one)."""
+        if self.rate_rule.analytic:
+            return self.posterior.rsample(params, noise), self.rate(params).unsqueeze(-1)
         z, log_q = self.sample_posterior(params, noise)
-        return self.rate(params, log_q, self.log_prior(z)).unsqueeze(-1)
+        return z, self.rate(params, log_q, self.log_prior(z)).unsqueeze(-1)
+
+    def rate_per_layer(self, params: PosteriorParameters, noise: torch.Tensor) -> torch.Tensor:
+        """The rate split by latent layer, ``(B, L)`` (see :meth:`sample_and_rate_per_layer`)."""
+        return self.sample_and_rate_per_layer(params, noise)[1]
 
     def rate(
         self,

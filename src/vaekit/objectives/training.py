@@ -1,7 +1,8 @@
 """The training objectives, registered by name (``OBJECTIVES``): what one step maximises.
 
-Each is built as ``cls(gradient)`` with one of its ``gradients`` (the estimator of the
-objective's gradient; the first is the plain reparameterised one) and called as
+Each is built as ``cls(gradient, free_bits)`` with one of its ``gradients`` (the estimator of
+the objective's gradient; the first is the plain reparameterised one) and the nats of rate per
+latent layer left unpenalised (ELBO only; 0: none), and called as
 ``objective(model, batch, noise, beta)`` with ``noise (S, B, noise_dim)``
 and returns ``(total, sums)``: the objective summed over the batch (to be maximised) and the
 detached sums of (ELBO, reconstruction, rate) over the batch, for the running averages.
@@ -15,7 +16,8 @@ import torch
 
 from vaekit.checks import choice
 from vaekit.data.batch import Batch
-from vaekit.objectives.elbo import ELBO_GRADIENTS, elbo
+from vaekit.errors import ConfigError
+from vaekit.objectives.elbo import ELBO_GRADIENTS, elbo, elbo_with_free_bits
 from vaekit.objectives.importance import IWAE_GRADIENTS, iwae_terms
 from vaekit.registry import Registry
 
@@ -26,19 +28,25 @@ OBJECTIVES: Registry[type] = Registry("objective")
 
 
 class _Objective:
-    """What every objective shares: its gradient estimator, one of ``gradients``."""
+    """What every objective shares: its gradient estimator, one of ``gradients``, and its free
+    bits (for an objective that ``takes_beta``, a weighted rate)."""
 
     gradients: tuple[str, ...] = ("reparam",)
+    takes_beta: bool
 
-    def __init__(self, gradient: str = "reparam") -> None:
+    def __init__(self, gradient: str = "reparam", free_bits: float = 0.0) -> None:
         choice("gradient", gradient, self.gradients)
-        self.gradient = gradient
+        if free_bits and not self.takes_beta:
+            raise ConfigError(f"{type(self).__name__} has no rate term to give free bits")
+        self.gradient, self.free_bits = gradient, free_bits
 
 
 @OBJECTIVES.register("elbo")
 class ELBOObjective(_Objective):
     """The ELBO, reconstruction − β·rate, estimated with S = --samples draws per example;
-    gradient ``reparam`` or ``stl`` (see :func:`vaekit.objectives.elbo`)."""
+    gradient ``reparam`` or ``stl`` (see :func:`vaekit.objectives.elbo`); with free bits, the
+    rate of each latent layer counted as at least λ per example (see
+    :func:`~vaekit.objectives.elbo.elbo_with_free_bits`)."""
 
     takes_beta = True
     gradients = ELBO_GRADIENTS
@@ -46,6 +54,9 @@ class ELBOObjective(_Objective):
     def __call__(
         self, model: VAE, batch: Batch, noise: torch.Tensor, beta: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.free_bits:
+            terms, penalised = elbo_with_free_bits(model, batch, noise, self.free_bits)
+            return terms.reconstruction - beta * penalised, torch.stack(terms).detach()
         terms = elbo(model, batch, len(noise), noise, "sum", check=False, gradient=self.gradient)
         return terms.objective(beta), torch.stack(terms).detach()
 

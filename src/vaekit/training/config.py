@@ -67,6 +67,11 @@ class TrainConfig:
     )
     beta: float = option(1.0, "weight β of the rate in the objective (1: the ELBO)")
     warmup_epochs: int = option(0, "epochs of linear KL warm-up from β = 0")
+    free_bits: float = option(
+        0.0,
+        "nats per example of each latent layer's rate left unpenalised (free bits, Kingma et "
+        "al. 2016; 0: none)",
+    )
     seed: int = option(0, "seed of the weights, the data order and every draw")
     eval_batch_size: int = option(1000, "examples per batch of the held-out ELBO")
     checkpoint_every: int = option(1, "write a checkpoint every N epochs (and at the end)")
@@ -93,6 +98,7 @@ class TrainConfig:
         for name in ("lr", "lr_final", "adam_eps"):
             positive_float(name, getattr(self, name))
         positive_float("beta", self.beta, allow_zero=True)
+        positive_float("free_bits", self.free_bits, allow_zero=True)
         positive_int("warmup_epochs", self.warmup_epochs, allow_zero=True)
         seed("seed", self.seed)
         if self.image_size is not None:
@@ -105,12 +111,14 @@ class TrainConfig:
             if isinstance(f.default, bool):
                 boolean(f.name, getattr(self, f.name))
         if not OBJECTIVES[self.objective].builder.takes_beta and (
-            self.beta != 1 or self.warmup_epochs
+            self.beta != 1 or self.warmup_epochs or self.free_bits
         ):
             raise ConfigError(
                 f"the {self.objective.upper()} objective is a bound on log p(x): use --beta 1, "
-                "no warm-up"
+                "no warm-up, no free bits"
             )
+        if self.free_bits and self.gradient != "reparam":
+            raise ConfigError("--free-bits takes the plain gradient: use --gradient reparam")
 
         gradients = OBJECTIVES[self.objective].builder.gradients
         if self.gradient not in gradients:

@@ -510,7 +510,7 @@ class _Objective(torch.nn.Module):
     def __init__(self, model: torch.nn.Module, config: TrainConfig) -> None:
         super().__init__()
         self.model = model
-        self.objective = OBJECTIVES[config.objective].builder(config.gradient)
+        self.objective = OBJECTIVES[config.objective].builder(config.gradient, config.free_bits)
 
     def forward(
         self, batch: Batch, noise: torch.Tensor, beta: float, share: float
