@@ -51,6 +51,7 @@ import itertools
 from common import describe, matmul_peak, mnist_or_synthetic, synchronize, vae_flops
 
 import vaekit
+from vaekit.model import ModelConfig, build_model
 from vaekit.training.config import TrainConfig
 from vaekit.training.trainer import Trainer
 
@@ -195,13 +196,15 @@ def vaekit_rates(
     batch: int,
     compile: str,
     device: torch.device,
+    model_options: dict[str, object] | None = None,
     **train_options: object,
 ) -> tuple[float, float, float]:
-    """Epoch 2 of a run as ``vaekit train`` makes it (``train_options``: more of its
-    options): (end-to-end ex/s including the held-out ELBO and checkpoint, the loop's own
-    ex/s, seconds by which epoch 1 was slower: the start-up, compiling included)."""
+    """Epoch 2 of a run as ``vaekit train`` makes it (``model_options``, ``train_options``:
+    more of its options): (end-to-end ex/s including the held-out ELBO and checkpoint, the
+    loop's own ex/s, seconds by which epoch 1 was slower: the start-up, compiling included)."""
     torch.manual_seed(0)
-    model = vaekit.VAE((1, 28, 28), latent, hidden=hidden, activation=activation)
+    options = {"hidden": hidden, "activation": activation, **(model_options or {})}
+    model = build_model(ModelConfig.from_options((1, 28, 28), latent, **options))
     config = TrainConfig(
         epochs=1,
         batch_size=batch,

@@ -326,3 +326,26 @@ def test_failed_compile_falls_back_or_stops_with_one_line(
         r"train with --compile off$",
     ):
         vaekit.fit(_model(digits), digits, epochs=1, compile="on", progress=False)
+
+
+def test_gradient_clipping_counts_its_steps_and_leaves_small_gradients(
+    digits: vaekit.Dataset,
+) -> None:
+    """A limit under every gradient's norm clips every step (counted per epoch) and changes
+    the run; a limit over every norm leaves the run bit for bit as without clipping."""
+
+    def run(clip: float) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor]]:
+        torch.manual_seed(0)
+        model = vaekit.VAE(digits.shape, 4, hidden=[16])
+        history = vaekit.fit(model, digits, epochs=2, clip_grad_norm=clip, progress=False)
+        return history, model.state_dict()
+
+    steps = math.ceil(len(digits.train_x) / TrainConfig().batch_size)
+    plain_history, plain = run(0.0)
+    tiny_history, tiny = run(1e-3)
+    huge_history, huge = run(1e9)
+    assert "clipped_steps" not in plain_history[-1]
+    assert [r["clipped_steps"] for r in tiny_history] == [steps, steps]
+    assert [r["clipped_steps"] for r in huge_history] == [0, 0]
+    assert all(torch.equal(plain[k], huge[k]) for k in plain)
+    assert not all(torch.equal(plain[k], tiny[k]) for k in plain)

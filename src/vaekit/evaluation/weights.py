@@ -54,7 +54,7 @@ def pareto_k(largest: torch.Tensor) -> torch.Tensor:
     tail: the weights are as reliable as they can be)."""
     largest = largest.double()
     if largest.shape[1] - 1 < MIN_TAIL:
-        return torch.full(largest.shape[:1], math.nan, dtype=torch.float64)
+        return torch.full(largest.shape[:1], math.nan, dtype=torch.float64, device=largest.device)
     top = largest[:, -1:]
     excesses = torch.exp(largest[:, 1:] - top) - torch.exp(largest[:, :1] - top)
     shapes = torch.cat(
@@ -69,7 +69,7 @@ def generalized_pareto_shape(excesses: torch.Tensor) -> torch.Tensor:
     θ = −ξ/σ over a grid of 30 + ⌊√n⌋ values, the profile likelihood's ξ at it, then
     the prior's pull towards 0.5, (n ξ + 10 · 0.5) / (n + 10); ``(B,)``."""
     n = excesses.shape[1]
-    grid = torch.arange(1, 31 + math.isqrt(n), dtype=excesses.dtype) - 0.5
+    grid = torch.arange(1, 31 + math.isqrt(n), dtype=excesses.dtype, device=excesses.device) - 0.5
     quartile = excesses[:, max(0, math.floor(n / 4 + 0.5) - 1)].unsqueeze(1)
     theta = 1 / excesses[:, -1:] + (1 - torch.sqrt(len(grid) / grid)) / (3 * quartile)
     shape = torch.log1p(-theta.unsqueeze(2) * excesses.unsqueeze(1)).mean(2)  # (B, grid)

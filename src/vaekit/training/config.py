@@ -72,6 +72,11 @@ class TrainConfig:
         "nats per example of each latent layer's rate left unpenalised (free bits, Kingma et "
         "al. 2016; 0: none)",
     )
+    clip_grad_norm: float = option(
+        0.0,
+        "scale each step's gradient (of the batch-mean objective) down to this norm where it "
+        "is larger (0: never); each epoch's record counts the steps clipped",
+    )
     seed: int = option(0, "seed of the weights, the data order and every draw")
     eval_batch_size: int = option(1000, "examples per batch of the held-out ELBO")
     checkpoint_every: int = option(1, "write a checkpoint every N epochs (and at the end)")
@@ -99,6 +104,7 @@ class TrainConfig:
             positive_float(name, getattr(self, name))
         positive_float("beta", self.beta, allow_zero=True)
         positive_float("free_bits", self.free_bits, allow_zero=True)
+        positive_float("clip_grad_norm", self.clip_grad_norm, allow_zero=True)
         positive_int("warmup_epochs", self.warmup_epochs, allow_zero=True)
         seed("seed", self.seed)
         if self.image_size is not None:

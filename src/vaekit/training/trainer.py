@@ -165,6 +165,7 @@ class Trainer:
             else lambda: torch.autocast(self.device.type, precision)
         )
         self.scaler = torch.amp.GradScaler("cuda") if self.config.precision == "fp16" else None
+        self.clipped = torch.zeros((), dtype=torch.int64, device=self.device)
 
     # ---------------------------------------------------------------- persistence
     def restore(self) -> None:
@@ -301,12 +302,23 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is None:
             loss.backward()
+            self._clip()
             self.optimizer.step()
         else:
             self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+            self._clip()
             self.scaler.step(self.optimizer)
             self.scaler.update()
         return step_sums
+
+    def _clip(self) -> None:
+        """Scale the gradient down to norm ``clip_grad_norm`` where it is larger, counting the
+        steps clipped (on the device: no synchronisation per step)."""
+        limit = self.config.clip_grad_norm
+        if limit:
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), limit)
+            self.clipped += norm > limit
 
     def _train_epoch(self, bar: tqdm) -> dict[str, float]:
         config, state = self.config, self.state
@@ -349,6 +361,9 @@ class Trainer:
         means = (all_reduce_sum(sums.sum(0)) / n).tolist()
         record = {f"train_{name}": value for name, value in zip(TERMS, means, strict=True)}
         record.update(lr=lr, beta=beta, train_time_s=seconds, examples_per_s=n / seconds)
+        if config.clip_grad_norm:  # the steps of this epoch (since a resume) clipped
+            record["clipped_steps"] = int(self.clipped)
+            self.clipped.zero_()
         return record
 
     def _check_finite(self, sums: torch.Tensor, first_step: int) -> None:
