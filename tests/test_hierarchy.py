@@ -119,7 +119,12 @@ def test_sampling_goes_down_the_layers_at_each_temperature() -> None:
     assert torch.equal(z[:, :3], model.prior.conditionals[0](top)[0])
     assert model.sample(3, temperature=[1.0, 0.0]).shape == (3, 5)
     with pytest.raises(ConfigError, match="one per latent layer"):
-        model.prior.sample(2, [1.0, 1.0, 1.0])
+        model.sample(2, [1.0, 1.0, 1.0])
+    one_layer = vaekit.VAE((5,), 2, likelihood="gaussian")
+    draws = [
+        one_layer.sample(2, t, generator=torch.Generator().manual_seed(1)) for t in (0.5, [0.5])
+    ]
+    assert torch.equal(*draws)
 
 
 @pytest.mark.parametrize(
@@ -157,8 +162,9 @@ def test_train_evaluate_report_and_resume_through_the_cli(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``vaekit train --model hierarchy``: each epoch's line shows every layer's rate and
-    active units; evaluate gives them per layer (saved); the run loads, samples, reports and
-    resumes; --gradient dreg is refused in one line."""
+    active units; evaluate gives them per layer (saved); the run loads, samples (a temperature
+    per layer), reports, plots traversals and resumes; --gradient dreg is refused in one
+    line."""
     run = tmp_path / "ladder"
     argv = ["train", "--model", "hierarchy", "--upper-layers", "3", "--latent-dim", "4"]
     argv += ["--hidden", "32", "--layer-hidden", "16", "--epochs", "2", "--run-dir", str(run)]
@@ -175,6 +181,11 @@ def test_train_evaluate_report_and_resume_through_the_cli(
     assert isinstance(model, HierarchicalVAE) and model.latent_dim == 7
     assert main(["report", str(run)]) == 0
     assert main(["sample", str(run), "-n", "4", "-o", str(tmp_path / "s.png")]) == 0
+    sample = ["sample", str(run), "-n", "3", "-o", str(tmp_path / "c.npy"), "--temperature"]
+    assert main([*sample, "1,0"]) == 0
+    assert main([*sample, "0,0,0"]) == 2
+    assert "one per latent layer (2), not 3" in capsys.readouterr().err
+    assert main(["plot", str(run), "--what", "traverse", "-o", str(tmp_path / "t.png")]) == 0
     assert main(["train", "--resume", str(run), "--epochs", "3", "--no-progress"]) == 0
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
     capsys.readouterr()

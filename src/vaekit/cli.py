@@ -88,6 +88,18 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+def _float_list(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}"
+        ) from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one number")
+    return values
+
+
 def _add_data_options(parser: argparse.ArgumentParser, default_help: str) -> None:
     parser.add_argument(
         "--dataset",
@@ -241,7 +253,11 @@ def _add_sample_command(commands: Any) -> None:
     sample.add_argument("-n", type=int, default=64, help="number of samples")
     sample.add_argument("-o", "--output", help=".png grid or .npy array (default: RUN/samples.png)")
     sample.add_argument(
-        "--temperature", type=float, default=1.0, help="z from the prior at temperature T"
+        "--temperature",
+        type=_float_list,
+        default=[1.0],
+        help="z from the prior at temperature T, or one per latent layer of a hierarchy, "
+        "bottom to top (e.g. 1,0.5); default 1",
     )
     sample.add_argument(
         "--draw", action="store_true", help="draw x ~ p(x|z) instead of taking its mean"
@@ -588,20 +604,22 @@ def _check_writable(path: str) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    if args.n <= 0 or not (math.isfinite(args.temperature) and args.temperature >= 0):
-        raise ConfigError("-n must be positive and --temperature a non-negative number")
+    if args.n <= 0 or not all(math.isfinite(t) and t >= 0 for t in args.temperature):
+        raise ConfigError("-n must be positive and --temperature non-negative numbers")
+    temperature = args.temperature[0] if len(args.temperature) == 1 else args.temperature
+    shown = ",".join(f"{t:g}" for t in args.temperature)
     seed("--seed", args.seed)
     out = _check_output(args.output or _default_output(args.run, "samples.png"), (".png", ".npy"))
     model = load(args.run)
     fits_in_memory(f"{args.n:,} samples", 8 * args.n * math.prod(model.input_shape))
     generator = torch.Generator().manual_seed(args.seed)
-    x = model.sample(args.n, args.temperature, mean=not args.draw, generator=generator)
+    x = model.sample(args.n, temperature, mean=not args.draw, generator=generator)
     what = "draws from p(x|z)" if args.draw else "means of p(x|z)"
     if out.suffix == ".npy":
         atomic_write_bytes(out, _npy_bytes(x.numpy()))
     else:
-        save_examples(x, out, title=f"samples (T={args.temperature}, {what})")
-    print(f"wrote {args.n} samples ({what}, temperature {args.temperature}) to {out}")
+        save_examples(x, out, title=f"samples (T={shown}, {what})")
+    print(f"wrote {args.n} samples ({what}, temperature {shown}) to {out}")
     return 0
 
 

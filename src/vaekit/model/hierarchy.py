@@ -133,25 +133,16 @@ class HierarchicalPrior(Prior):
     ) -> torch.Tensor:
         """z_L from the top prior, then each z_l = μ_l + T_l σ_l ε down the hierarchy; a
         temperature for all layers or one per layer (bottom to top); ``(n, D)``."""
-        temperatures = self.layer_temperatures(temperature)
+        if isinstance(temperature, (int, float)):
+            temperatures = [float(temperature)] * len(self.sizes)
+        else:
+            temperatures = [float(t) for t in temperature]
         layers = [self.top.sample(n, temperatures[-1], generator)]
         for level in reversed(range(len(self.conditionals))):
             loc, scale = self.conditionals[level](layers[0])
             noise = random_like(torch.randn, loc.shape, loc, generator)
             layers.insert(0, loc + temperatures[level] * scale * noise)
         return torch.cat(layers, dim=-1)
-
-    def layer_temperatures(self, temperature: float | Sequence[float]) -> list[float]:
-        """One temperature per layer, bottom to top, from one for all or a list of L."""
-        if isinstance(temperature, (int, float)):
-            return [float(temperature)] * len(self.sizes)
-        temperatures = [float(t) for t in temperature]
-        if len(temperatures) != len(self.sizes):
-            raise ConfigError(
-                f"give one temperature, or one per latent layer ({len(self.sizes)}), not "
-                f"{len(temperatures)}"
-            )
-        return temperatures
 
 
 class HierarchicalPosterior(Posterior):
@@ -287,6 +278,12 @@ class HierarchicalVAE(VAE):
     @property
     def layer_sizes(self) -> tuple[int, ...]:
         return self.posterior.sizes
+
+    def descend(self, z: torch.Tensor, level: int) -> torch.Tensor:
+        layers = self.prior.split(z)
+        for below in reversed(range(level)):
+            layers[below] = self.prior.conditionals[below](layers[below + 1])[0]
+        return torch.cat(layers, dim=-1)
 
     def sample_and_rate_per_layer(
         self, params: PosteriorParameters, noise: torch.Tensor

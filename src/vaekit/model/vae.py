@@ -12,6 +12,7 @@ log p(x|z). It knows nothing of the objectives.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -241,6 +242,12 @@ class VAE(nn.Module):
         if not x.is_floating_point() or tuple(x.shape[1:]) != self.input_shape:
             self.check_examples(batch)  # says what is wrong
 
+    def descend(self, z: torch.Tensor, level: int) -> torch.Tensor:
+        """z ``(..., D)`` with the layers below layer ``level`` (0: the bottom) replaced, going
+        down, by their prior means given the layer above: what the layers from ``level`` up
+        say of x (for traversals of a layer). One layer here: z itself."""
+        return z
+
     def decode(self, z: torch.Tensor) -> Distribution:
         """p(x|z) for ``z (..., latent_dim)``: batch shape ``(...)``, event ``input_shape``."""
         return self.likelihood(self.decoder_output(z))
@@ -249,12 +256,22 @@ class VAE(nn.Module):
     def sample(
         self,
         n: int,
-        temperature: float = 1.0,
+        temperature: float | Sequence[float] = 1.0,
         mean: bool = True,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Generate ``(n, *input_shape)``: z from the prior at temperature T, then the mean of
-        p(x|z) (or a draw from it with ``mean=False``); every draw from ``generator``."""
+        """Generate ``(n, *input_shape)``: z from the prior at temperature T (one for every
+        latent layer, or one per layer, bottom to top), then the mean of p(x|z) (or a draw
+        from it with ``mean=False``); every draw from ``generator``."""
+        if not isinstance(temperature, (int, float)):
+            temperature = [float(t) for t in temperature]
+            if len(temperature) != len(self.layer_sizes):
+                raise ConfigError(
+                    f"give one temperature, or one per latent layer ({len(self.layer_sizes)}), "
+                    f"not {len(temperature)}"
+                )
+            if len(temperature) == 1:
+                (temperature,) = temperature
         z = self.prior.sample(n, temperature, generator)
         if mean:
             return self.decode(z).mean

@@ -182,19 +182,38 @@ def traversals_png(
 ) -> bytes:
     """From the posterior mean of the first example, vary each of the ``dims`` dimensions with
     the largest ``importance`` (KL per dimension, or the variance of the posterior means) over
-    [−span, span] (one row per dimension)."""
-    order = sorted(range(len(importance)), key=lambda d: -importance[d])[:dims]
+    [−span, span] (one row per dimension). In a hierarchy the rows are shared out among the
+    latent layers (the most important dimensions of each), and a varied upper layer reaches
+    the decoder through the prior means of the layers below it (:meth:`VAE.descend`): what
+    that layer encodes."""
+    sizes = model.layer_sizes
+    starts = [sum(sizes[:level]) for level in range(len(sizes))]
+    per_layer = [dims // len(sizes) + (level < dims % len(sizes)) for level in range(len(sizes))]
+    chosen = [
+        (level, start + d)
+        for level, (start, size, count) in enumerate(zip(starts, sizes, per_layer, strict=True))
+        for d in sorted(range(size), key=lambda d, start=start: -importance[start + d])[:count]
+    ]
     base = model.representative(as_batch(x).select(slice(1)))[0]
     values = torch.linspace(-span, span, steps, device=base.device)
     rows = []
-    for d in order:
+    for level, d in chosen:
         z = base.repeat(steps, 1)
         z[:, d] = values
-        rows.append(z)
+        rows.append(model.descend(z, level))
+    if len(sizes) == 1:
+        rows_are = f"latent dimensions {[d for _, d in chosen]} (the most informative first)"
+    else:
+        rows_are = (
+            "; ".join(
+                f"z_{level + 1} dimensions {[d - starts[level] for lv, d in chosen if lv == level]}"
+                for level in range(len(sizes))
+            )
+            + " (the layers below a varied one at their prior means)"
+        )
     return examples_png(
         model.decode(torch.cat(rows)).mean,
         ncol=steps,
-        title=f"rows: latent dimensions {order} (the most informative first), each from "
-        f"{-span:g} to {span:g} in {steps} steps, the others at the first test example's "
-        "E_q[z|x]",
+        title=f"rows: {rows_are}, each from {-span:g} to {span:g} in {steps} steps, the "
+        "others at the first test example's E_q[z|x]",
     )
