@@ -255,12 +255,17 @@ def _add_sample_command(commands: Any) -> None:
     sample.add_argument(
         "--temperature",
         type=_float_list,
-        default=[1.0],
+        default=1.0,
         help="z from the prior at temperature T, or one per latent layer of a hierarchy, "
-        "bottom to top (e.g. 1,0.5); default 1",
+        "bottom to top (e.g. 1,0.5)",
     )
     sample.add_argument(
         "--draw", action="store_true", help="draw x ~ p(x|z) instead of taking its mean"
+    )
+    sample.add_argument(
+        "--label",
+        type=int,
+        help="a conditional model's class y for every sample (default: each class in turn)",
     )
     sample.add_argument("--seed", type=int, default=0, help="seed of every draw (z, and x)")
     sample.set_defaults(handler=cmd_sample)
@@ -467,6 +472,8 @@ def _train(args: argparse.Namespace, distributed: bool) -> int:
         train_options["recipe"] = f"{recipe.name}@{recipe.version}"
     config = TrainConfig(**train_options)
     data = load_dataset(config.dataset, config.data_dir, config.image_size, not args.no_verify)
+    if model_options.get("model") == "conditional" and "classes" not in model_options:
+        model_options["classes"] = data.label_count()  # the data's classes, unless given
     torch.manual_seed(config.seed)
     model = build_model(ModelConfig.from_options(data.shape, **model_options))
     run_dir = Path(
@@ -604,21 +611,29 @@ def _check_writable(path: str) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    if args.n <= 0 or not all(math.isfinite(t) and t >= 0 for t in args.temperature):
+    temperatures = args.temperature if isinstance(args.temperature, list) else [args.temperature]
+    if args.n <= 0 or not all(math.isfinite(t) and t >= 0 for t in temperatures):
         raise ConfigError("-n must be positive and --temperature non-negative numbers")
-    temperature = args.temperature[0] if len(args.temperature) == 1 else args.temperature
-    shown = ",".join(f"{t:g}" for t in args.temperature)
+    temperature = temperatures[0] if len(temperatures) == 1 else temperatures
+    shown = ",".join(f"{t:g}" for t in temperatures)
     seed("--seed", args.seed)
     out = _check_output(args.output or _default_output(args.run, "samples.png"), (".png", ".npy"))
     model = load(args.run)
     fits_in_memory(f"{args.n:,} samples", 8 * args.n * math.prod(model.input_shape))
     generator = torch.Generator().manual_seed(args.seed)
-    x = model.sample(args.n, temperature, mean=not args.draw, generator=generator)
-    what = "draws from p(x|z)" if args.draw else "means of p(x|z)"
+    x = model.sample(
+        args.n, temperature, mean=not args.draw, generator=generator, labels=args.label
+    )
+    given_y = ", y" if model.uses_labels else ""
+    what = f"draws from p(x|z{given_y})" if args.draw else f"means of p(x|z{given_y})"
     if out.suffix == ".npy":
         atomic_write_bytes(out, _npy_bytes(x.numpy()))
     else:
-        save_examples(x, out, title=f"samples (T={shown}, {what})")
+        by_class = model.classes is not None and args.label is None  # each class in turn
+        ncol = model.classes if by_class else 8
+        given = f", class {args.label}" if args.label is not None else ""
+        columns = "; column c: class c" if by_class else ""
+        save_examples(x, out, ncol, title=f"samples (T={shown}, {what}{given}{columns})")
     print(f"wrote {args.n} samples ({what}, temperature {shown}) to {out}")
     return 0
 

@@ -56,6 +56,16 @@ class Dataset:
     def is_binary(self) -> bool:
         return all(is_binary(x) for x in (self.train_x, self.test_x))
 
+    def label_count(self) -> int:
+        """The number of classes of the labels: the named classes, else the largest label + 1;
+        data without labels are refused."""
+        if self.train_y is None:
+            raise DataError(f"{self.name} has no labels, and this model needs them")
+        if self.classes:
+            return len(self.classes)
+        labels = [y for y in (self.train_y, self.test_y) if y is not None]
+        return int(max(int(y.max()) for y in labels)) + 1
+
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(x, y)`` of split ``train`` or ``test``, or ``all`` (both, in the order of the
         user's rows where they are known, else train then test)."""

@@ -81,6 +81,9 @@ class Evaluation:
     warnings: list[str] = field(default_factory=list)
     weights: dict[str, Any] = field(default_factory=dict)
     """The importance weights' diagnostics (see :func:`weight_summary`)."""
+    conditional: bool = False
+    """Whether the model was conditioned on the examples' labels y: every term is then of
+    x given y (log p̂_K(x|y), ELBO(x|y))."""
     layers: list[dict[str, Any]] = field(default_factory=list)
     """A hierarchy's latent layers, bottom (z_1) to top: each one's ``size``, ``rate``
     (E_q[log q(z_l|·) − log p(z_l|z_{l+1})], a :class:`Mean`) and ``active_units``."""
@@ -115,11 +118,12 @@ class Evaluation:
         bpd = "" if density else f"  ({self.bits_per_dim:.4f} bits/dim)"
         kind = " (a density of x, not comparable with discrete likelihoods)" if density else ""
         rate_note = "  (Monte Carlo, K draws)" if self.rate_estimator == "Monte Carlo" else ""
+        given, x = (" given the labels y", "x|y") if self.conditional else ("", "x")
         rows = [
             f"{self.describe()}",
-            f"{self.likelihood} likelihood{kind}; nats per example (mean ± standard error)",
-            f"  log p̂_K(x)        {self.log_px!s:>18}{bpd}",
-            f"  ELBO              {self.elbo!s:>18}",
+            f"{self.likelihood} likelihood{kind}; nats per example (mean ± standard error){given}",
+            f"  {f'log p̂_K({x})':<19}{self.log_px!s:>18}{bpd}",  # p̂: 2 characters, 1 column
+            f"  {'ELBO' if x == 'x' else 'ELBO(x|y)':<18}{self.elbo!s:>18}",
             f"    reconstruction  {self.reconstruction!s:>18}",
             f"    rate (KL to p(z)) {self.rate!s:>16}{rate_note}",
             f"  gap log p̂ − ELBO  {self.gap!s:>18}   (≈ KL(q(z|x) || p(z|x)))",
@@ -310,6 +314,7 @@ def evaluate(
     )
     result = _evaluation(model, batch.x, k, per, per_dim, means, marginal_kl, sweep, start_time)
     result.layers = _layers(model.layer_sizes, per_layer, result.active)
+    result.conditional = model.uses_labels
     result.info = info
     return result
 

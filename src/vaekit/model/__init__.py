@@ -12,6 +12,7 @@ from vaekit.model.rate import RateRule, register_rate
 from vaekit.model.vae import VAE
 
 from vaekit.model.hierarchy import HierarchicalVAE  # isort: skip  (after the VAE it extends)
+from vaekit.model.conditional import ConditionalVAE  # isort: skip
 
 __all__ = [
     "COMPONENTS",
@@ -22,6 +23,7 @@ __all__ = [
     "VAE",
     "BernoulliLikelihood",
     "Component",
+    "ConditionalVAE",
     "DiagonalGaussianPosterior",
     "GaussianLikelihood",
     "HierarchicalVAE",

@@ -129,6 +129,11 @@ class Prior(nn.Module):
         each prior says what T scales), every draw from ``generator``."""
         raise NotImplementedError
 
+    @property
+    def reads_the_model(self) -> bool:
+        """Whether the prior uses the model's other parts (overrides :meth:`bind`)."""
+        return type(self).bind is not Prior.bind
+
     def bind(self, model: nn.Module) -> None:
         """Called once by the model when it is built, for a prior that needs the model's other
         parts (a VampPrior's q(z|u) uses the encoder and the posterior). Keep what it needs

@@ -263,7 +263,7 @@ class HierarchicalVAE(VAE):
         options: HierarchyOptions = config.model.options
         sizes = (config.latent_dim, *options.upper_layers)
         top = COMPONENTS["prior"][config.prior.name].builder(sizes[-1], config.prior.options)
-        if type(top).bind is not Prior.bind:
+        if top.reads_the_model:
             raise ConfigError(
                 f"the {config.prior.name} prior needs the model's encoder, which a hierarchy's "
                 "top layer does not have yet: use --prior standard-normal or mog"

@@ -43,6 +43,10 @@ class VAE(nn.Module):
     uses_labels = False
     """Whether the model reads a batch's labels y (the trainer then carries them)."""
 
+    classes: int | None = None
+    """The classes of the labels that the model generates from (a conditional model's), or
+    None."""
+
     def __init__(
         self,
         input_shape: tuple[int, ...] | list[int],
@@ -73,7 +77,7 @@ class VAE(nn.Module):
             shapes = NetworkShapes(
                 config.input_shape,
                 self.posterior.encoder_width(config.latent_dim, config.posterior.options),
-                config.latent_dim,
+                self.decoder_input_dim,
                 self.likelihood.param_shape,
             )
             encoder, decoder = COMPONENTS["network"][network.name].builder(network.options, shapes)
@@ -100,7 +104,7 @@ class VAE(nn.Module):
         )
         expected = {
             "encoder": ((2, *config.input_shape), (2, width)),
-            "decoder": ((2, config.latent_dim), (2, *self.likelihood.param_shape)),
+            "decoder": ((2, self.decoder_input_dim), (2, *self.likelihood.param_shape)),
         }
         for name, (given, wanted) in expected.items():
             network = getattr(self, name)
@@ -159,6 +163,11 @@ class VAE(nn.Module):
         return sum(self.layer_sizes)
 
     @property
+    def decoder_input_dim(self) -> int:
+        """What the decoder reads per example: z's bottom layer (all of z in one layer)."""
+        return self.config.latent_dim
+
+    @property
     def noise_dim(self) -> int:
         """Standard-normal draws per sample of z: the trainer draws noise ``(S, B, noise_dim)``."""
         return self.posterior.noise_dim
@@ -168,6 +177,11 @@ class VAE(nn.Module):
         """q(z|x)'s parameters for ``x (B, *input_shape)`` (or a :class:`Batch`): for the
         diagonal Gaussian ``(μ, σ)``, ``(B, D)`` each."""
         return self.posterior.parameters_from(self.encoder(as_batch(batch).x))
+
+    def decoder_input(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """What the decoder reads for ``z (..., D)``: ``(..., decoder_input_dim)``, z's bottom
+        layer (``labels`` are for a conditional model; this one has none to read)."""
+        return z[..., : self.config.latent_dim]
 
     def sample_posterior(
         self, params: PosteriorParameters, noise: torch.Tensor, stopped: bool = False
@@ -211,11 +225,10 @@ class VAE(nn.Module):
         :class:`RateRule`; ``rate_rule.label``)."""
         return self.rate_rule(params, log_q, log_prior, reduction)
 
-    def decoder_output(self, z: torch.Tensor) -> torch.Tensor:
-        """The likelihood's parameters for ``z (..., latent_dim)``: ``(..., *param_shape)``.
-        The decoder reads z's bottom layer (all of z in a one-layer model)."""
-        bottom = z[..., : self.config.latent_dim]
-        params = self.decoder(bottom.reshape(-1, self.config.latent_dim))
+    def decoder_output(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The likelihood's parameters for ``z (..., latent_dim)``: ``(..., *param_shape)``,
+        from :meth:`decoder_input` (z's bottom layer; with a conditional model's labels)."""
+        params = self.decoder(self.decoder_input(z, labels).reshape(-1, self.decoder_input_dim))
         return params.reshape(*z.shape[:-1], *self.likelihood.param_shape)
 
     def log_likelihood(
@@ -224,7 +237,8 @@ class VAE(nn.Module):
         """log p(x|z) in nats per example for ``z (..., latent_dim)`` and ``x (B,
         *input_shape)`` (``B`` the last of ``...``): ``(...)``, or the total with
         ``reduction="sum"``."""
-        return self.likelihood.log_prob(self.decoder_output(z), as_batch(batch).x, reduction)
+        batch = as_batch(batch)
+        return self.likelihood.log_prob(self.decoder_output(z, batch.y), batch.x, reduction)
 
     # ------------------------------------------------------------ for users and figures
     def encode(self, batch: torch.Tensor | Batch) -> Distribution:
@@ -248,9 +262,10 @@ class VAE(nn.Module):
         say of x (for traversals of a layer). One layer here: z itself."""
         return z
 
-    def decode(self, z: torch.Tensor) -> Distribution:
-        """p(x|z) for ``z (..., latent_dim)``: batch shape ``(...)``, event ``input_shape``."""
-        return self.likelihood(self.decoder_output(z))
+    def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> Distribution:
+        """p(x|z) for ``z (..., latent_dim)``: batch shape ``(...)``, event ``input_shape``
+        (``labels``: a conditional model's y, one per z)."""
+        return self.likelihood(self.decoder_output(z, labels))
 
     @torch.no_grad()
     def sample(
@@ -259,10 +274,12 @@ class VAE(nn.Module):
         temperature: float | Sequence[float] = 1.0,
         mean: bool = True,
         generator: torch.Generator | None = None,
+        labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Generate ``(n, *input_shape)``: z from the prior at temperature T (one for every
         latent layer, or one per layer, bottom to top), then the mean of p(x|z) (or a draw
-        from it with ``mean=False``); every draw from ``generator``."""
+        from it with ``mean=False``); every draw from ``generator``. ``labels``: a
+        conditional model's y, one per sample."""
         if not isinstance(temperature, (int, float)):
             temperature = [float(t) for t in temperature]
             if len(temperature) != len(self.layer_sizes):
@@ -273,9 +290,19 @@ class VAE(nn.Module):
             if len(temperature) == 1:
                 (temperature,) = temperature
         z = self.prior.sample(n, temperature, generator)
+        labels = self.sample_labels(n, labels, z.device)
         if mean:
-            return self.decode(z).mean
-        return self.likelihood.draw(self.decoder_output(z), generator)
+            return self.decode(z, labels).mean
+        return self.likelihood.draw(self.decoder_output(z, labels), generator)
+
+    def sample_labels(
+        self, n: int, labels: torch.Tensor | None, device: torch.device
+    ) -> torch.Tensor | None:
+        """The labels ``n`` samples are generated with: none for a model without labels (and
+        ``labels`` given to it are refused)."""
+        if labels is not None:
+            raise ConfigError(f"a {type(self).__name__} reads no labels: sample it without them")
+        return None
 
     @torch.no_grad()
     def reconstruct(self, batch: torch.Tensor | Batch, mean: bool = True) -> torch.Tensor:
@@ -287,7 +314,7 @@ class VAE(nn.Module):
         else:
             noise = torch.randn((1, len(params[0]), self.noise_dim), dtype=params[0].dtype)
             z = self.posterior.rsample(params, noise.to(params[0].device))[0]
-        return self.decode(z).mean
+        return self.decode(z, as_batch(batch).y).mean
 
 
 def _build(kind: str, config: ModelConfig, size: Any) -> Any:

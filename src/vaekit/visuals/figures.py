@@ -159,12 +159,14 @@ def interpolations_png(
 ) -> bytes:
     """Decoded means along straight lines between the posterior means of pairs of examples
     (x[0]→x[1], x[2]→x[3], ...): one row per pair."""
-    z = model.representative(as_batch(x).select(slice(2 * pairs)))
+    batch = as_batch(x).select(slice(2 * pairs))
+    z = model.representative(batch)
     start, end = z[0::2], z[1::2]
     t = torch.linspace(0, 1, steps, device=z.device).reshape(1, steps, 1)
     path = start[:, None] * (1 - t) + end[:, None] * t
+    labels = None if batch.y is None else batch.y[0::2].repeat_interleave(steps)  # the start's
     return examples_png(
-        model.decode(path.reshape(-1, z.shape[-1])).mean,
+        model.decode(path.reshape(-1, z.shape[-1]), labels).mean,
         ncol=steps,
         title=f"each row: the decoded means along a straight line from one test example's "
         f"E_q[z|x] (left) to another's (right), {steps} steps",
@@ -194,7 +196,8 @@ def traversals_png(
         for level, (start, size, count) in enumerate(zip(starts, sizes, per_layer, strict=True))
         for d in sorted(range(size), key=lambda d, start=start: -importance[start + d])[:count]
     ]
-    base = model.representative(as_batch(x).select(slice(1)))[0]
+    first = as_batch(x).select(slice(1))
+    base = model.representative(first)[0]
     values = torch.linspace(-span, span, steps, device=base.device)
     rows = []
     for level, d in chosen:
@@ -211,8 +214,9 @@ def traversals_png(
             )
             + " (the layers below a varied one at their prior means)"
         )
+    labels = None if first.y is None else first.y.expand(len(rows) * steps)
     return examples_png(
-        model.decode(torch.cat(rows)).mean,
+        model.decode(torch.cat(rows), labels).mean,
         ncol=steps,
         title=f"rows: {rows_are}, each from {-span:g} to {span:g} in {steps} steps, the "
         "others at the first test example's E_q[z|x]",

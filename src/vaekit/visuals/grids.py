@@ -121,10 +121,13 @@ def samples_png(
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
 ) -> bytes:
-    """The means of p(x|z) for ``n`` draws z from the prior at temperature T."""
-    return examples_png(
-        model.sample(n, temperature, generator=generator), title=f"samples (T={temperature})"
-    )
+    """The means of p(x|z) for ``n`` draws z from the prior at temperature T (a conditional
+    model's: one column per class)."""
+    x = model.sample(n, temperature, generator=generator)
+    if model.classes is None:
+        return examples_png(x, title=f"samples (T={temperature})")
+    title = f"samples (T={temperature}); column c: class c, given to p(x|z, y)"
+    return examples_png(x, ncol=model.classes, title=title)
 
 
 def reconstructions_png(
