@@ -15,6 +15,7 @@ import vaekit
 from vaekit.cli import main
 from vaekit.errors import ConfigError, DataError
 from vaekit.evaluation import linear_gaussian as lg
+from vaekit.evaluation.labels import class_evidence, label_worth
 from vaekit.model import ConditionalVAE
 from vaekit.objectives.elbo import elbo
 from vaekit.objectives.importance import log_px
@@ -115,14 +116,16 @@ def test_train_evaluate_sample_and_report_through_the_cli(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``vaekit train --model conditional`` takes the data's classes; evaluate reports
-    log p̂_K(x|y); sample --label; the report; --label refused for a model without labels."""
+    log p̂_K(x|y) (and with --classify the label's worth and the classifier's error); sample
+    --label; the report; --label and --classify refused for a model without labels."""
     run = tmp_path / "cvae"
     argv = ["train", "--model", "conditional", "--latent-dim", "3", "--hidden", "32"]
     assert main([*argv, "--epochs", "2", "--run-dir", str(run), "--no-progress"]) == 0
     saved = json.loads((run / "config.json").read_text())
     assert saved["model"]["model"] == {"name": "conditional", "classes": 10}
-    assert main(["evaluate", str(run), "-k", "20", "--no-progress"]) == 0
-    assert "log p̂_K(x|y)" in capsys.readouterr().out
+    assert main(["evaluate", str(run), "-k", "20", "--classify", "5", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "log p̂_K(x|y)" in out and "label's worth" in out and "% test error" in out
     assert json.loads((run / "evaluation.json").read_text())["conditional"] is True
     out = tmp_path / "three.npy"
     assert main(["sample", str(run), "--label", "3", "-n", "4", "-o", str(out)]) == 0
@@ -134,3 +137,29 @@ def test_train_evaluate_sample_and_report_through_the_cli(
     assert main(["train", "--epochs", "1", "--run-dir", str(plain), "--no-progress"]) == 0
     assert main(["sample", str(plain), "--label", "3", "-o", str(tmp_path / "p.png")]) == 2
     assert "reads no labels" in capsys.readouterr().err
+    assert main(["evaluate", str(plain), "-k", "5", "--classify", "5", "--no-progress"]) == 2
+    assert "--classify needs a conditional model" in capsys.readouterr().err
+
+
+def test_label_worth_and_classifier_from_every_class_evidence() -> None:
+    """log p̂_K(x|y=c) of every class equals each class's own linear-Gaussian VAE's (the same
+    draws, 1e-10); from the exact evidence, the worth log p(x|y) − log p(x) is log p(y|x) −
+    log p(y) ≤ −log p(y) for every example, and the error is argmax_c p(c|x)'s, by hand."""
+    model = _linear_conditional()
+    x = torch.randn(8, 5, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 0])
+    estimated = class_evidence(model, vaekit.Batch(x, y), 300, torch.Generator().manual_seed(4))
+    generator = torch.Generator().manual_seed(4)
+    plains = [_for_class(model, c) for c in range(3)]
+    by_class = [log_px(plain, x, 300, generator=generator) for plain in plains]
+    torch.testing.assert_close(estimated, torch.stack(by_class, 1), rtol=0, atol=1e-10)
+    with torch.no_grad():
+        exact = torch.stack([lg.log_px(plain, x) for plain in plains], 1)
+    frequencies = torch.tensor([0.5, 0.25, 0.25], dtype=torch.float64)
+    result = label_worth(exact, y, frequencies, 300)
+    joint = exact + frequencies.log()
+    worth = exact[torch.arange(8), y] - torch.logsumexp(joint, 1)
+    assert (worth <= -frequencies.log()[y] + 1e-12).all()
+    assert abs(result.worth.value - float(worth.mean())) < 1e-12
+    assert result.error == float((joint.argmax(1) != y).double().mean())
+    assert abs(result.ceiling - float(-frequencies.log()[y].mean())) < 1e-12

@@ -30,6 +30,7 @@ from vaekit.compare import check_claim, comparison_table, read_evaluations
 from vaekit.config_file import read_config_file, run_config_toml
 from vaekit.console import say, silence_stdout
 from vaekit.data import Dataset, load_dataset
+from vaekit.data.batch import Batch
 from vaekit.errors import ConfigError, VaekitError
 from vaekit.evaluation.evaluate import evaluate, evaluation_batch
 from vaekit.export import export_run
@@ -321,6 +322,13 @@ def _add_evaluate_command(commands: Any) -> None:
         "--output",
         help="also write the evaluation (JSON) here; a run keeps every evaluation in "
         "RUN/evaluations/, and RUN/evaluation.json is its fullest of the current weights",
+    )
+    evaluate.add_argument(
+        "--classify",
+        type=int,
+        metavar="K",
+        help="a conditional model: log p̂_K(x|y) of every class with K draws, for the label's "
+        "worth and the classifier argmax p(y|x)",
     )
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the K draws")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -739,8 +747,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         else (f"\n{run / 'evaluation.json'} is kept: it is a fuller evaluation of these weights")
     )
     checked = "" if claim is None else "\n" + check_claim(claim, result.to_dict())
-    print("\n".join([result.table(), *(f"wrote {path}" for path in written)]) + kept + checked)
+    classified = "" if args.classify is None else "\n" + _classify(model, data, batch, args)
+    print(
+        "\n".join([result.table(), *(f"wrote {path}" for path in written)])
+        + kept
+        + checked
+        + classified
+    )
     return 0
+
+
+def _classify(model: torch.nn.Module, data: Dataset, batch: Batch, args: argparse.Namespace) -> str:
+    """The label's worth and the classifier of a conditional model (``--classify K``)."""
+    from vaekit.evaluation.labels import class_evidence, label_worth
+
+    if model.classes is None:
+        raise ConfigError("--classify needs a conditional model (vaekit train --model conditional)")
+    if args.classify <= 0:
+        raise ConfigError("--classify K needs a positive K")
+    counts = torch.bincount(data.train_y, minlength=model.classes).double()  # type: ignore[arg-type]
+    generator = torch.Generator().manual_seed(args.seed)
+    evidence = class_evidence(model, batch, args.classify, generator)
+    return label_worth(evidence, batch.y, counts / counts.sum(), args.classify).table()
 
 
 def _claim(run: RunDirectory, model: torch.nn.Module, split: str) -> dict[str, Any] | None:
