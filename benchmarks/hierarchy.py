@@ -22,7 +22,6 @@ import collections
 import itertools
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import describe, mnist_or_synthetic, synchronize
+from common import bare_rate, describe, mnist_or_synthetic
 from train_throughput import vaekit_rates
 
 import vaekit
@@ -88,31 +87,14 @@ class BareTwoLayer(nn.Module):
         return -(log_likelihood + log_p - log_q).sum()
 
 
-def bare_rate(data: vaekit.Dataset, batch: int, device: torch.device) -> float:
-    torch.manual_seed(0)
-    model = BareTwoLayer().to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
-    x_all = data.train_x.reshape(-1, 784).to(device)
-    n = len(x_all)
-    synchronize(device)
-    start = time.perf_counter()
-    order = torch.randperm(n, device=device)
-    for i in range(0, n, batch):
-        x = torch.bernoulli(x_all[order[i : i + batch]])
-        optimizer.zero_grad(set_to_none=True)
-        (model.loss(x) / len(x)).backward()
-        optimizer.step()
-    synchronize(device)
-    return n / (time.perf_counter() - start)
-
-
 def burda_row(data: vaekit.Dataset, batch: int, repeats: int, device: torch.device) -> str:
     rates: dict[str, list[float]] = collections.defaultdict(list)
     for _ in range(repeats):
         for compile in ("off", "on"):
             loop = vaekit_rates(data, [200, 200], 100, "tanh", batch, compile, device, BURDA_2L)
             rates[compile].append(loop[1])
-        rates["bare"].append(bare_rate(data, batch, device))
+        torch.manual_seed(0)
+        rates["bare"].append(bare_rate(BareTwoLayer(), data, batch, device))
     eager, compiled, bare = (statistics.median(rates[k]) for k in ("off", "on", "bare"))
     return (
         f"| burda-2l, bottom-up | {batch} | {bare:,.0f} | {eager:,.0f} | {compiled:,.0f} | "

@@ -48,7 +48,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).parent))
 import itertools
 
-from common import describe, matmul_peak, mnist_or_synthetic, synchronize, vae_flops
+from common import bare_rate, describe, matmul_peak, mnist_or_synthetic, synchronize, vae_flops
 
 import vaekit
 from vaekit.model import ModelConfig, build_model
@@ -155,26 +155,12 @@ def peer_rate(
     return len(data.train_x) / (time.perf_counter() - start)
 
 
-def bare_rate(
+def peer_bare_rate(
     data: vaekit.Dataset, hidden, latent, activation, batch: int, device: torch.device
 ) -> float:
-    """The bare loop, with the data on ``device``."""
+    """The bare loop of the peer's networks, with the data on ``device``."""
     torch.manual_seed(0)
-    model = PeerVAE(hidden, latent, activation).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
-    x_all = data.train_x.reshape(-1, 784).to(device)
-    n = len(x_all)
-    synchronize(device)
-    start = time.perf_counter()
-    order = torch.randperm(n, device=device)
-    for i in range(0, n, batch):
-        x = torch.bernoulli(x_all[order[i : i + batch]])
-        optimizer.zero_grad(set_to_none=True)
-        loss = model.loss(x) / len(x)
-        loss.backward()
-        optimizer.step()
-    synchronize(device)
-    return n / (time.perf_counter() - start)
+    return bare_rate(PeerVAE(hidden, latent, activation), data, batch, device)
 
 
 def pythae_rate(
@@ -247,7 +233,7 @@ def table_row(
             rates[f"{compile} loop"].append(loop)
             rates[f"{compile} startup"].append(startup)
         rates["peer"].append(peer_rate(data, *net, batch, device))
-        rates["bare"].append(bare_rate(data, *net, batch, device))
+        rates["bare"].append(peer_bare_rate(data, *net, batch, device))
         if pythae_python:
             rates["pythae"].append(pythae_rate(pythae_python, data_dir, *net, batch, device))
     median = {key: statistics.median(values) for key, values in rates.items()}

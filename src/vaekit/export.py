@@ -103,8 +103,7 @@ def model_card(name: str, config: Any, evaluation: dict[str, Any]) -> str:
 # {name}
 
 A variational autoencoder trained with vaekit {__version__}:
-{model.network.name} network, {model.latent_dim}-dimensional z, {model.posterior.name}
-posterior, {model.prior.name} prior, {model.likelihood.name} likelihood, trained on
+{model.describe()}, trained on
 {index[0]["results"][0]["dataset"]["name"]} ({config.train.epochs} epochs).
 
 | | nats per example |

@@ -351,11 +351,7 @@ def _picture_sections(inputs: ReportInputs) -> list[str]:
 def _headline(inputs: ReportInputs) -> str:
     """The model, the data, log p̂ and the ELBO, the date and vaekit's version, first."""
     evaluation, config = inputs.evaluation, inputs.model.config
-    model = (
-        f"{config.model.name}: {config.network.name} network, {config.latent_dim}-dimensional z, "
-        f"{config.posterior.name} posterior, {config.prior.name} prior, "
-        f"{config.likelihood.name} likelihood"
-    )
+    model = config.describe()
     data = inputs.data
     shape = "x".join(map(str, data.get("shape", [])))
     numbers = (

@@ -31,6 +31,9 @@ class ConditionalOptions:
 
     classes: int = option(10, "the number of classes of the labels y (a conditional model)")
 
+    def describe(self, latent_dim: int) -> str:
+        return f"{latent_dim}-dimensional z and a label of {self.classes} classes"
+
     def __post_init__(self) -> None:
         positive_int("classes", self.classes)
 

@@ -100,6 +100,17 @@ class ModelConfig:
             },
         )
 
+    def describe(self) -> str:
+        """The model in words, e.g. ``vae: mlp network, 20-dimensional z, diagonal-gaussian
+        posterior, standard-normal prior, bernoulli likelihood`` (a model kind whose options
+        have ``describe(latent_dim)`` says what its z is)."""
+        describe_z = getattr(self.model.options, "describe", None)
+        z = describe_z(self.latent_dim) if describe_z else f"{self.latent_dim}-dimensional z"
+        return (
+            f"{self.model.name}: {self.network.name} network, {z}, {self.posterior.name} "
+            f"posterior, {self.prior.name} prior, {self.likelihood.name} likelihood"
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """Format 2: ``{"input_shape", "latent_dim", "model": {"name", ...}, "network": {...},
         ...}`` (the model kind is written as a bare name when it has no options, as before it

@@ -66,6 +66,10 @@ class HierarchyOptions:
         INFERENCES,
     )
 
+    def describe(self, latent_dim: int) -> str:
+        sizes = " + ".join(map(str, [latent_dim, *self.upper_layers]))
+        return f"latent layers of {sizes} dimensions inferred {self.inference}"
+
     def __post_init__(self) -> None:
         for name in ("upper_layers", "layer_hidden"):
             sizes = getattr(self, name)
