@@ -51,6 +51,7 @@ def read_evaluations(paths: list[str]) -> dict[str, dict[str, Any]]:
                 "numbers are not comparable"
             )
         evaluation["model_parts"] = {
+            "model": model.config.model.name,
             "prior": model.config.prior.name,
             "posterior": model.config.posterior.name,
         }
@@ -81,11 +82,15 @@ def paired_difference(
 def comparison_table(evaluations: dict[str, dict[str, Any]]) -> str:
     """The terms (rows) of every run (columns), nats per example."""
     names, runs = list(evaluations), list(evaluations.values())
+    conditional = any(e.get("conditional") for e in runs)
     terms = {
+        "model": lambda e: e["model_parts"]["model"],
         "prior": lambda e: e["model_parts"]["prior"],
         "posterior": lambda e: e["model_parts"]["posterior"],
         "examples, K": lambda e: f"{e['n']}, K = {e['k']}",
-        "log p̂_K(x)": lambda e: _mean(e["log_px"]),
+        "log p̂_K(x), or (x|y) given labels" if conditional else "log p̂_K(x)": lambda e: (
+            _mean(e["log_px"]) + (" (x|y)" if e.get("conditional") else "")
+        ),
         "ELBO": lambda e: _mean(e["elbo"]),
         "  reconstruction": lambda e: _mean(e["reconstruction"]),
         "  rate": lambda e: _mean(e["rate"]),
@@ -153,6 +158,7 @@ def check_claim(claim: dict[str, Any], new: dict[str, Any]) -> str:
         else "NOT reproduced"
     )
     return (
-        f"{said} claims log p̂_K(x) = {claimed:.2f}: {verdict} (this evaluation differs by "
+        f"{said} claims log p̂_K({'x|y' if claim.get('conditional') else 'x'}) = "
+        f"{claimed:.2f}: {verdict} (this evaluation differs by "
         f"{difference.value:+.3f} ± {difference.stderr:.3f} nats, paired over the examples)"
     )
