@@ -28,8 +28,9 @@ def test_compare_prints_the_terms_side_by_side(
     capsys.readouterr()
     assert main(["compare", str(plain), str(vamp / "model.safetensors")]) == 0
     table = capsys.readouterr().out
-    header, prior = table.splitlines()[:2]
+    header, model, prior = table.splitlines()[:3]
     assert header.split() == ["plain", "vamp"]
+    assert model.split() == ["model", "vae", "vae"]
     assert prior.split() == ["prior", "standard-normal", "vamp"]
     for term in ("log p̂_K(x)", "reconstruction", "rate", "I_q(x; z)", "gap", "Pareto k̂"):
         assert term in table
