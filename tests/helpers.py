@@ -14,7 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch import nn
 
+from vaekit.evaluation import linear_gaussian as lg
+from vaekit.model import MODELS, VAE
 from vaekit.training.run_dir import WEIGHTS
 
 TRAIN = [
@@ -109,3 +112,41 @@ def copy_without_evaluations(run: Path, to: Path) -> Path:
     (to / "evaluation.json").unlink(missing_ok=True)
     shutil.rmtree(to / "evaluations", ignore_errors=True)
     return to
+
+
+def linear_conditional(
+    data_dim: int = 5, latent_dim: int = 2, classes: int = 3, model: str = "conditional"
+) -> VAE:
+    """A conditional (or semi-supervised) model with linear networks, Gaussian p(x|z, y) of
+    scale 0.7, in float64: given y, a linear-Gaussian VAE (see :func:`for_class`)."""
+    torch.manual_seed(0)
+    built = (
+        MODELS[model]
+        .builder(
+            (data_dim,),
+            latent_dim,
+            model=model,
+            classes=classes,
+            likelihood="gaussian",
+            gaussian_scale=0.7,
+            encoder=nn.Linear(data_dim, 2 * latent_dim),
+            decoder=nn.Linear(latent_dim + classes, data_dim),
+        )
+        .double()
+    )
+    with torch.no_grad():
+        built.label_embedding.weight.normal_()
+    return built
+
+
+def for_class(model: VAE, label: int) -> VAE:
+    """The one-layer linear-Gaussian VAE that ``model`` is given y = ``label``."""
+    latent = model.config.latent_dim
+    data_dim = model.input_shape[0]
+    plain = lg.linear_gaussian_vae(data_dim, latent, sigma=0.7).double()
+    with torch.no_grad():
+        plain.encoder.weight.copy_(model.encoder.weight)
+        plain.encoder.bias.copy_(model.encoder.bias + model.label_embedding.weight[:, label])
+        plain.decoder.weight.copy_(model.decoder.weight[:, :latent])
+        plain.decoder.bias.copy_(model.decoder.bias + model.decoder.weight[:, latent + label])
+    return plain

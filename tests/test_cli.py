@@ -116,7 +116,7 @@ def test_sample_reconstruct_encode(trained_run: Path, tmp_path: Path) -> None:
 def test_bad_options(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     run = ["--run-dir", str(tmp_path / "never")]
     _fails_cleanly(capsys, ["train", "--latent-dim", "0", *run], "latent_dim")
-    _fails_cleanly(capsys, ["train", "--hidden", "-5", *run], "hidden layer size")
+    _fails_cleanly(capsys, ["train", "--hidden", "-5", *run], "every hidden size")
     _fails_cleanly(capsys, ["train", "--hidden", "many", *run], "comma-separated")
     _fails_cleanly(capsys, ["train", "--epochs", "-1", *run], "epochs")
     _fails_cleanly(capsys, ["train", "--batch-size", "0", *run], "batch_size")

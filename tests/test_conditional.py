@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
+from helpers import for_class, linear_conditional
 
 import vaekit
 from vaekit.cli import main
@@ -23,41 +23,11 @@ from vaekit.objectives.importance import log_px
 Z_TOL = 5.0
 
 
-def _linear_conditional(data_dim: int = 5, latent_dim: int = 2, classes: int = 3) -> ConditionalVAE:
-    torch.manual_seed(0)
-    model = ConditionalVAE(
-        (data_dim,),
-        latent_dim,
-        model="conditional",
-        classes=classes,
-        likelihood="gaussian",
-        gaussian_scale=0.7,
-        encoder=nn.Linear(data_dim, 2 * latent_dim),
-        decoder=nn.Linear(latent_dim + classes, data_dim),
-    ).double()
-    with torch.no_grad():
-        model.label_embedding.weight.normal_()
-    return model
-
-
-def _for_class(model: ConditionalVAE, label: int) -> vaekit.VAE:
-    """The one-layer linear-Gaussian VAE that ``model`` is given y = ``label``."""
-    latent = model.config.latent_dim
-    data_dim = model.input_shape[0]
-    plain = lg.linear_gaussian_vae(data_dim, latent, sigma=0.7).double()
-    with torch.no_grad():
-        plain.encoder.weight.copy_(model.encoder.weight)
-        plain.encoder.bias.copy_(model.encoder.bias + model.label_embedding.weight[:, label])
-        plain.decoder.weight.copy_(model.decoder.weight[:, :latent])
-        plain.decoder.bias.copy_(model.decoder.bias + model.decoder.weight[:, latent + label])
-    return plain
-
-
 def test_conditioning_is_a_linear_gaussian_vae_per_class() -> None:
     """z, log q(z|x, y) and log p(x|z, y) at the same draws equal those of each class's own
     linear-Gaussian VAE (1e-10), and so do ELBO(x|y) and log p̂_K(x|y); the Monte Carlo
     ELBO(x|y) is within 5 s.e. of that VAE's exact ELBO."""
-    model = _linear_conditional()
+    model = linear_conditional()
     x = torch.randn(6, 5, dtype=torch.float64)
     y = torch.tensor([0, 1, 2, 0, 1, 2])
     batch = vaekit.Batch(x, y)
@@ -66,7 +36,7 @@ def test_conditioning_is_a_linear_gaussian_vae_per_class() -> None:
     log_likelihood = model.log_likelihood(z, batch)
     for label in range(3):
         rows = y == label
-        plain = _for_class(model, label)
+        plain = for_class(model, label)
         z_plain, log_q_plain = plain.sample_posterior(
             plain.posterior_parameters(x[rows]), noise[:, rows]
         )
@@ -145,12 +115,12 @@ def test_label_worth_and_classifier_from_every_class_evidence() -> None:
     """log p̂_K(x|y=c) of every class equals each class's own linear-Gaussian VAE's (the same
     draws, 1e-10); from the exact evidence, the worth log p(x|y) − log p(x) is log p(y|x) −
     log p(y) ≤ −log p(y) for every example, and the error is argmax_c p(c|x)'s, by hand."""
-    model = _linear_conditional()
+    model = linear_conditional()
     x = torch.randn(8, 5, dtype=torch.float64)
     y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 0])
     estimated = class_evidence(model, vaekit.Batch(x, y), 300, torch.Generator().manual_seed(4))
     generator = torch.Generator().manual_seed(4)
-    plains = [_for_class(model, c) for c in range(3)]
+    plains = [for_class(model, c) for c in range(3)]
     by_class = [log_px(plain, x, 300, generator=generator) for plain in plains]
     torch.testing.assert_close(estimated, torch.stack(by_class, 1), rtol=0, atol=1e-10)
     with torch.no_grad():

@@ -26,6 +26,15 @@ def positive_float(name: str, value: Any, allow_zero: bool = False) -> None:
         raise ConfigError(f"{name} must be a {bound} finite number, got {value!r}")
 
 
+def sizes(name: str, value: Any) -> list[int]:
+    """``value`` as a list of positive integers (layer widths), or one line saying why not."""
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{name} must be a list of sizes, got {value!r}")
+    for size in value:
+        positive_int(f"every {name} size", size)
+    return list(value)
+
+
 def boolean(name: str, value: Any) -> None:
     if not isinstance(value, bool):
         raise ConfigError(f"{name} must be true or false, got {value!r}")

@@ -282,18 +282,26 @@ def _add_encode_command(commands: Any) -> None:
     encode = commands.add_parser("encode", help="latent means E_q[z|x] (or draws) of a dataset")
     encode.add_argument("run", nargs="+", help="run directory or model.safetensors")
     _add_data_options(encode, "default: the run's")
-    encode.add_argument("--split", choices=("train", "test", "all"), default="test")
+    encode.add_argument(
+        "--split", choices=("train", "test", "all"), help="the examples to encode (default: test)"
+    )
     encode.add_argument(
         "--draw", action="store_true", help="draw z ~ q(z|x) instead of taking its mean"
     )
     encode.add_argument("--seed", type=int, default=0, help="seed of the draws (with --draw)")
     encode.add_argument(
+        "--as-data",
+        action="store_true",
+        help="write both splits' codes as a dataset .npz (x_train, x_test and their labels "
+        "y_train, y_test) that vaekit train --dataset reads: a model of the codes, e.g. M2 on "
+        "a VAE's latent means (M1+M2)",
+    )
+    encode.add_argument(
         "-o",
         "--output",
-        default="z.npy",
-        help=".npy (beside it <name>.labels.npy, .index.npy: each code's row in your data, "
-        ".files.npy: its file in an image folder, .classes.npy: the label names) or .npz (z "
-        "and those)",
+        help="(default: z.npy; codes.npz with --as-data) .npy (beside it <name>.labels.npy, "
+        ".index.npy: each code's row in your data, .files.npy: its file in an image folder, "
+        ".classes.npy: the label names) or .npz (z and those)",
     )
     encode.set_defaults(handler=cmd_encode)
 
@@ -477,7 +485,8 @@ def _train(args: argparse.Namespace, distributed: bool) -> int:
         train_options["recipe"] = f"{recipe.name}@{recipe.version}"
     config = TrainConfig(**train_options)
     data = load_dataset(config.dataset, config.data_dir, config.image_size, not args.no_verify)
-    if model_options.get("model") == "conditional" and "classes" not in model_options:
+    labelled = ("conditional", "semi-supervised")
+    if model_options.get("model") in labelled and "classes" not in model_options:
         model_options["classes"] = data.label_count()  # the data's classes, unless given
     torch.manual_seed(config.seed)
     model = build_model(ModelConfig.from_options(data.shape, **model_options))
@@ -561,10 +570,11 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 def _report(run_dir: Path, history: list[dict[str, Any]], seconds: float, where: str = "") -> None:
     last = history[-1]
     epochs = f"{last['epoch']} epoch" + ("s" if last["epoch"] != 1 else "")
+    error = f", test error {100 * last['test_error']:.2f}%" if "test_error" in last else ""
     say(
         f"held-out ELBO {last['test_elbo']:.2f} ± {last['test_elbo_stderr']:.2f} nats/example "
-        f"(reconstruction {last['test_reconstruction']:.2f}, KL {last['test_rate']:.2f}) after "
-        f"{epochs}; {seconds:.1f} s{where}; run: {run_dir}"
+        f"(reconstruction {last['test_reconstruction']:.2f}, KL {last['test_rate']:.2f}){error} "
+        f"after {epochs}; {seconds:.1f} s{where}; run: {run_dir}"
     )
 
 
@@ -657,22 +667,28 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
 def cmd_encode(args: argparse.Namespace) -> int:
     seed("--seed", args.seed)
-    out = _check_output(args.output, (".npy", ".npz"))
+    if args.as_data and args.split:
+        raise ConfigError("--as-data writes both splits: leave out --split")
+    output = args.output or ("codes.npz" if args.as_data else "z.npy")
+    out = _check_output(output, (".npz",) if args.as_data else (".npy", ".npz"))
     model, data = _model_and_data(args)
-    batch = evaluation_batch(model, data, args.split)
     generator = torch.Generator().manual_seed(args.seed)
-    parts = []
-    with torch.no_grad():
-        for begin in range(0, len(batch.x), 1000):
-            params = model.posterior_parameters(batch.select(slice(begin, begin + 1000)))
-            if args.draw:
-                noise = standard_noise(model, 1, params[0], generator)
-                parts.append(model.posterior.rsample(params, noise)[0])
-            else:
-                parts.append(model.posterior.representative(params))
-    index = data.index(args.split).numpy()
+    what = "draws z ~ q(z|x)" if args.draw else "means"
+    if args.as_data:
+        columns = {}
+        for split in ("train", "test"):
+            batch = evaluation_batch(model, data, split)
+            columns[f"x_{split}"] = _codes(model, batch, args.draw, generator)
+            columns[f"y_{split}"] = None if batch.y is None else batch.y.numpy()
+        _write_codes(out, columns)
+        shape = columns["x_train"].shape[1:]
+        print(f"wrote latent {what} {shape} of both splits as a dataset to {out}")
+        return 0
+    split = args.split or "test"
+    batch = evaluation_batch(model, data, split)
+    index = data.index(split).numpy()
     columns = {
-        "z": torch.cat(parts).numpy(),
+        "z": _codes(model, batch, args.draw, generator),
         "labels": None if batch.y is None else batch.y.numpy(),
         "index": index,
         "files": None if data.sources is None else np.array([data.sources[i] for i in index]),
@@ -680,9 +696,24 @@ def cmd_encode(args: argparse.Namespace) -> int:
     }
     _write_codes(out, columns)
     given = ", ".join(name for name, value in columns.items() if value is not None)
-    what = "draws z ~ q(z|x)" if args.draw else "means"
-    print(f"wrote latent {what} {columns['z'].shape} of the {args.split} split ({given}) to {out}")
+    print(f"wrote latent {what} {columns['z'].shape} of the {split} split ({given}) to {out}")
     return 0
+
+
+@torch.no_grad()
+def _codes(
+    model: torch.nn.Module, batch: Batch, draw: bool, generator: torch.Generator
+) -> np.ndarray:
+    """E_q[z|x] of every example of ``batch`` (or a draw z ~ q(z|x)), 1000 at a time."""
+    parts = []
+    for begin in range(0, len(batch.x), 1000):
+        params = model.posterior_parameters(batch.select(slice(begin, begin + 1000)))
+        if draw:
+            noise = standard_noise(model, 1, params[0], generator)
+            parts.append(model.posterior.rsample(params, noise)[0])
+        else:
+            parts.append(model.posterior.representative(params))
+    return torch.cat(parts).numpy()
 
 
 def _write_codes(out: Path, columns: dict[str, np.ndarray | None]) -> None:

@@ -126,11 +126,12 @@ def _numbers(evaluation: dict[str, Any]) -> dict[str, str]:
     rate = "rate KL(q(z|x) || p(z))"
     if evaluation["rate_estimator"] != "analytic":
         rate += f" ({evaluation['rate_estimator']})"
+    x = "x|y" if evaluation.get("conditional") else "x"  # given the labels: of log p(x|y)
     numbers = {
         "examples": str(evaluation["n"]),
         "K": str(evaluation["k"]),
-        "log p̂_K(x)": mean("log_px"),
-        "ELBO": mean("elbo"),
+        f"log p̂_K({x})": mean("log_px"),
+        "ELBO" if x == "x" else "ELBO(x|y)": mean("elbo"),
         "reconstruction": f"{evaluation['reconstruction']['value']:.2f}",
         rate: f"{evaluation['rate']['value']:.2f}",
         "gap log p̂ − ELBO": mean("gap"),
@@ -139,6 +140,8 @@ def _numbers(evaluation: dict[str, Any]) -> dict[str, str]:
         numbers["I_q(x; z)"] = f"{evaluation['mutual_information']:.2f}"
         numbers["KL(q(z) || p(z))"] = f"{evaluation['marginal_kl']:.2f}"
     numbers["active units"] = f"{evaluation['active_units']} of {len(evaluation['active'])}"
+    if evaluation.get("classifier_error") is not None:
+        numbers["classifier q(y|x): test error"] = f"{100 * evaluation['classifier_error']:.2f}%"
     for level, layer in enumerate(evaluation.get("layers", []), start=1):
         numbers[f"layer z_{level} ({layer['size']} dims): rate, active units"] = (
             f"{layer['rate']['value']:.2f} ± {layer['rate']['stderr']:.2f}, "

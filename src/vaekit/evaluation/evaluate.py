@@ -32,6 +32,7 @@ from vaekit.data.batch import Batch, as_batch
 from vaekit.data.dataset import Dataset
 from vaekit.errors import ConfigError
 from vaekit.evaluation.diagnostics import ACTIVE_THRESHOLD, active_units, aggregate_posterior_kl
+from vaekit.evaluation.labels import classification_error
 from vaekit.evaluation.statistics import Mean
 from vaekit.evaluation.weights import (
     UNRELIABLE_K,
@@ -84,6 +85,9 @@ class Evaluation:
     conditional: bool = False
     """Whether the model was conditioned on the examples' labels y: every term is then of
     x given y (log p̂_K(x|y), ELBO(x|y))."""
+    classifier_error: float | None = None
+    """The share of the examples whose label the model's classifier q(y|x) gets wrong (a
+    semi-supervised model's; None for the others)."""
     layers: list[dict[str, Any]] = field(default_factory=list)
     """A hierarchy's latent layers, bottom (z_1) to top: each one's ``size``, ``rate``
     (E_q[log q(z_l|·) − log p(z_l|z_{l+1})], a :class:`Mean`) and ``active_units``."""
@@ -141,6 +145,11 @@ class Evaluation:
             f"  active units      {self.active_units} of {len(self.active)} "
             f"(Cov_x E_q[z_d] > {ACTIVE_THRESHOLD}{note})"
         )
+        if self.classifier_error is not None:
+            rows.append(
+                f"  classifier q(y|x) {100 * self.classifier_error:.2f}% error "
+                "(argmax_y q(y|x) ≠ y)"
+            )
         if self.kl_per_dim:
             rows.append("  KL per dimension  " + " ".join(f"{v:.2f}" for v in self.kl_per_dim))
         if self.layers:
@@ -315,6 +324,8 @@ def evaluate(
     result = _evaluation(model, batch.x, k, per, per_dim, means, marginal_kl, sweep, start_time)
     result.layers = _layers(model.layer_sizes, per_layer, result.active)
     result.conditional = model.uses_labels
+    if model.infers_labels:
+        result.classifier_error = classification_error(model, batch.to(device))
     result.info = info
     return result
 

@@ -56,6 +56,17 @@ def class_evidence(
     return torch.stack(columns, dim=1)
 
 
+@torch.no_grad()
+def classification_error(model: torch.nn.Module, batch: Batch, batch_size: int = 1000) -> float:
+    """The share of ``batch``'s examples whose label the model's classifier q(y|x) gets wrong
+    (argmax_y q(y|x) ≠ y)."""
+    wrong = sum(
+        int((model.predict(batch.x[i : i + batch_size]) != batch.y[i : i + batch_size]).sum())
+        for i in range(0, len(batch.x), batch_size)
+    )
+    return wrong / len(batch.x)
+
+
 def label_worth(
     evidence: torch.Tensor, labels: torch.Tensor, class_frequencies: torch.Tensor, k: int
 ) -> LabelWorth:

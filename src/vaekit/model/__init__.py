@@ -13,6 +13,7 @@ from vaekit.model.vae import VAE
 
 from vaekit.model.hierarchy import HierarchicalVAE  # isort: skip  (after the VAE it extends)
 from vaekit.model.conditional import ConditionalVAE  # isort: skip
+from vaekit.model.semi_supervised import SemiSupervisedVAE  # isort: skip
 
 __all__ = [
     "COMPONENTS",
@@ -31,6 +32,7 @@ __all__ = [
     "Posterior",
     "Prior",
     "RateRule",
+    "SemiSupervisedVAE",
     "StandardNormalPrior",
     "build_model",
     "register_rate",

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from vaekit.checks import choice, option, positive_int
+from vaekit.checks import choice, option, sizes
 from vaekit.errors import ConfigError
 from vaekit.model.config import COMPONENTS, ModelConfig
 from vaekit.model.contract import MODELS, Posterior, PosteriorParameters, Prior
@@ -72,12 +72,7 @@ class HierarchyOptions:
 
     def __post_init__(self) -> None:
         for name in ("upper_layers", "layer_hidden"):
-            sizes = getattr(self, name)
-            if not isinstance(sizes, (list, tuple)):
-                raise ConfigError(f"{name} must be a list of sizes, got {sizes!r}")
-            setattr(self, name, list(sizes))
-            for size in sizes:
-                positive_int(f"every {name} size", size)
+            setattr(self, name, sizes(name, getattr(self, name)))
         if not self.upper_layers:
             raise ConfigError("a hierarchy needs at least one upper layer (one layer: --model vae)")
         choice("inference", self.inference, INFERENCES)

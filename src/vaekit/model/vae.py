@@ -43,6 +43,10 @@ class VAE(nn.Module):
     uses_labels = False
     """Whether the model reads a batch's labels y (the trainer then carries them)."""
 
+    infers_labels = False
+    """Whether the model infers missing labels (−1) with a classifier q(y|x) (a
+    semi-supervised model; it then ``uses_labels`` too)."""
+
     classes: int | None = None
     """The classes of the labels that the model generates from (a conditional model's), or
     None."""

@@ -9,7 +9,7 @@ from itertools import pairwise
 import torch
 from torch import nn
 
-from vaekit.checks import choice, fits_in_memory, option, positive_int
+from vaekit.checks import choice, fits_in_memory, option, sizes
 from vaekit.errors import ConfigError
 from vaekit.nets.conv import ConvDecoder, ConvEncoder
 from vaekit.nets.mlp import ACTIVATIONS, MLP
@@ -46,11 +46,7 @@ class NetworkOptions:
     init: str = option("default", "weight initialisation: PyTorch's, or Glorot-uniform", INITS)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.hidden, (list, tuple)):
-            raise ConfigError(f"hidden must be a list of layer sizes, got {self.hidden!r}")
-        self.hidden = list(self.hidden)
-        for width in self.hidden:
-            positive_int("every hidden layer size", width)
+        self.hidden = sizes("hidden", self.hidden)
         choice("activation", self.activation, ACTIVATIONS)
         choice("init", self.init, INITS)
 

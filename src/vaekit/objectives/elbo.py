@@ -13,6 +13,7 @@ import torch
 
 from vaekit.checks import choice
 from vaekit.data.batch import Batch, as_batch
+from vaekit.data.labelled import MISSING
 from vaekit.model.draws import random_like
 from vaekit.model.rate import monte_carlo_rate
 
@@ -101,6 +102,20 @@ def elbo(
     batch = as_batch(batch)
     if check:
         model.check_examples(batch)
+    if model.infers_labels:
+        return semi_supervised_elbo(model, batch, n_samples, noise, reduction, gradient)[0]
+    return _elbo_given_labels(model, batch, n_samples, noise, reduction, gradient)
+
+
+def _elbo_given_labels(
+    model: VAE,
+    batch: Batch,
+    n_samples: int,
+    noise: torch.Tensor | None,
+    reduction: str,
+    gradient: str,
+) -> ELBOTerms:
+    """:func:`elbo` of a model whose labels, if it reads any, are all given."""
     params = model.posterior_parameters(batch)
     if noise is None:
         noise = standard_noise(model, n_samples, params[0])
@@ -116,6 +131,58 @@ def elbo(
     log_likelihood = model.log_likelihood(z, batch, reduction)
     reconstruction = log_likelihood / n_samples if reduction == "sum" else log_likelihood.mean(0)
     return ELBOTerms(reconstruction - rate, reconstruction, rate)
+
+
+def semi_supervised_elbo(
+    model: VAE,
+    batch: Batch,
+    n_samples: int = 1,
+    noise: torch.Tensor | None = None,
+    reduction: str = "none",
+    gradient: str = "reparam",
+) -> tuple[ELBOTerms, torch.Tensor]:
+    """The bounds of a model that infers missing labels (M2, Kingma et al. 2014; see
+    :mod:`vaekit.model.semi_supervised`) and the log q(y|x) of the given labels.
+
+    An example with its label y has the bound L(x, y) = ELBO(x|y) + log p(y) on log p(x, y):
+    reconstruction E_q[log p(x|z, y)], rate KL(q(z|x, y) || p(z)) − log p(y). Without one
+    (y = −1) it has U(x) = Σ_y q(y|x) ELBO(x|y) − KL(q(y|x) || p(y)) on log p(x), the sum over
+    the classes exact: reconstruction Σ_y q(y|x) E_q[log p(x|z, y)], rate Σ_y q(y|x)
+    KL(q(z|x, y) || p(z)) + KL(q(y|x) || p(y)). Every class of an unlabelled example is
+    decoded from the same ``noise`` draws. Returns the :class:`ELBOTerms` (``(B,)`` each, or
+    sums with ``reduction="sum"``) and log q(y|x) of the labelled examples (0 for the others;
+    ``(B,)``, or its sum).
+    """
+    x, classes = batch.x, model.classes
+    y = torch.full((len(x),), MISSING, device=x.device) if batch.y is None else batch.y
+    known = y >= 0
+    labelled, unlabelled = known.nonzero().squeeze(1), (~known).nonzero().squeeze(1)
+    rows = torch.cat([labelled, unlabelled.repeat(classes)])
+    given = torch.arange(classes, device=x.device).repeat_interleave(len(unlabelled))
+    if noise is None:
+        noise = standard_noise(model, n_samples, x)
+    terms = _elbo_given_labels(
+        model, Batch(x[rows], torch.cat([y[labelled], given])), n_samples, noise[:, rows],
+        "none", gradient,
+    )  # fmt: skip
+    log_q_y = torch.log_softmax(model.label_logits(x), dim=-1)  # (B, C)
+    log_p_y = model.log_label_prior()
+    q = log_q_y[unlabelled].exp()
+    split = len(labelled)
+
+    def weighted(values: torch.Tensor) -> torch.Tensor:  # Σ_y q(y|x) values(x, y)
+        return (q * values[split:].reshape(classes, -1).T).sum(1)
+
+    label_rate = (q * (log_q_y[unlabelled] - log_p_y)).sum(1)  # KL(q(y|x) || p(y))
+    reconstruction = torch.cat([terms.reconstruction[:split], weighted(terms.reconstruction)])
+    rate = torch.cat([terms.rate[:split] - log_p_y, weighted(terms.rate) + label_rate])
+    back = torch.cat([labelled, unlabelled]).argsort()  # to the batch's order
+    reconstruction, rate = reconstruction[back], rate[back]
+    classification = torch.where(known, log_q_y.gather(1, y.clamp_min(0)[:, None])[:, 0], 0.0)
+    result = ELBOTerms(reconstruction - rate, reconstruction, rate)
+    if reduction == "sum":
+        return ELBOTerms(*(t.sum() for t in result)), classification.sum()
+    return result, classification
 
 
 def elbo_with_free_bits(

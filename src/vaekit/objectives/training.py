@@ -17,7 +17,12 @@ import torch
 from vaekit.checks import choice
 from vaekit.data.batch import Batch
 from vaekit.errors import ConfigError
-from vaekit.objectives.elbo import ELBO_GRADIENTS, elbo, elbo_with_free_bits
+from vaekit.objectives.elbo import (
+    ELBO_GRADIENTS,
+    elbo,
+    elbo_with_free_bits,
+    semi_supervised_elbo,
+)
 from vaekit.objectives.importance import IWAE_GRADIENTS, iwae_terms
 from vaekit.registry import Registry
 
@@ -46,7 +51,10 @@ class ELBOObjective(_Objective):
     """The ELBO, reconstruction − β·rate, estimated with S = --samples draws per example;
     gradient ``reparam`` or ``stl`` (see :func:`vaekit.objectives.elbo`); with free bits, the
     rate of each latent layer counted as at least λ per example (see
-    :func:`~vaekit.objectives.elbo.elbo_with_free_bits`)."""
+    :func:`~vaekit.objectives.elbo.elbo_with_free_bits`). For a model that infers missing
+    labels, Kingma et al. (2014)'s M2 objective: each example's bound (see
+    :func:`~vaekit.objectives.elbo.semi_supervised_elbo`) plus α log q(y|x) of each given
+    label, α the model's ``classification_weight``."""
 
     takes_beta = True
     gradients = ELBO_GRADIENTS
@@ -54,6 +62,12 @@ class ELBOObjective(_Objective):
     def __call__(
         self, model: VAE, batch: Batch, noise: torch.Tensor, beta: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        if model.infers_labels:  # labels summed out where missing, and the classifier's term
+            terms, log_q_y = semi_supervised_elbo(
+                model, batch, len(noise), noise, "sum", self.gradient
+            )
+            objective = terms.objective(beta) + model.classification_weight * log_q_y
+            return objective, torch.stack(terms).detach()
         if self.free_bits:
             terms, penalised = elbo_with_free_bits(model, batch, noise, self.free_bits)
             return terms.reconstruction - beta * penalised, torch.stack(terms).detach()

@@ -77,6 +77,11 @@ class TrainConfig:
         "scale each step's gradient (of the batch-mean objective) down to this norm where it "
         "is larger (0: never); each epoch's record counts the steps clipped",
     )
+    labelled: int | None = option(
+        None,
+        "a semi-supervised model: keep the labels of N training examples (class-balanced, "
+        "chosen by --seed) and hide the others (default: every label)",
+    )
     seed: int = option(0, "seed of the weights, the data order and every draw")
     eval_batch_size: int = option(1000, "examples per batch of the held-out ELBO")
     checkpoint_every: int = option(1, "write a checkpoint every N epochs (and at the end)")
@@ -107,8 +112,9 @@ class TrainConfig:
         positive_float("clip_grad_norm", self.clip_grad_norm, allow_zero=True)
         positive_int("warmup_epochs", self.warmup_epochs, allow_zero=True)
         seed("seed", self.seed)
-        if self.image_size is not None:
-            positive_int("image_size", self.image_size)
+        for name in ("image_size", "labelled"):
+            if getattr(self, name) is not None:
+                positive_int(name, getattr(self, name))
         if isinstance(self.compile, bool):  # older config.json files: a flag, false by default
             self.compile = "on" if self.compile else "auto"
         for f in fields(self):

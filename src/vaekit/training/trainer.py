@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from vaekit.console import say
 from vaekit.data.batch import Batch
 from vaekit.data.dataset import Dataset
+from vaekit.data.labelled import semi_supervised_set
 from vaekit.errors import (
     CheckpointError,
     ConfigError,
@@ -35,6 +36,7 @@ from vaekit.errors import (
     TrainingDiverged,
     VaekitError,
 )
+from vaekit.evaluation.labels import classification_error
 from vaekit.evaluation.layers import describe_layers, layer_record
 from vaekit.evaluation.statistics import elbo_summary
 from vaekit.model import build_model
@@ -83,8 +85,21 @@ def check_data(
             raise DataError(f"{data.name}: the {split} split is empty; give it examples")
     if model.uses_labels and data.train_y is None:
         raise ConfigError(f"{data.name} has no labels, and this model needs them")
+    _check_semi_supervised(model, train)
     binarization, transform = model.likelihood.training_transform(data, train.binarize)
     return replace(train, binarize=binarization), transform
+
+
+def _check_semi_supervised(model: torch.nn.Module, train: TrainConfig) -> None:
+    """Refuse hidden labels for a model that cannot infer them, and what M2 does not take."""
+    if not model.infers_labels:
+        if train.labelled is not None:
+            raise ConfigError(
+                "--labelled trains a semi-supervised model: add --model semi-supervised"
+            )
+        return
+    if train.objective != "elbo" or train.free_bits:
+        raise ConfigError("a semi-supervised model trains with --objective elbo, without free bits")
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, eps: float = 1e-8) -> torch.optim.Optimizer:
@@ -144,6 +159,10 @@ class Trainer:
         self.train = Batch(
             data.train_x.to(data_device), data.train_y.to(data_device) if labels else None
         )
+        if model.infers_labels:
+            self.train = semi_supervised_set(
+                self.train, self.config.labelled, model.classes, self.config.seed
+            )
         test_x = model.likelihood.evaluation_examples(data.test_x)
         self.test = Batch(test_x, data.test_y if labels else None).to(self.device)
         self.state = TrainingState(
@@ -221,7 +240,9 @@ class Trainer:
     def _compile_if_worth_it(self, steps_ahead: int) -> None:
         """Compile the objective if ``config.compile`` asks for it, or (``auto``) if
         ``steps_ahead`` repay the start-up on a CPU or CUDA device in a single process (with
-        DistributedDataParallel, compiling is left to ``on``: it is not measured here)."""
+        DistributedDataParallel, compiling is left to ``on``: it is not measured here), for a
+        model whose step has the same shapes every time (a semi-supervised step splits each
+        batch by its labels: a graph break and new shapes every step)."""
         setting = self.config.compile
         if self.step_module is not self.eager_module:
             return  # compiled already (run() called again)
@@ -230,6 +251,7 @@ class Trainer:
             and steps_ahead >= COMPILE_MIN_STEPS
             and self.device.type in ("cpu", "cuda")
             and self.world == 1
+            and not self.model.infers_labels
         ):
             self.step_module = torch.compile(self.eager_module)
 
@@ -384,11 +406,19 @@ class Trainer:
         )
 
     def _evaluate(self) -> dict[str, float]:
-        summary = elbo_summary(elbo_in_batches(self.model, self.test, self.config.eval_batch_size))
+        """The held-out ELBO's terms (of log p(x), the labels hidden, for a model that infers
+        them; of log p(x|y) for a conditional one), each layer's of a hierarchy, and the test
+        error of a classifier."""
+        model, test, size = self.model, self.test, self.config.eval_batch_size
+        if model.infers_labels:
+            test = Batch(test.x)
+        summary = elbo_summary(elbo_in_batches(model, test, size))
         record = {f"test_{name}": mean.value for name, mean in summary.items()}
         record["test_elbo_stderr"] = summary["elbo"].stderr
-        if len(self.model.layer_sizes) > 1:  # a hierarchy: each layer's rate and active units
-            layers = layer_record(self.model, self.test, self.config.eval_batch_size)
+        if model.infers_labels:
+            record["test_error"] = classification_error(model, self.test, size)
+        if len(model.layer_sizes) > 1:  # a hierarchy: each layer's rate and active units
+            layers = layer_record(model, test, size)
             record.update({f"test_{key}": value for key, value in layers.items()})
         return record
 
@@ -545,6 +575,8 @@ def format_record(record: dict[str, Any], sizes: tuple[int, ...] | None = None) 
         f"held-out ELBO {record['test_elbo']:9.2f} (recon {record['test_reconstruction']:9.2f}, "
         f"KL {record['test_rate']:7.2f}{warmup})  {record['examples_per_s']:8.0f} ex/s"
     )
+    if "test_error" in record:
+        line += f"  test error {100 * record['test_error']:.2f}%"
     if sizes is None or len(sizes) == 1:
         return line
     return f"{line}\n      layers: {describe_layers(record, sizes, 'test_')}"

@@ -1,0 +1,50 @@
+"""The labels a semi-supervised run trains with: a fixed, seeded, class-balanced subset kept,
+every other label hidden (−1)."""
+
+from __future__ import annotations
+
+import torch
+
+from vaekit.data.batch import Batch
+from vaekit.errors import ConfigError
+
+MISSING = -1
+"""A hidden label."""
+
+
+def labelled_subset(labels: torch.Tensor, n: int, classes: int, seed: int) -> torch.Tensor:
+    """The indices (sorted) of ``n`` examples, n // classes of each class and one more of the
+    first n % classes classes in a seeded order, each class's drawn at random: the same for
+    the same labels, n and seed."""
+    if not 0 < n <= len(labels):
+        raise ConfigError(f"--labelled must be from 1 to the {len(labels)} training examples")
+    generator = torch.Generator().manual_seed(seed)
+    extra = torch.randperm(classes, generator=generator)[: n % classes]
+    chosen = []
+    for label in range(classes):
+        members = (labels == label).nonzero().squeeze(1)
+        wanted = n // classes + int(bool((extra == label).any()))
+        if len(members) < wanted:
+            raise ConfigError(
+                f"--labelled {n} takes {wanted} examples of class {label}, which has "
+                f"{len(members)}; label fewer"
+            )
+        chosen.append(members[torch.randperm(len(members), generator=generator)[:wanted]])
+    return torch.cat(chosen).sort().values
+
+
+def semi_supervised_set(train: Batch, n: int | None, classes: int, seed: int) -> Batch:
+    """The training set of a semi-supervised run: every example, with only the labels of
+    :func:`labelled_subset` kept (every label, with ``n`` None), and the labelled examples
+    repeated so that they are about half of every batch (the labelled ELBO and the
+    classifier's term then weigh as much as the unlabelled bound; Kingma et al. 2014 train on
+    labelled and unlabelled batches alike)."""
+    assert train.y is not None
+    if n is None:
+        return train
+    index = labelled_subset(train.y.cpu(), n, classes, seed).to(train.y.device)
+    hidden = torch.full_like(train.y, MISSING)
+    hidden[index] = train.y[index]
+    repeats = max(1, round((len(train.y) - n) / n))
+    rows = torch.cat([torch.arange(len(train.y), device=train.y.device), index.repeat(repeats - 1)])
+    return Batch(train.x[rows], hidden[rows])

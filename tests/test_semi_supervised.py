@@ -1,0 +1,200 @@
+"""M2 (Kingma et al. 2014) against ground truth: with linear networks, the model given a class
+y is a linear-Gaussian VAE (see ``helpers.for_class``), so its unlabelled bound can be built by
+hand class by class and every term of its identity is exact."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import for_class, linear_conditional, one_line_error
+from torch.distributions import Categorical, kl_divergence
+
+import vaekit
+from vaekit.cli import main
+from vaekit.data.labelled import MISSING, labelled_subset, semi_supervised_set
+from vaekit.errors import ConfigError, DataError
+from vaekit.evaluation import linear_gaussian as lg
+from vaekit.model import ConditionalVAE
+from vaekit.objectives.elbo import elbo, semi_supervised_elbo
+from vaekit.objectives.training import OBJECTIVES
+
+CLASSES = 3
+
+
+def _m2(weight: float = 50.0) -> vaekit.VAE:
+    model = linear_conditional(classes=CLASSES, model="semi-supervised")
+    model.config.model.options.classification_weight = weight
+    return model
+
+
+def test_unlabelled_bound_is_the_sum_over_classes_by_hand() -> None:
+    """U(x) = Σ_y q(y|x) ELBO(x|y) − KL(q(y|x) || p(y)) with each class's ELBO from its own
+    linear-Gaussian VAE at the same draws (1e-10): the sum over y exact, no sampling of y."""
+    model = _m2()
+    x = torch.randn(7, 5, dtype=torch.float64)
+    noise = torch.randn(3, 7, model.noise_dim, dtype=torch.float64)
+    got = semi_supervised_elbo(model, vaekit.Batch(x), noise=noise)[0]
+    q = torch.softmax(model.label_logits(x), -1)
+    per_class = torch.stack(
+        [torch.stack(elbo(for_class(model, c), x, noise=noise)) for c in range(CLASSES)], -1
+    )  # (3 terms, B, C)
+    label_kl = kl_divergence(
+        Categorical(q), Categorical(torch.full((CLASSES,), 1 / CLASSES, dtype=torch.float64))
+    )
+    reconstruction = (q * per_class[1]).sum(-1)
+    rate = (q * per_class[2]).sum(-1) + label_kl
+    torch.testing.assert_close(got.reconstruction, reconstruction, rtol=0, atol=1e-10)
+    torch.testing.assert_close(got.rate, rate, rtol=0, atol=1e-10)
+    torch.testing.assert_close(got.elbo, reconstruction - rate, rtol=0, atol=1e-10)
+
+
+def test_identity_with_the_label_a_latent_variable() -> None:
+    """In closed form: log p(x) = U(x) + KL(q(y|x) || p(y|x)) + Σ_y q(y|x) KL(q(z|x,y) ||
+    p(z|x,y)), with log p(x) = logsumexp_y [log p(y) + log p(x|y)] (1e-10); and the Monte
+    Carlo U(x) is within 5 standard errors of its exact value."""
+    model = _m2()
+    x = torch.randn(4, 5, dtype=torch.float64)
+    plains = [for_class(model, c) for c in range(CLASSES)]
+    log_prior = math.log(1 / CLASSES)
+    log_px_given = torch.stack([lg.log_px(p, x) for p in plains], -1)  # (B, C)
+    log_px = torch.logsumexp(log_prior + log_px_given, -1)
+    exact_elbo = torch.stack([lg.exact_elbo(p, x).elbo for p in plains], -1)
+    z_gap = torch.stack([lg.posterior_kl(p, x) for p in plains], -1)
+    log_q_y = torch.log_softmax(model.label_logits(x).detach(), -1)
+    q = log_q_y.exp()
+    exact_u = (q * exact_elbo).sum(-1) - (q * (log_q_y - log_prior)).sum(-1)
+    log_p_y_given_x = log_prior + log_px_given - log_px[:, None]
+    label_gap = (q * (log_q_y - log_p_y_given_x)).sum(-1)
+    torch.testing.assert_close(
+        log_px, exact_u + label_gap + (q * z_gap).sum(-1), rtol=0, atol=1e-10
+    )
+    draws = torch.stack(
+        [semi_supervised_elbo(model, vaekit.Batch(x))[0].elbo.detach() for _ in range(4000)]
+    )
+    error = (draws.mean(0) - exact_u).abs() / (draws.std(0) / math.sqrt(len(draws)))
+    assert bool((error < 5).all()), error
+
+
+def test_with_every_label_m2_is_the_conditional_elbo_plus_the_classifier() -> None:
+    """Every label given: M2's objective = Σ [ELBO(x|y) + log p(y)] + α Σ log q(y|x), with
+    ELBO(x|y) a conditional VAE's of the same weights at the same draws (1e-10)."""
+    model = _m2(weight=7.0)
+    conditional = linear_conditional(classes=CLASSES)
+    conditional.load_state_dict(
+        {k: v for k, v in model.state_dict().items() if not k.startswith("classifier")}
+    )
+    x, y = torch.randn(6, 5, dtype=torch.float64), torch.tensor([0, 1, 2, 2, 1, 0])
+    batch, noise = vaekit.Batch(x, y), torch.randn(2, 6, model.noise_dim, dtype=torch.float64)
+    objective = OBJECTIVES["elbo"].builder()
+    total, sums = objective(model, batch, noise, 1.0)
+    plain, _ = objective(conditional, batch, noise, 1.0)
+    log_q_y = torch.log_softmax(model.label_logits(x), -1).gather(1, y[:, None]).sum()
+    expected = plain + 6 * math.log(1 / CLASSES) + 7.0 * log_q_y
+    torch.testing.assert_close(total, expected, rtol=0, atol=1e-10)
+    torch.testing.assert_close(sums[0], plain.detach() + 6 * math.log(1 / CLASSES))
+
+
+def test_the_classifier_learns_from_both_terms() -> None:
+    """q(y|x) gets a gradient from unlabelled examples (through U(x)) and, of labelled ones,
+    only from the α term: none at α = 0."""
+    x = torch.randn(4, 5, dtype=torch.float64)
+    for weight, y, moves in ((0.0, torch.full((4,), MISSING), True), (0.0, torch.arange(4) % 3,
+                             False), (1.0, torch.arange(4) % 3, True)):  # fmt: skip
+        model = _m2(weight)
+        noise = torch.randn(1, 4, model.noise_dim, dtype=torch.float64)
+        total, _ = OBJECTIVES["elbo"].builder()(model, vaekit.Batch(x, y), noise, 1.0)
+        total.backward()
+        grad = sum(float(p.grad.abs().sum()) for p in model.classifier.parameters())
+        assert (grad > 0) == moves, (weight, y, grad)
+
+
+def test_labelled_subset_is_seeded_and_class_balanced() -> None:
+    labels = torch.arange(1000) % 10
+    first = labelled_subset(labels, 104, 10, seed=3)
+    assert torch.equal(first, labelled_subset(labels, 104, 10, seed=3))
+    assert not torch.equal(first, labelled_subset(labels, 104, 10, seed=4))
+    counts = torch.bincount(labels[first], minlength=10)
+    assert int(counts.sum()) == 104 and set(counts.tolist()) == {10, 11}
+    assert len(set(first.tolist())) == 104
+    with pytest.raises(ConfigError, match="class 1, which has 90"):
+        labelled_subset(torch.cat([labels, torch.zeros(500, dtype=torch.long)])[100:], 1000, 10, 0)
+    with pytest.raises(ConfigError, match="from 1 to"):
+        labelled_subset(labels, 1001, 10, 0)
+
+
+def test_semi_supervised_set_hides_labels_and_repeats_the_labelled() -> None:
+    x, y = torch.arange(1000.0)[:, None], torch.arange(1000) % 10  # x: each example's row
+    train = semi_supervised_set(vaekit.Batch(x, y), 20, 10, seed=0)
+    kept = train.y != MISSING
+    assert torch.equal(train.x[:1000], x)  # every example once, 20 of them labelled
+    assert int(kept[:1000].sum()) == 20
+    assert len(train.x) == 1000 + 20 * 48  # the labelled repeated: about half of all
+    assert torch.equal(y[train.x[kept, 0].long()], train.y[kept])  # their own labels
+    assert semi_supervised_set(vaekit.Batch(x, y), None, 10, 0) == vaekit.Batch(x, y)
+
+
+def test_missing_labels_are_allowed_only_in_a_semi_supervised_model() -> None:
+    x = torch.randn(2, 5, dtype=torch.float64)
+    _m2().check_examples(vaekit.Batch(x, torch.tensor([MISSING, 1])))
+    _m2().check_examples(x)
+    with pytest.raises(DataError, match="or −1"):
+        _m2().check_examples(vaekit.Batch(x, torch.tensor([-2, 1])))
+    with pytest.raises(DataError):
+        linear_conditional().check_examples(vaekit.Batch(x, torch.tensor([MISSING, 1])))
+    assert isinstance(_m2(), ConditionalVAE)
+
+
+def test_train_evaluate_and_refusals_through_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "m2"
+    common = ["--threads", "1"]
+    args = [
+        "train",
+        "--model",
+        "semi-supervised",
+        "--labelled",
+        "30",
+        "--epochs",
+        "2",
+        "--no-progress",
+    ]
+    assert main([*common, *args, "--latent-dim", "4", "--run-dir", str(run)]) == 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(0 <= r["test_error"] <= 1 for r in records)
+    assert "test error" in capsys.readouterr().out
+    config = json.loads((run / "config.json").read_text())
+    assert config["train"]["labelled"] == 30 and config["model"]["model"]["classes"] == 10
+    assert main([*common, "evaluate", str(run), "-k", "10", "--no-progress"]) == 0
+    assert "classifier q(y|x)" in capsys.readouterr().out
+    saved = json.loads((run / "evaluation.json").read_text())
+    assert 0 <= saved["classifier_error"] <= 1
+    assert main([*common, "train", "--resume", str(run), "--epochs", "3", "--no-progress"]) == 0
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
+    one_line_error(capsys, main([*common, "train", "--labelled", "30", "--epochs", "1"]),
+                   "--model semi-supervised")  # fmt: skip
+    refused = main([*common, *args, "--objective", "iwae", "--samples", "2"])
+    one_line_error(capsys, refused, "--objective elbo")
+
+
+def test_m1_m2_trains_on_the_codes_of_a_trained_vae(
+    tmp_path: Path, trained_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``encode --as-data`` writes both splits' latent means with their labels as a dataset,
+    on which M2 trains (M1+M2)."""
+    codes = tmp_path / "codes.npz"
+    assert main(["encode", str(trained_run), "--as-data", "-o", str(codes)]) == 0
+    data = vaekit.load_dataset(str(codes))
+    model = vaekit.load(trained_run)
+    assert data.shape == (model.latent_dim,) and data.train_y is not None
+    assert len(data.train_x) + len(data.test_x) == 1797  # every digit, in its split
+    args = ["train", "--dataset", str(codes), "--model", "semi-supervised", "--labelled", "20"]
+    options = ["--likelihood", "gaussian", "--epochs", "1", "--no-progress"]
+    assert main([*args, *options, "--run-dir", str(tmp_path / "m2")]) == 0
+    assert "test error" in capsys.readouterr().out
+    refused = main(["encode", str(trained_run), "--as-data", "--split", "train"])
+    one_line_error(capsys, refused, "leave out --split")
