@@ -173,6 +173,9 @@ def test_train_evaluate_and_refusals_through_the_cli(
     assert "classifier q(y|x)" in capsys.readouterr().out
     saved = json.loads((run / "evaluation.json").read_text())
     assert 0 <= saved["classifier_error"] <= 1
+    assert main(["report", str(run)]) == 0
+    page = (run / "report.html").read_text()
+    assert "log p̂_K(x|y)" in page and "classifier q(y|x) test error" in page
     assert main([*common, "train", "--resume", str(run), "--epochs", "3", "--no-progress"]) == 0
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
     one_line_error(capsys, main([*common, "train", "--labelled", "30", "--epochs", "1"]),

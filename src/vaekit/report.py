@@ -357,10 +357,14 @@ def _headline(inputs: ReportInputs) -> str:
     model = config.describe()
     data = inputs.data
     shape = "x".join(map(str, data.get("shape", [])))
+    x = "x|y" if evaluation.get("conditional") else "x"
+    log_px = f"{evaluation['log_px']['value']:.2f} ± {evaluation['log_px']['stderr']:.2f}"
+    error = evaluation.get("classifier_error")
     numbers = (
-        f"log p̂_K(x) {evaluation['log_px']['value']:.2f} ± {evaluation['log_px']['stderr']:.2f}, "
-        f"ELBO {evaluation['elbo']['value']:.2f} nats per example "
-        f"(K = {evaluation['k']}, {evaluation['n']} test examples)"
+        f"log p̂_K({x}) {log_px}, ELBO{'' if x == 'x' else '(x|y)'} "
+        f"{evaluation['elbo']['value']:.2f} nats per example (K = {evaluation['k']}, "
+        f"{evaluation['n']} test examples)"
+        + ("" if error is None else f"; classifier q(y|x) test error {100 * error:.2f}%")
     )
     when = time.strftime("%Y-%m-%d %H:%M")
     return (

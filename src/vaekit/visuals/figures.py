@@ -13,14 +13,16 @@ from vaekit.visuals.grids import examples_png, figure_png
 
 
 def curves_png(history: list[dict[str, Any]]) -> bytes:
-    """Per-epoch train and held-out ELBO, reconstruction, KL, and the learning rate. The
+    """Per-epoch train and held-out ELBO, reconstruction, KL, the learning rate, and a
+    classifier's test error where the run has one (a semi-supervised model's). The
     first epochs, far from the rest, would flatten every later change: the axes fit the
     epochs after the first (after the first 5% of a long run), and say so where the early
     ones are off the scale."""
     import matplotlib.pyplot as plt
 
     epochs = [r["epoch"] for r in history]
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.5))
+    errors = [100 * r["test_error"] for r in history if "test_error" in r]
+    fig, axes = plt.subplots(1, 5 if errors else 4, figsize=(20 if errors else 16, 3.5))
     panels = (("elbo", "ELBO"), ("reconstruction", "reconstruction"), ("rate", "rate (KL)"))
     skip = max(1, len(history) // 20)
     for ax, (key, title) in zip(axes, panels, strict=False):
@@ -40,6 +42,10 @@ def curves_png(history: list[dict[str, Any]]) -> bytes:
     axes[3].set_yscale("log")
     axes[3].set_title("learning rate")
     axes[3].set_xlabel("epoch")
+    if errors:
+        axes[4].plot(epochs[-len(errors) :], errors)
+        axes[4].set_title("classifier q(y|x): test error (%)")
+        axes[4].set_xlabel("epoch")
     fig.tight_layout()
     return figure_png(fig)
 
