@@ -86,8 +86,14 @@ class ConditionalVAE(VAE):
 
     def posterior_parameters(self, batch: torch.Tensor | Batch) -> PosteriorParameters:
         batch = as_batch(batch)
-        features = self.encoder(batch.x)
-        shift = self.label_embedding(self.one_hot(batch.y, features))
+        return self.posterior_parameters_from(self.encoder(batch.x), batch.y)
+
+    def posterior_parameters_from(
+        self, features: torch.Tensor, labels: torch.Tensor | None
+    ) -> PosteriorParameters:
+        """q(z|x, y)'s parameters from the encoder's ``features (B, width)`` of x and the
+        labels ``(B,)``: one encoder pass serves every label of an example."""
+        shift = self.label_embedding(self.one_hot(labels, features))
         return self.posterior.parameters_from(features + shift)
 
     def decoder_input(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
