@@ -485,8 +485,8 @@ def _train(args: argparse.Namespace, distributed: bool) -> int:
         train_options["recipe"] = f"{recipe.name}@{recipe.version}"
     config = TrainConfig(**train_options)
     data = load_dataset(config.dataset, config.data_dir, config.image_size, not args.no_verify)
-    labelled = ("conditional", "semi-supervised")
-    if model_options.get("model") in labelled and "classes" not in model_options:
+    kind = COMPONENTS["model"][model_options.get("model") or DEFAULTS["model"]]
+    if "classes" in kind.option_names() and "classes" not in model_options:
         model_options["classes"] = data.label_count()  # the data's classes, unless given
     torch.manual_seed(config.seed)
     model = build_model(ModelConfig.from_options(data.shape, **model_options))
