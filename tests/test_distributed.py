@@ -12,12 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import linear_conditional
 from safetensors.torch import load_file
 
 import vaekit
 from vaekit.cli import main
 from vaekit.errors import ConfigError
-from vaekit.model import HierarchicalVAE
+from vaekit.model import MODELS, HierarchicalVAE
+from vaekit.objectives.training import OBJECTIVES
 from vaekit.training.run_dir import WEIGHTS
 
 COMMON = ["train", "--hidden", "32", "--latent-dim", "4", "--batch-size", "32", "--no-progress"]
@@ -140,3 +142,33 @@ def test_cuda_hierarchy_trains_and_evaluates_like_cpu(
     for cpu_layer, gpu_layer in zip(on_cpu.layers, on_gpu.layers, strict=True):
         spread = (cpu_layer["rate"].stderr ** 2 + gpu_layer["rate"].stderr ** 2) ** 0.5
         assert abs(cpu_layer["rate"].value - gpu_layer["rate"].value) < 5 * spread
+
+
+@cuda
+def test_cuda_conditional_step_never_waits_for_the_host() -> None:
+    """A conditional model's training step (forward and backward) queues all its work on the
+    GPU: its labels are checked where data comes in, not read back every step."""
+    model = linear_conditional().float().cuda()
+    x = torch.randn(8, 5, device="cuda")
+    batch = vaekit.Batch(x, torch.arange(8, device="cuda") % 3)
+    noise = torch.randn(1, 8, model.noise_dim, device="cuda")
+    objective = OBJECTIVES["elbo"].builder()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        total, _ = objective(model, batch, noise, 1.0)
+        total.backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@cuda
+def test_cuda_semi_supervised_training(tmp_path: Path, digits: vaekit.Dataset) -> None:
+    """M2 with 100 labels trains on CUDA; its classifier's test error falls below chance."""
+    model = MODELS["semi-supervised"].builder(digits.shape, 8, model="semi-supervised",
+                                              classes=10, hidden=[64])  # fmt: skip
+    history = vaekit.fit(
+        model, digits, run_dir=tmp_path / "m2", epochs=3, device="cuda", labelled=100,
+        progress=False,
+    )  # fmt: skip
+    assert history[-1]["test_error"] < 0.5

@@ -67,20 +67,21 @@ class ConditionalVAE(VAE):
         return self.config.latent_dim + self.classes
 
     def one_hot(self, labels: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
-        """onehot(y) ``(B, classes)`` in ``like``'s dtype, refusing missing or unknown labels."""
-        if labels is None:
-            raise DataError(
-                "this conditional model needs the labels y of its examples (a Batch(x, y), "
-                "or --label)"
-            )
+        """onehot(y) ``(B, classes)`` in ``like``'s dtype, refusing missing labels. Their range
+        is checked where data comes in (:meth:`check_labels`), not here: that check reads the
+        labels back to the host, a stall of every step on an accelerator."""
+        return F.one_hot(_given(labels).long(), self.classes).to(like.dtype)
+
+    def check_labels(self, labels: torch.Tensor | None) -> None:
+        """Refuses missing labels, and labels that are not integers from 0 to classes − 1."""
+        labels = _given(labels)
         if labels.dtype.is_floating_point or bool(((labels < 0) | (labels >= self.classes)).any()):
             raise DataError(f"labels must be integers from 0 to {self.classes - 1}")
-        return F.one_hot(labels.long(), self.classes).to(like.dtype)
 
     def check_examples(self, batch: torch.Tensor | Batch) -> None:
         super().check_examples(batch)
         batch = as_batch(batch)
-        self.one_hot(batch.y, batch.x)
+        self.check_labels(batch.y)
         if len(batch.y) != len(batch.x):  # type: ignore[arg-type]
             raise DataError(f"{len(batch.x)} examples but {len(batch.y)} labels")  # type: ignore[arg-type]
 
@@ -113,5 +114,13 @@ class ConditionalVAE(VAE):
             labels = labels.expand(n)
         if labels.shape != (n,):
             raise ConfigError(f"give one label, or one per sample ({n}), not {tuple(labels.shape)}")
-        self.one_hot(labels, torch.zeros(()))
+        self.check_labels(labels)
         return labels
+
+
+def _given(labels: torch.Tensor | None) -> torch.Tensor:
+    if labels is None:
+        raise DataError(
+            "this conditional model needs the labels y of its examples (a Batch(x, y), or --label)"
+        )
+    return labels
