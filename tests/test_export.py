@@ -4,6 +4,8 @@ for bit, whose claim ``vaekit evaluate`` checks."""
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -91,3 +93,89 @@ def test_export_refuses_with_one_line(
     (full / "notes.txt").write_text("mine")
     one_line_error(capsys, main(["export", str(evaluated), str(full)]), "is not empty")
     assert (full / "notes.txt").read_text() == "mine"
+
+
+@pytest.fixture
+def hub_cache(evaluated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A Hugging Face cache holding the export of ``evaluated`` as ``someone/digits-vae`` at
+    commit ``COMMIT`` (the layout huggingface_hub writes), the Hub switched off (offline mode)."""
+    constants = pytest.importorskip("huggingface_hub.constants")
+    folder = tmp_path / "export"
+    assert main(["export", str(evaluated), str(folder)]) == 0
+    cache = tmp_path / "hf-cache"
+    repo = cache / "models--someone--digits-vae"
+    shutil.copytree(folder, repo / "snapshots" / COMMIT)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(COMMIT)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return repo / "snapshots" / COMMIT
+
+
+COMMIT = "3" * 40
+
+
+def test_hub_models_load_and_evaluate_from_the_cache_offline(
+    hub_cache: Path,
+    evaluated: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    original = load_file(evaluated / "model.safetensors")
+    for name in ("hf://someone/digits-vae", f"hf://someone/digits-vae@{COMMIT}"):
+        loaded = vaekit.load(name).state_dict()
+        assert all(torch.equal(loaded[k], original[k]) for k in original)
+    before = {p.name: p.read_bytes() for p in hub_cache.iterdir()}
+    monkeypatch.chdir(tmp_path)
+    hub = ["hf://someone/digits-vae"]
+    assert main(["evaluate", *hub, "-k", "40", "--no-progress"]) == 0
+    assert ": reproduced (" in capsys.readouterr().out.splitlines()[-1]
+    assert main(["sample", *hub, "-n", "8"]) == 0
+    assert (tmp_path / "samples.png").is_file()  # here, not in the cache
+    assert {p.name: p.read_bytes() for p in hub_cache.iterdir()} == before
+    one_line_error(capsys, main(["report", *hub]), "is in the Hugging Face cache")
+    missing = main(["evaluate", "hf://someone/other", "--no-progress"])
+    one_line_error(capsys, missing, "is not in the Hugging Face cache")
+    one_line_error(capsys, main(["sample", "hf://digits-vae"]), "is not a Hub id")
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # the extra not installed
+    one_line_error(capsys, main(["sample", *hub]), "pip install 'vaekit[hub]'")
+
+
+def test_push_uploads_the_exported_folder(
+    evaluated: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``vaekit push`` hands huggingface_hub's own API the folder ``vaekit export`` writes."""
+    hub = pytest.importorskip("huggingface_hub")
+    calls: dict[str, object] = {}
+
+    def create_repo(self: object, repo_id: str, **options: object) -> None:
+        calls["create"] = (repo_id, options["private"])
+
+    def upload_folder(self: object, *, repo_id: str, folder_path: Path, **options: object) -> str:
+        calls["files"] = {p.name: p.read_bytes() for p in Path(folder_path).iterdir()}
+        calls["revision"] = options["revision"]
+        return f"https://huggingface.co/{repo_id}/commit/{COMMIT}"
+
+    monkeypatch.setattr(hub.HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(hub.HfApi, "upload_folder", upload_folder)
+    assert main(["push", str(evaluated), "someone/digits-vae", "--private"]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"/commit/{COMMIT}")
+    assert calls["create"] == ("someone/digits-vae", True) and calls["revision"] is None
+    exported = tmp_path / "digits-vae"
+    assert main(["export", str(evaluated), str(exported)]) == 0
+    card = (exported / "README.md").read_text().replace("THIS_FOLDER", "hf://someone/digits-vae")
+    assert calls["files"] == {
+        **{p.name: p.read_bytes() for p in exported.iterdir()},
+        "README.md": card.encode(),
+    }
+
+    def refused(self: object, repo_id: str, **options: object) -> None:
+        raise hub.errors.LocalTokenNotFoundError("no token")
+
+    monkeypatch.setattr(hub.HfApi, "create_repo", refused)
+    capsys.readouterr()
+    one_line_error(capsys, main(["push", str(evaluated), "someone/x"]), "no Hugging Face token")

@@ -33,8 +33,9 @@ from vaekit.data import Dataset, load_dataset
 from vaekit.data.batch import Batch
 from vaekit.errors import ConfigError, VaekitError
 from vaekit.evaluation.evaluate import evaluate, evaluation_batch
-from vaekit.export import export_run
+from vaekit.export import export_run, push_run
 from vaekit.files import atomic_write_bytes
+from vaekit.hub import hub_folder, is_hub_id
 from vaekit.model import COMPONENTS, build_model
 from vaekit.model.config import DEFAULTS, ModelConfig
 from vaekit.objectives.elbo import standard_noise
@@ -201,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare_command(commands)
     _add_config_command(commands)
     _add_export_command(commands)
+    _add_push_command(commands)
     _add_identity_command(commands)
     _add_report_command(commands)
     _add_plot_command(commands)
@@ -381,6 +383,24 @@ def _add_export_command(commands: Any) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     for path in export_run(RunDirectory(_run_dir(args.run)), Path(args.folder)):
         print(f"wrote {path}")
+    return 0
+
+
+def _add_push_command(commands: Any) -> None:
+    push = commands.add_parser(
+        "push",
+        help="export a run (as vaekit export does) and upload it to the Hugging Face Hub; "
+        "needs pip install 'vaekit[hub]'",
+    )
+    push.add_argument("run", nargs="+", help="run directory (with an evaluation)")
+    push.add_argument("repo", help="owner/name[@branch] on the Hub (created if new)")
+    push.add_argument("--private", action="store_true", help="a new repository is private")
+    push.set_defaults(handler=cmd_push)
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    url = push_run(RunDirectory(_run_dir(args.run)), args.repo, args.private)
+    print(f"pushed {args.run} to {args.repo}: {url}")
     return 0
 
 
@@ -632,7 +652,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     temperature = temperatures[0] if len(temperatures) == 1 else temperatures
     shown = ",".join(f"{t:g}" for t in temperatures)
     seed("--seed", args.seed)
-    out = _check_output(args.output or _default_output(args.run, "samples.png"), (".png", ".npy"))
+    out = _check_output(args.output or _default_output(args, "samples.png"), (".png", ".npy"))
     model = load(args.run)
     fits_in_memory(f"{args.n:,} samples", 8 * args.n * math.prod(model.input_shape))
     generator = torch.Generator().manual_seed(args.seed)
@@ -656,7 +676,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     if args.n <= 0:
         raise ConfigError("-n must be positive")
-    out = _check_output(args.output or _default_output(args.run, "reconstructions.png"), (".png",))
+    out = _check_output(args.output or _default_output(args, "reconstructions.png"), (".png",))
     model, data = _model_and_data(args)
     batch = evaluation_batch(model, data, "test")
     batch = batch.select(slice(args.n))
@@ -743,7 +763,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     csv_path = _check_output(args.per_example, (".csv",)) if args.per_example else None
     if args.output:
         _check_output(args.output, (".json",))
-    _check_writable(args.run)
+    saves_into_run = RunDirectory(args.run).is_run() and args.hub_id is None  # not the cache
+    if saves_into_run:
+        _check_writable(args.run)
     model, data = _model_and_data(args)
     batch, rows = evaluation_batch(model, data, args.split), data.index(args.split)
     if args.limit is not None:
@@ -761,7 +783,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     written: list[Path] = []
     run = RunDirectory(args.run)
     claim = _claim(run, model, args.split)
-    if run.is_run():
+    if saves_into_run:
         written += run.save_evaluation(result.to_dict())
     if args.output:
         result.save(args.output)
@@ -771,7 +793,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         written.append(csv_path)
     kept = (
         ""
-        if not run.is_run() or run / "evaluation.json" in written
+        if not saves_into_run or run / "evaluation.json" in written
         else (f"\n{run / 'evaluation.json'} is kept: it is a fuller evaluation of these weights")
     )
     checked = "" if claim is None else "\n" + check_claim(claim, result.to_dict())
@@ -862,9 +884,21 @@ def _one_run(runs: list[str]) -> str:
     return runs[0]
 
 
-def _default_output(run: str, name: str) -> str:
-    """``RUN/name`` for a run directory, else ``name`` in the current directory."""
-    return str(Path(run) / name) if Path(run).is_dir() else name
+def _default_output(args: argparse.Namespace, name: str) -> str:
+    """``RUN/name`` for a run directory, else (a weights file, a Hub model in the Hugging Face
+    cache) ``name`` in the current directory."""
+    run = Path(args.run)
+    return str(run / name) if run.is_dir() and args.hub_id is None else name
+
+
+def _resolve_hub_ids(args: argparse.Namespace) -> None:
+    """The Hub models a command was given (``hf://owner/name``) as their folders in the Hugging
+    Face cache; ``args.hub_id``: the id of ``args.run``, or None."""
+    args.hub_id = None
+    if is_hub_id(getattr(args, "run", None)):
+        args.hub_id, args.run = args.run, str(hub_folder(args.run))
+    if hasattr(args, "runs"):
+        args.runs = [str(hub_folder(run)) if is_hub_id(run) else run for run in args.runs]
 
 
 def _point_latest_at(run: Path) -> None:
@@ -884,6 +918,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if args.k <= 0 or args.limit < 0:
         raise ConfigError("-k must be positive and --limit non-negative")
+    if args.hub_id is not None:
+        raise ConfigError(
+            f"the report is written into the run's folder, and {args.hub_id} is in the Hugging "
+            "Face cache: download a copy (hf download OWNER/NAME --local-dir DIR) and report on DIR"
+        )
     _check_writable(args.run)
     path = build_report(_run_dir(args.run), args.k, args.limit or None, _source(args))
     print(f"wrote {path}")
@@ -894,7 +933,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from vaekit.report import plot
 
     run = _run_dir(args.run)
-    out = _check_output(args.output or str(run / f"{args.what}.png"), (".png",))
+    name = f"{args.what}.png"  # beside the run, or here for a model in the Hub's cache
+    out = _check_output(args.output or (name if args.hub_id else str(run / name)), (".png",))
     atomic_write_bytes(out, plot(run, args.what, _source(args)))
     print(f"wrote {out}")
     return 0
@@ -913,6 +953,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if isinstance(getattr(args, "run", None), list):
             args.run = _one_run(args.run)
+        _resolve_hub_ids(args)
         args.threads = choose_threads(args.threads)
         torch.set_num_threads(args.threads.threads)
         return handler(args)

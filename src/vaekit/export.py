@@ -15,19 +15,23 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from vaekit.errors import ConfigError
 from vaekit.files import atomic_write_bytes
+from vaekit.hub import PREFIX, is_hub_id, parse_hub_id, upload_folder
 from vaekit.training.run_dir import EVALUATION, RunDirectory
 from vaekit.version import __version__
 
 FIGURES = ("samples.png", "reconstructions.png")
 
 
-def export_run(run: RunDirectory, out: Path) -> list[Path]:
-    """Write ``run``'s model folder to ``out`` (new or empty); return the files written."""
+def export_run(run: RunDirectory, out: Path, location: str | None = None) -> list[Path]:
+    """Write ``run``'s model folder to ``out`` (new or empty); return the files written. The
+    card's commands name the model by ``location`` (e.g. its Hub id; default: a placeholder
+    for wherever the folder is put)."""
     config = run.config
     if config.custom_networks:
         raise ConfigError(
@@ -47,9 +51,19 @@ def export_run(run: RunDirectory, out: Path) -> list[Path]:
         if (run / name).is_file():
             atomic_write_bytes(out / name, (run / name).read_bytes())
             written.append(out / name)
-    card = model_card(out.name, config, evaluation)
+    card = model_card(out.name, config, evaluation, location or "THIS_FOLDER")
     atomic_write_bytes(out / "README.md", card.encode())
     return [*written, out / "README.md"]
+
+
+def push_run(run: RunDirectory, repo: str, private: bool = False) -> str:
+    """Export ``run`` (see :func:`export_run`) into a scratch folder and upload it to the Hub
+    repository ``repo``; return the commit's address."""
+    repo_id, _ = parse_hub_id(repo if is_hub_id(repo) else PREFIX + repo)
+    with tempfile.TemporaryDirectory(prefix="vaekit-push-") as scratch:
+        folder = Path(scratch) / repo_id.split("/")[1]  # the card's name: the repository's
+        export_run(run, folder, PREFIX + repo_id)
+        return upload_folder(folder, repo, private)
 
 
 def model_index(name: str, config: Any, evaluation: dict[str, Any]) -> list[dict[str, Any]]:
@@ -84,7 +98,7 @@ def _metric(kind: str, value: float, name: str) -> dict[str, Any]:
     return {"type": kind, "value": round(value, 4), "name": name}
 
 
-def model_card(name: str, config: Any, evaluation: dict[str, Any]) -> str:
+def model_card(name: str, config: Any, evaluation: dict[str, Any], location: str) -> str:
     """README.md: YAML metadata (its ``model-index`` written as JSON, which YAML reads), then
     the model, its numbers and how to check them."""
     index = model_index(name, config, evaluation)
@@ -116,8 +130,8 @@ On {evaluation["n"]} {evaluation.get("info", {}).get("split", "test")} examples;
 over dimensions. `evaluation.json` holds the full evaluation.
 
     pip install vaekit
-    vaekit evaluate THIS_FOLDER -k {k}     # evaluates again and checks these numbers
-    python -c "import vaekit; model = vaekit.load('THIS_FOLDER')"
+    vaekit evaluate {location} -k {k}     # evaluates again and checks these numbers
+    python -c "import vaekit; model = vaekit.load('{location}')"
 """
     return metadata + "\n" + body
 

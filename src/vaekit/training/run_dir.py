@@ -27,6 +27,7 @@ from vaekit.data import STANDARD_DATASETS, Dataset, load_dataset
 from vaekit.errors import CheckpointError, ConfigError, DataError
 from vaekit.evaluation.evaluate import fuller, mismatch
 from vaekit.files import atomic_write_bytes, atomic_write_json, run_lock
+from vaekit.hub import hub_folder, is_hub_id
 from vaekit.model import ModelConfig
 from vaekit.training import checkpoint as ckpt
 from vaekit.training.config import TrainConfig
@@ -297,11 +298,12 @@ def _left_by_vaekit(path: Path) -> bool:
 
 
 def load(path: str | Path, **networks: nn.Module) -> nn.Module:
-    """Rebuild a trained model from a run directory or a ``model.safetensors`` file.
+    """Rebuild a trained model from a run directory, a ``model.safetensors`` file, or a model
+    on the Hugging Face Hub, ``hf://owner/name[@revision]`` (see :mod:`vaekit.hub`).
 
     Models trained with custom networks need the same ``encoder`` and ``decoder`` classes.
     """
-    path = Path(path)
+    path = hub_folder(path) if is_hub_id(path) else Path(path)
     if path.is_dir():
         return RunDirectory(path).load_model(**networks)
     return ckpt.load_weights_file(path, **networks)
