@@ -5,6 +5,7 @@ CUDA tests run only where a GPU is present.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -172,3 +173,16 @@ def test_cuda_semi_supervised_training(tmp_path: Path, digits: vaekit.Dataset) -
         progress=False,
     )  # fmt: skip
     assert history[-1]["test_error"] < 0.5
+
+
+@cuda
+def test_cuda_evaluate_command(trained_run: Path, tmp_path: Path) -> None:
+    """``vaekit evaluate --device cuda`` gives what the CPU gives, within 5 standard errors."""
+    results = {}
+    for device in ("cpu", "cuda"):
+        out = tmp_path / f"{device}.json"
+        argv = ["evaluate", str(trained_run), "-k", "200", "--device", device, "-o", str(out)]
+        assert main([*argv, "--no-progress"]) == 0
+        results[device] = json.loads(out.read_text())["log_px"]
+    stderr = (results["cpu"]["stderr"] ** 2 + results["cuda"]["stderr"] ** 2) ** 0.5
+    assert abs(results["cpu"]["value"] - results["cuda"]["value"]) < 5 * stderr

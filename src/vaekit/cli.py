@@ -43,10 +43,17 @@ from vaekit.recipes import available as available_recipes
 from vaekit.recipes import load_recipe
 from vaekit.report import PLOTS, DataSource
 from vaekit.threads import choose_threads
-from vaekit.training.config import TrainConfig
-from vaekit.training.distributed import broadcast, finish, init_from_environment, rank_and_size
+from vaekit.training.config import DEVICES, TrainConfig
+from vaekit.training.distributed import (
+    broadcast,
+    finish,
+    init_from_environment,
+    rank_and_size,
+    resolve_device,
+)
 from vaekit.training.interrupts import Stopped
 from vaekit.training.run_dir import RunDirectory, load
+from vaekit.training.tracking import log_evaluation
 from vaekit.training.trainer import fit, resume
 from vaekit.version import __version__
 from vaekit.visuals.grids import save_examples, save_reconstructions
@@ -338,6 +345,9 @@ def _add_evaluate_command(commands: Any) -> None:
         "worth and the classifier argmax p(y|x)",
     )
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the K draws")
+    evaluate.add_argument(
+        "--device", choices=DEVICES, default="auto", help="auto: CUDA, else MPS, else CPU"
+    )
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     evaluate.set_defaults(handler=cmd_evaluate)
 
@@ -767,6 +777,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if saves_into_run:
         _check_writable(args.run)
     model, data = _model_and_data(args)
+    model.to(resolve_device(args.device))
     batch, rows = evaluation_batch(model, data, args.split), data.index(args.split)
     if args.limit is not None:
         batch, rows = batch.select(slice(args.limit)), rows[: args.limit]
@@ -796,10 +807,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if not saves_into_run or run / "evaluation.json" in written
         else (f"\n{run / 'evaluation.json'} is kept: it is a fuller evaluation of these weights")
     )
+    tracked = log_evaluation(run.path, result.to_dict(), result.table()) if saves_into_run else None
     checked = "" if claim is None else "\n" + check_claim(claim, result.to_dict())
     classified = "" if args.classify is None else "\n" + _classify(model, data, batch, args)
     print(
         "\n".join([result.table(), *(f"wrote {path}" for path in written)])
+        + ("" if tracked is None else f"\nlogged the evaluation to {tracked}")
         + kept
         + checked
         + classified

@@ -15,6 +15,7 @@ from vaekit.checks import boolean, choice, option, positive_float, positive_int,
 from vaekit.errors import ConfigError
 from vaekit.objectives.training import OBJECTIVES
 from vaekit.training.schedule import SCHEDULES
+from vaekit.training.tracking import TRACKERS
 
 BINARIZE = ("dynamic", "none")
 ON_NAN = ("stop", "rollback")
@@ -91,6 +92,15 @@ class TrainConfig:
         ON_NAN,
     )
     tensorboard: bool = option(False, "also write TensorBoard event files into RUN/tensorboard")
+    track: str | None = option(
+        None,
+        "also log to an experiment tracker: mlflow (the configuration, each epoch's metrics, "
+        "the figures and the model; pip install 'vaekit[mlflow]')",
+        TRACKERS,
+    )
+    track_uri: str | None = option(
+        None, "the tracker's store (default: $MLFLOW_TRACKING_URI, else MLflow's default here)"
+    )
     device: str = option("auto", "auto: CUDA, else MPS, else CPU", DEVICES)
     precision: str = option("fp32", "fp32, or bf16/fp16 (CUDA) under torch.autocast", PRECISIONS)
     data_on_device: bool = option(False, "keep the whole dataset on the device (GPU)")
@@ -129,6 +139,8 @@ class TrainConfig:
                 f"the {self.objective.upper()} objective is a bound on log p(x): use --beta 1, "
                 "no warm-up, no free bits"
             )
+        if self.track_uri is not None and self.track is None:
+            raise ConfigError("--track-uri names a tracker's store: give --track too")
         if self.free_bits and self.gradient != "reparam":
             raise ConfigError("--free-bits takes the plain gradient: use --gradient reparam")
 

@@ -56,6 +56,7 @@ from vaekit.training.interrupts import Stopped, StopRequest, stop_on_signals
 from vaekit.training.run_dir import RunDirectory
 from vaekit.training.schedule import kl_weight, learning_rate
 from vaekit.training.state import EpochState, Interrupted, TrainingState
+from vaekit.training.tracking import make_trackers
 from vaekit.visuals.grids import reconstructions_png, samples_png
 
 CHECK_EVERY = 50
@@ -66,6 +67,8 @@ cores the compiled step is ~10% faster (from -4% to +22% over train_throughput.p
 settings; 0.15-0.3 ms a step at batch 20-128), which repays the ~7 s cold start-up after
 25,000-50,000 steps (benchmarks/results/train-throughput.log, options.log)."""
 FIGURE_INTERVAL_S = 60.0
+# what a tracker keeps of a finished run: its figures and its model folder
+TRACKED_FILES = ("samples.png", "reconstructions.png", "config.json", "model.safetensors")
 MAX_ROLLBACKS = 3
 TERMS = ("elbo", "reconstruction", "rate")
 
@@ -129,8 +132,6 @@ class Trainer:
         self.rank, self.world = rank_and_size()
         if self.config.batch_size < self.world:
             raise ConfigError(f"--batch-size (global) must be at least the {self.world} ranks")
-        if self.config.tensorboard:
-            _check_tensorboard(run_dir)
         if self.config.gradient != "reparam" and not model.posterior.has_stopped_log_prob:
             raise ConfigError(
                 f"--gradient {self.config.gradient} needs log q at stopped parameters, which the "
@@ -138,6 +139,7 @@ class Trainer:
             )
         self.model = model.to(self.device)
         self.run_dir = None if run_dir is None else RunDirectory(run_dir)
+        self.trackers = make_trackers(self.config, self.run_dir and self.run_dir.path)
         self.writes = self.run_dir is not None and self.rank == 0
         self.progress = progress and self.rank == 0
         self.optimizer = make_optimizer(model, self.config.lr, self.config.adam_eps)
@@ -146,7 +148,6 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.rollbacks = 0
         self.stop = StopRequest()
-        self.writer: Any = None
         if self.config.output_bias:  # refuses other likelihoods and decoders, before any write
             set_output_bias(model.decoder, model.likelihood.initial_output_bias(data.train_x))
         torch.manual_seed(self.config.seed)
@@ -454,14 +455,21 @@ class Trainer:
         the position inside the epoch, and raises :class:`Stopped`: ``resume`` then continues
         exactly where it stopped. A second signal stops at once (the last checkpoint stays).
         """
+        finished = False
         with stop_on_signals(self.stop):
             try:
-                return self._run()
+                history = self._run()
+                finished = True
+                return history
             except Interrupted as stop:
                 if self.writes:
                     self._checkpoint(stop.state)
                 assert self.stop.signum is not None
                 raise Stopped(self.stop.signum) from None
+            finally:
+                if self.writes:
+                    for tracker in self.trackers:
+                        tracker.close(finished)
 
     def _run(self) -> list[dict[str, Any]]:
         config, state = self.config, self.state
@@ -494,6 +502,10 @@ class Trainer:
                     last_figures = time.perf_counter()
         if self.writes:
             self._figures()
+            assert self.run_dir is not None
+            files = [self.run_dir / name for name in TRACKED_FILES]
+            for tracker in self.trackers:
+                tracker.log_files([path for path in files if path.is_file()])
         self.model.eval()
         return self.history
 
@@ -508,39 +520,14 @@ class Trainer:
         log_every = max(1, config.epochs // 10)
         if self.progress and (state.epoch % log_every == 0 or state.epoch == config.epochs):
             say(format_record(record, self.model.layer_sizes))
-        if config.tensorboard and self.writes:
-            self._tensorboard(record)
         if self.writes:
             assert self.run_dir is not None
             with self._writing():
                 self.run_dir.write_metrics(self.history)
             if state.epoch % config.checkpoint_every == 0 or state.epoch == config.epochs:
                 self._checkpoint()
-
-    def _tensorboard(self, record: dict[str, Any]) -> None:
-        """Scalars of this epoch's record and a grid of samples, for TensorBoard."""
-        if self.writer is None:
-            from torch.utils.tensorboard import SummaryWriter  # checked in __init__
-
-            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))  # type: ignore[operator]
-        for key, value in record.items():
-            if key != "epoch":
-                self.writer.add_scalar(key, value, record["epoch"])
-        samples = self.model.sample(16, generator=torch.Generator().manual_seed(0))
-        if samples.dim() == 4:
-            self.writer.add_images("samples", samples.clamp(0, 1), record["epoch"])
-        self.writer.flush()
-
-
-def _check_tensorboard(run_dir: object) -> None:
-    if run_dir is None:
-        raise ConfigError("--tensorboard writes into the run directory: give one")
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        raise ConfigError(
-            "--tensorboard needs the tensorboard package: pip install tensorboard"
-        ) from None
+            for tracker in self.trackers:  # after the run's own files: a tracker loses nothing
+                tracker.log_epoch(record, self.model)
 
 
 class _Objective(torch.nn.Module):
