@@ -10,6 +10,7 @@ and model logged); the overhead per step is the difference of the medians over t
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -43,6 +44,7 @@ def main() -> None:
     data.test_x = data.test_x[:2000]
     steps = args.epochs * -(-len(data.train_x) // 128)
     with tempfile.TemporaryDirectory() as scratch:
+        os.chdir(scratch)  # MLflow keeps the artifacts in ./mlruns
         uri = f"sqlite:///{scratch}/mlflow.db"
         mlflow.MlflowClient(uri).create_experiment("vaekit")  # the store, made untimed
         times: dict[bool, list[float]] = {False: [], True: []}

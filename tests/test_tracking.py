@@ -25,6 +25,12 @@ def _history(client: object, run_id: str, key: str) -> list[tuple[int, float]]:
     return [(m.step, m.value) for m in client.get_metric_history(run_id, key)]  # type: ignore[attr-defined]
 
 
+@pytest.fixture(autouse=True)
+def _here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow keeps a new experiment's artifacts in ./mlruns: here, the test's folder."""
+    monkeypatch.chdir(tmp_path)
+
+
 def test_mlflow_holds_the_runs_metrics_model_and_evaluation(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
