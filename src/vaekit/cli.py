@@ -201,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_train_command(commands)
+    _add_sweep_command(commands)
     _add_recipes_command(commands)
     _add_sample_command(commands)
     _add_reconstruct_command(commands)
@@ -247,6 +248,41 @@ def _add_train_command(commands: Any) -> None:
     _add_fields(train.add_argument_group("training"), TrainConfig, skip=("recipe",))
     train.add_argument("--no-progress", action="store_true", help="no progress bar or epoch lines")
     train.set_defaults(handler=cmd_train)
+
+
+def _add_sweep_command(commands: Any) -> None:
+    sweep = commands.add_parser(
+        "sweep",
+        help="train models that differ in β and seed together, one batched step for all: each "
+        "a run directory, and the rate-distortion plane of them",
+    )
+    sweep.add_argument("--run-dir", help="the sweep's folder (default: runs/sweep-<time>)")
+    sweep.add_argument(
+        "--resume", metavar="SWEEP", help="continue a sweep (with --epochs: to that many in all)"
+    )
+    sweep.add_argument(
+        "--summarize",
+        metavar="SWEEP",
+        help="write a sweep's summary again (e.g. after 'vaekit evaluate' of its members)",
+    )
+    sweep.add_argument(
+        "--beta",
+        dest="betas",
+        type=_float_list,
+        help="the members' β, e.g. 0.1,0.5,1,2 (default: 1)",
+    )
+    sweep.add_argument(
+        "--seeds", type=_int_list, help="the members' seeds, e.g. 0,1,2 (default: 0)"
+    )
+    sweep.add_argument("--recipe", help="start from a named recipe, as vaekit train does")
+    sweep.add_argument("--config", metavar="TOML", help="start from a configuration file")
+    sweep.add_argument(
+        "--no-verify", action="store_true", help="skip the SHA-256 check of MNIST-style files"
+    )
+    _add_model_options(sweep.add_argument_group("model"))
+    _add_fields(sweep.add_argument_group("training"), TrainConfig, skip=("recipe", "beta", "seed"))
+    sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sweep.set_defaults(handler=cmd_sweep)
 
 
 def _add_recipes_command(commands: Any) -> None:
@@ -490,15 +526,46 @@ def cmd_train(args: argparse.Namespace) -> int:
         finish()
 
 
-def _train(args: argparse.Namespace, distributed: bool) -> int:
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from vaekit.training.sweep import Sweep, SweepPlan, summarize
+
+    if args.summarize:
+        print(summarize(Path(args.summarize)))
+        return 0
+    progress = not args.no_progress
     if args.resume:
-        if args.config:
-            raise ConfigError("--config starts a new run; --resume continues one as it was")
-        return _resume(args)
-    rank = rank_and_size()[0]
-    progress = not args.no_progress and rank == 0
-    if args.accept_changed_data:
-        raise ConfigError("--accept-changed-data goes with --resume")
+        given = {**_given(args, _model_option_names()), **_given(args, _train_option_names())}
+        given.pop("epochs", None)
+        if given or args.betas or args.seeds or args.recipe or args.config or args.run_dir:
+            raise ConfigError("--resume continues the sweep as planned; only --epochs may change")
+        folder = Path(args.resume)
+        plan = SweepPlan.read(folder)
+        if args.epochs is not None:
+            plan.train = dataclasses.replace(plan.train, epochs=args.epochs)
+        data = load_dataset(
+            plan.train.dataset, plan.train.data_dir, plan.train.image_size, not args.no_verify
+        )
+        sweep = Sweep(folder, plan, data, progress)
+        sweep.restore()
+    else:
+        model_options, config, data = _new_run(args)
+        folder = Path(args.run_dir or f"runs/sweep-{time.strftime('%Y%m%d-%H%M%S')}")
+        plan = SweepPlan(model_options, config, args.betas or [1.0], args.seeds or [0])
+        sweep = Sweep(folder, plan, data, progress)
+        sweep.create()
+    start = time.perf_counter()
+    with _stopped_in(
+        lambda: f"each model's checkpoint is kept: continue with 'vaekit sweep --resume {folder}'"
+    ):
+        sweep.run()
+    print(summarize(folder))
+    print(f"{len(sweep.members)} models in {time.perf_counter() - start:.1f} s; sweep: {folder}")
+    return 0
+
+
+def _new_run(args: argparse.Namespace) -> tuple[dict[str, Any], TrainConfig, Dataset]:
+    """A new run's model options, training configuration and data, from a recipe, a
+    configuration file and the options given (each overriding the one before)."""
     recipe = load_recipe(args.recipe) if args.recipe else None
     file_model, file_train = read_config_file(args.config) if args.config else ({}, {})
     model_options = {
@@ -518,6 +585,19 @@ def _train(args: argparse.Namespace, distributed: bool) -> int:
     kind = COMPONENTS["model"][model_options.get("model") or DEFAULTS["model"]]
     if "classes" in kind.option_names() and "classes" not in model_options:
         model_options["classes"] = data.label_count()  # the data's classes, unless given
+    return model_options, config, data
+
+
+def _train(args: argparse.Namespace, distributed: bool) -> int:
+    if args.resume:
+        if args.config:
+            raise ConfigError("--config starts a new run; --resume continues one as it was")
+        return _resume(args)
+    rank = rank_and_size()[0]
+    progress = not args.no_progress and rank == 0
+    if args.accept_changed_data:
+        raise ConfigError("--accept-changed-data goes with --resume")
+    model_options, config, data = _new_run(args)
     torch.manual_seed(config.seed)
     model = build_model(ModelConfig.from_options(data.shape, **model_options))
     run_dir = Path(
@@ -537,7 +617,7 @@ def _train(args: argparse.Namespace, distributed: bool) -> int:
             say(f"vaekit: note: {advice}")
     start = time.perf_counter()
     try:
-        with _stopped_in(RunDirectory(run_dir)):
+        with _stopped_in(RunDirectory(run_dir).resume_hint):
             history = fit(model, data, config, run_dir, progress=progress)
     finally:
         if not args.run_dir and rank == 0 and RunDirectory(run_dir).is_run():
@@ -563,7 +643,7 @@ def _resume(args: argparse.Namespace) -> int:
     if args.data_dir or args.dataset:
         data = run.load_dataset(args.dataset, args.data_dir, verify=not args.no_verify)
     start = time.perf_counter()
-    with _stopped_in(run):
+    with _stopped_in(run.resume_hint):
         _, history = resume(
             run.path,
             args.epochs,
@@ -578,14 +658,15 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _stopped_in(run: RunDirectory) -> Iterator[None]:
-    """A stopped run (signal) says where it stands and how to go on."""
+def _stopped_in(hint: Callable[[], str]) -> Iterator[None]:
+    """A stopped run (signal) says where it stands and how to go on (``hint()``, asked once
+    it stopped)."""
     try:
         yield
     except KeyboardInterrupt as stop:
         signum = stop.signum if isinstance(stop, Stopped) else signal.SIGINT
         name = signal.Signals(signum).name
-        raise Stopped(signum, f"stopped by {name}; {run.resume_hint()}") from None
+        raise Stopped(signum, f"stopped by {name}; {hint()}") from None
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ import copy
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -105,13 +105,16 @@ def _check_semi_supervised(model: torch.nn.Module, train: TrainConfig) -> None:
         raise ConfigError("a semi-supervised model trains with --objective elbo, without free bits")
 
 
-def make_optimizer(model: torch.nn.Module, lr: float, eps: float = 1e-8) -> torch.optim.Optimizer:
+def make_optimizer(
+    params: Iterable[torch.Tensor], lr: float, eps: float = 1e-8
+) -> torch.optim.Optimizer:
     """Adam, fused into one kernel per step where this torch supports it (it is faster than
     the per-parameter loop and gives the same update up to float rounding)."""
+    params = list(params)
     try:
-        return torch.optim.Adam(model.parameters(), lr=lr, eps=eps, fused=True)
+        return torch.optim.Adam(params, lr=lr, eps=eps, fused=True)
     except (RuntimeError, TypeError):
-        return torch.optim.Adam(model.parameters(), lr=lr, eps=eps, foreach=True)
+        return torch.optim.Adam(params, lr=lr, eps=eps, foreach=True)
 
 
 class Trainer:
@@ -142,11 +145,12 @@ class Trainer:
         self.trackers = make_trackers(self.config, self.run_dir and self.run_dir.path)
         self.writes = self.run_dir is not None and self.rank == 0
         self.progress = progress and self.rank == 0
-        self.optimizer = make_optimizer(model, self.config.lr, self.config.adam_eps)
+        self.optimizer = make_optimizer(model.parameters(), self.config.lr, self.config.adam_eps)
         self._place_data(model, data)
         self._make_step(model)
         self.history: list[dict[str, Any]] = []
         self.rollbacks = 0
+        self.until_step: int | None = None
         self.stop = StopRequest()
         if self.config.output_bias:  # refuses other likelihoods and decoders, before any write
             set_output_bias(model.decoder, model.likelihood.initial_output_bias(data.train_x))
@@ -359,7 +363,7 @@ class Trainer:
         totals = sums[:first].sum(0)
         beta = kl_weight(config, state.global_step, steps)
         for step in range(first, steps):
-            if self.stop.requested:
+            if self.stop.requested or state.global_step == self.until_step:
                 raise Interrupted(
                     EpochState(order, sums, step, spent + time.perf_counter() - start)
                 )
@@ -380,11 +384,18 @@ class Trainer:
                     f"recon {means[1]:.2f} KL {means[2]:.2f}",
                     refresh=False,
                 )
-        seconds = spent + time.perf_counter() - start
+        return self.epoch_record(sums, lr, beta, spent + time.perf_counter() - start)
+
+    def epoch_record(
+        self, sums: torch.Tensor, lr: float, beta: float, seconds: float
+    ) -> dict[str, float]:
+        """An epoch's training record from its per-step term ``sums`` (steps, 3): the mean
+        terms per example, the learning rate, β, the time, and the steps clipped."""
+        n = len(self.train.x)
         means = (all_reduce_sum(sums.sum(0)) / n).tolist()
         record = {f"train_{name}": value for name, value in zip(TERMS, means, strict=True)}
         record.update(lr=lr, beta=beta, train_time_s=seconds, examples_per_s=n / seconds)
-        if config.clip_grad_norm:  # the steps of this epoch (since a resume) clipped
+        if self.config.clip_grad_norm:  # the steps of this epoch (since a resume) clipped
             record["clipped_steps"] = int(self.clipped)
             self.clipped.zero_()
         return record
@@ -448,13 +459,16 @@ class Trainer:
         snapshot["optimizer"] = copy.deepcopy(self.optimizer.state_dict())
         return snapshot
 
-    def run(self) -> list[dict[str, Any]]:
-        """Train until ``config.epochs``; return the per-epoch metrics.
+    def run(self, until_step: int | None = None) -> list[dict[str, Any]]:
+        """Train until ``config.epochs`` (or, given ``until_step``, until that many steps in
+        all, checkpointed where they end: how a sweep's member catches up); return the
+        per-epoch metrics.
 
         Ctrl-C, SIGTERM or SIGHUP finishes the current step, writes a checkpoint that records
         the position inside the epoch, and raises :class:`Stopped`: ``resume`` then continues
         exactly where it stopped. A second signal stops at once (the last checkpoint stays).
         """
+        self.until_step = until_step
         finished = False
         with stop_on_signals(self.stop):
             try:
@@ -464,12 +478,18 @@ class Trainer:
             except Interrupted as stop:
                 if self.writes:
                     self._checkpoint(stop.state)
-                assert self.stop.signum is not None
+                if self.stop.signum is None:  # the step asked for reached: go on from there
+                    self.state.partial = stop.state
+                    return self.history
                 raise Stopped(self.stop.signum) from None
             finally:
-                if self.writes:
-                    for tracker in self.trackers:
-                        tracker.close(finished)
+                self.close_trackers(finished)
+
+    def close_trackers(self, finished: bool) -> None:
+        """Tell the trackers the run ended (``finished``) or stopped."""
+        if self.writes:
+            for tracker in self.trackers:
+                tracker.close(finished)
 
     def _run(self) -> list[dict[str, Any]]:
         config, state = self.config, self.state
@@ -477,7 +497,7 @@ class Trainer:
         last_figures = time.perf_counter()
         good = self._good_state() if config.on_nan == "rollback" else None
         done = state.epoch * steps + (state.partial.step if state.partial else 0)
-        self._compile_if_worth_it(config.epochs * steps - done)
+        self._compile_if_worth_it((self.until_step or config.epochs * steps) - done)
         with tqdm(
             total=config.epochs * steps,
             initial=done,
@@ -500,6 +520,11 @@ class Trainer:
                 if self.writes and time.perf_counter() - last_figures > FIGURE_INTERVAL_S:
                     self._figures()
                     last_figures = time.perf_counter()
+        self.finish()
+        return self.history
+
+    def finish(self) -> None:
+        """The end of training: the figures, what the trackers keep, the model in eval mode."""
         if self.writes:
             self._figures()
             assert self.run_dir is not None
@@ -507,7 +532,6 @@ class Trainer:
             for tracker in self.trackers:
                 tracker.log_files([path for path in files if path.is_file()])
         self.model.eval()
-        return self.history
 
     def _end_epoch(self, record: dict[str, Any], bar: tqdm) -> None:
         """The held-out ELBO, the epoch's record and line, its metrics and checkpoint."""
@@ -637,7 +661,7 @@ def resume(
     if data is None:
         data = run.load_dataset(verify=verify)
     summary = data.summary()  # hashes the data once, for the check and for config.json
-    _check_same_data(run, summary, accept_changed_data)
+    check_same_data(run, summary, accept_changed_data)
     with _lock_on_rank_zero(run):
         torch.manual_seed(config.seed)  # as a new run builds its model
         model = build_model(saved.model)
@@ -669,7 +693,7 @@ def _note_stretched_schedule(before: TrainConfig, after: TrainConfig, epoch: int
     )
 
 
-def _check_same_data(run: RunDirectory, summary: dict[str, Any], accept: bool) -> None:
+def check_same_data(run: RunDirectory, summary: dict[str, Any], accept: bool) -> None:
     """Refuse data whose fingerprint (``Dataset.summary()``'s) differs from the run's."""
     recorded = run.config.data.get("sha256")
     if recorded is None or accept or recorded == summary["sha256"]:

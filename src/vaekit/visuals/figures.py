@@ -227,3 +227,41 @@ def traversals_png(
         title=f"rows: {rows_are}, each from {-span:g} to {span:g} in {steps} steps, the "
         "others at the first test example's E_q[z|x]",
     )
+
+
+def rate_distortion_png(points: list[dict[str, Any]]) -> bytes:
+    """The rate–distortion plane of a sweep (Alemi et al. 2018): each member's held-out rate
+    R = KL and distortion D = −reconstruction, in nats per example, coloured by β and marked
+    by seed, on dashed lines of equal ELBO (−ELBO = D + R)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5.5))
+    betas = sorted({p["beta"] for p in points})
+    seeds = sorted({p["seed"] for p in points})
+    colours = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(betas)))
+    markers = "osD^v<>p*h"
+    rates = [p["rate"] for p in points]
+    distortions = [p["distortion"] for p in points]
+    losses = [r + d for r, d in zip(rates, distortions, strict=True)]  # −ELBO
+    low, high = min(losses), max(losses)
+    spread = max(high - low, 1.0)
+    for level in np.linspace(low - 0.1 * spread, high + 0.1 * spread, 6):
+        r = np.array([0.0, level])
+        ax.plot(r, level - r, ls="--", lw=0.8, color="0.7")
+        ax.annotate(f"ELBO {-level:.1f}", (0, level), fontsize=7, color="0.5")
+    for point in points:
+        colour = colours[betas.index(point["beta"])]
+        marker = markers[seeds.index(point["seed"]) % len(markers)]
+        ax.scatter(point["rate"], point["distortion"], color=colour, marker=marker, zorder=3)
+    for beta, colour in zip(betas, colours, strict=True):
+        ax.scatter([], [], color=colour, label=f"β = {beta:g}")
+    for i, seed in enumerate(seeds):
+        ax.scatter([], [], color="k", marker=markers[i % len(markers)], label=f"seed {seed}")
+    pad_r, pad_d = 0.1 * max(np.ptp(rates), 1.0), 0.1 * max(np.ptp(distortions), 1.0)
+    ax.set_xlim(max(0.0, min(rates) - pad_r), max(rates) + pad_r)
+    ax.set_ylim(min(distortions) - pad_d, max(distortions) + pad_d)
+    ax.set_xlabel("rate R = KL(q(z|x) || p(z)) (nats per example)")
+    ax.set_ylabel("distortion D = −E_q log p(x|z) (nats per example)")
+    ax.set_title("held-out rate and distortion; dashed: equal ELBO = −(D + R)")
+    ax.legend(fontsize=8)
+    return figure_png(fig)

@@ -1,0 +1,438 @@
+"""``vaekit sweep``: models of one shape that differ in β and seed, trained together.
+
+At the small batches of the published recipes one model's step is too small to keep a machine
+busy; a sweep fills it. Each member is a normal run directory (``RUN/beta0.5-seed0/``:
+loadable, evaluable, resumable alone) trained as ``vaekit train`` with its options would train
+it: the same initial weights, data order, binarisations and draws, from its own generators.
+Only the arithmetic is shared: the members' parameters are slices of stacked tensors, every
+step is one batched forward and backward of all the members' objectives
+(``torch.func.vmap``), and one Adam updates the stack (Adam is elementwise: N Adams in one).
+The members' results equal their single runs' up to float round-off (tested).
+
+What can be swept: β (``--beta 0.1,0.5,1``) and the seed (``--seeds 0,1,2``), every pair of
+them. Not: the shapes (latent size, networks, batch size, samples), the objective, and the
+learning rate and its schedule (one Adam for all). A sweep stops, resumes and survives a
+kill as a whole: ``vaekit sweep --resume RUN``; a member left behind by a kill between the
+members' checkpoints first catches up alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import statistics
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.func import functional_call, stack_module_state, vmap
+from tqdm.auto import tqdm
+
+from vaekit.data import Batch, Dataset
+from vaekit.errors import ConfigError
+from vaekit.files import atomic_write_bytes, atomic_write_json
+from vaekit.model import ModelConfig, build_model
+from vaekit.training.config import TrainConfig
+from vaekit.training.interrupts import Stopped, StopRequest, stop_on_signals
+from vaekit.training.run_dir import RunDirectory
+from vaekit.training.schedule import kl_weight, learning_rate
+from vaekit.training.state import EpochState
+from vaekit.training.trainer import CHECK_EVERY, Trainer, check_same_data, make_optimizer
+from vaekit.visuals.figures import rate_distortion_png
+
+SWEEP = "sweep.json"
+
+
+def member_name(beta: float, seed: int) -> str:
+    return f"beta{beta:g}-seed{seed}"
+
+
+@dataclass
+class SweepPlan:
+    """A sweep's members: the model, the training options they share, and the β and seeds
+    whose every pair is one member."""
+
+    model: dict[str, Any]
+    train: TrainConfig
+    betas: list[float]
+    seeds: list[int]
+
+    def members(self) -> list[tuple[str, TrainConfig]]:
+        return [
+            (member_name(beta, seed), replace(self.train, beta=beta, seed=seed))
+            for beta in self.betas
+            for seed in self.seeds
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "train": self.train.to_dict(),
+            "betas": self.betas,
+            "seeds": self.seeds,
+        }
+
+    @classmethod
+    def read(cls, folder: Path) -> SweepPlan:
+        path = folder / SWEEP
+        if not path.is_file():
+            raise ConfigError(f"{folder} is not a sweep (no {SWEEP}): start one with vaekit sweep")
+        try:
+            saved = json.loads(path.read_text())
+            return cls(
+                saved["model"],
+                TrainConfig.from_dict(saved["train"]),
+                [float(b) for b in saved["betas"]],
+                [int(s) for s in saved["seeds"]],
+            )
+        except (ValueError, KeyError, TypeError) as err:
+            raise ConfigError(f"{path} is damaged ({err})") from None
+
+
+def check_plan(plan: SweepPlan) -> None:
+    """Refuse, in one line, what one stacked step cannot train."""
+    train = plan.train
+    if not plan.betas or not plan.seeds:
+        raise ConfigError("a sweep needs at least one β and one seed")
+    names = [name for name, _ in plan.members()]
+    if len(set(names)) != len(names):
+        raise ConfigError("the sweep names a β or seed twice")
+    if train.on_nan != "stop":
+        raise ConfigError("--on-nan rollback halves one member's learning rate: not in a sweep")
+    if train.precision == "fp16":
+        raise ConfigError("--precision fp16 scales each model's loss: use bf16 or fp32 in a sweep")
+    if train.labelled is not None:
+        raise ConfigError("a semi-supervised step splits each batch by its labels: not in a sweep")
+
+
+class StackedStep:
+    """The members' parameters stacked along a new first dimension, and the step that trains
+    them all: one vmapped forward and backward, a clip per member, one Adam over the stack.
+
+    Each member's parameters and Adam state become views of the stacks, so its model and
+    optimizer always hold its current state (for its evaluation and checkpoint) at no copy.
+    """
+
+    def __init__(self, members: list[Trainer]) -> None:
+        modules = [member.eager_module for member in members]
+        self.members = members
+        params, buffers = stack_module_state(modules)  # type: ignore[arg-type]
+        self.params = {name: p.detach().requires_grad_() for name, p in params.items()}
+        self.buffers = buffers
+        self.base = copy.deepcopy(modules[0]).to("meta")
+        config = members[0].config
+        self.optimizer = make_optimizer(self.params.values(), config.lr, config.adam_eps)
+        self._stack_optimizer_state()
+        self._share()
+        self.uses_labels = members[0].train.y is not None
+
+    def _stack_optimizer_state(self) -> None:
+        """On resume: the members' Adam states (restored from their checkpoints) stacked."""
+        first = self.members[0].optimizer
+        if not first.state:
+            return
+        per_member = [dict(m.eager_module.named_parameters()) for m in self.members]
+        for name, stacked in self.params.items():
+            states = [
+                m.optimizer.state[p[name]] for m, p in zip(self.members, per_member, strict=True)
+            ]
+            self.optimizer.state[stacked] = {
+                "step": states[0]["step"].clone(),
+                "exp_avg": torch.stack([s["exp_avg"] for s in states]),
+                "exp_avg_sq": torch.stack([s["exp_avg_sq"] for s in states]),
+            }
+
+    def _share(self) -> None:
+        """Point each member's parameters (and Adam state, once there is one) at its slices."""
+        for i, member in enumerate(self.members):
+            for name, param in member.eager_module.named_parameters():
+                stacked = self.params[name]
+                param.data = stacked.data[i]
+                state = self.optimizer.state.get(stacked)
+                if state:
+                    member.optimizer.state[param] = {
+                        "step": state["step"],
+                        "exp_avg": state["exp_avg"][i],
+                        "exp_avg_sq": state["exp_avg_sq"][i],
+                    }
+
+    def _objective(
+        self,
+        params: dict[str, torch.Tensor],
+        buffers: dict[str, torch.Tensor],
+        x: torch.Tensor,
+        y: torch.Tensor | None,
+        noise: torch.Tensor,
+        beta: torch.Tensor,
+        share: float,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One member's (loss, term sums), as its own training step computes them."""
+        return functional_call(self.base, (params, buffers), (Batch(x, y), noise, beta, share))
+
+    def step(
+        self, batches: list[Batch], noises: list[torch.Tensor], betas: list[float]
+    ) -> torch.Tensor:
+        """One optimizer step of every member on its batch, noise and β; returns the members'
+        detached term sums ``(N, 3)``."""
+        x = torch.stack([batch.x for batch in batches])
+        y = torch.stack([batch.y for batch in batches]) if self.uses_labels else None  # type: ignore[misc]
+        beta = torch.tensor(betas, dtype=x.dtype, device=x.device)
+        share = float(len(batches[0].x))
+        in_dims = (0, 0, 0, 0 if y is not None else None, 0, 0, None)
+        loss, sums = vmap(self._objective, in_dims=in_dims)(
+            self.params, self.buffers, x, y, torch.stack(noises), beta, share
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.sum().backward()  # each member's loss reaches only its own slices
+        self._clip()
+        self.optimizer.step()
+        if len(self.optimizer.state) and not self.members[0].optimizer.state:
+            self._share()  # Adam made its state at the first step: share it too
+        return sums.detach()
+
+    def _clip(self) -> None:
+        """Each member's gradient scaled down to norm ``clip_grad_norm`` where it is larger
+        (as ``torch.nn.utils.clip_grad_norm_`` does for one model), counting the steps."""
+        limit = self.members[0].config.clip_grad_norm
+        if not limit:
+            return
+        grads = [p.grad for p in self.params.values() if p.grad is not None]
+        squares = sum(g.pow(2).flatten(1).sum(1) for g in grads)
+        norms = torch.sqrt(squares)  # type: ignore[arg-type]
+        factor = (limit / (norms + 1e-6)).clamp(max=1.0)
+        for grad in grads:
+            grad.mul_(factor.view(-1, *[1] * (grad.dim() - 1)))
+        for member, clipped in zip(self.members, norms > limit, strict=True):
+            member.clipped += clipped
+
+    def set_lr(self, lr: float) -> None:
+        for optimizer in (self.optimizer, *(m.optimizer for m in self.members)):
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
+
+class SweepInterrupted(Exception):
+    """Ctrl-C at a step boundary of a sweep: each member's position inside the epoch."""
+
+    def __init__(self, states: list[EpochState]) -> None:
+        super().__init__("interrupted")
+        self.states = states
+
+
+class Sweep:
+    """The members' trainers (each with its run directory) and the loop that steps them
+    together; see the module's note."""
+
+    def __init__(self, folder: Path, plan: SweepPlan, data: Dataset, progress: bool) -> None:
+        check_plan(plan)
+        self.folder, self.plan, self.progress = folder, plan, progress
+        self.members: list[Trainer] = []
+        self.rng_states: list[torch.Tensor] = []  # each member's own torch generator
+        for name, config in plan.members():
+            torch.manual_seed(config.seed)  # as vaekit train builds the model
+            model = build_model(ModelConfig.from_options(data.shape, **plan.model))
+            self.members.append(Trainer(model, data, config, folder / name, progress=False))
+            self.rng_states.append(torch.get_rng_state())
+        first = self.members[0]
+        if first.world > 1:
+            raise ConfigError("a sweep trains in one process: start it without torchrun")
+        if first.model.infers_labels:
+            raise ConfigError(
+                "a semi-supervised model splits each batch by its labels: not in a sweep"
+            )
+        self.data = data
+        self.stop = StopRequest()
+
+    @contextlib.contextmanager
+    def _own_rng(self, index: int) -> Iterator[None]:
+        """torch's global generator as member ``index`` alone would have it (its held-out
+        ELBO draws from it, and its checkpoint saves it)."""
+        torch.set_rng_state(self.rng_states[index])
+        try:
+            yield
+        finally:
+            self.rng_states[index] = torch.get_rng_state()
+
+    def create(self) -> None:
+        """The sweep's folder, its plan, and each member's run directory and config."""
+        if (self.folder / SWEEP).exists():
+            raise ConfigError(
+                f"{self.folder} already holds a sweep: continue it (vaekit sweep --resume "
+                f"{self.folder}) or choose another --run-dir"
+            )
+        for member in self.members:  # refuses a folder holding a run, before any write
+            assert member.run_dir is not None
+            if member.run_dir.is_run():
+                member.run_dir.create()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.folder / SWEEP, self.plan.to_dict())
+        summary = self.data.summary()
+        for member in self.members:
+            assert member.run_dir is not None
+            member.run_dir.create()
+            member.run_dir.write_config(member.model, member.config, summary)
+
+    def restore(self) -> None:
+        """Each member from its checkpoint (the data checked against its record); those a
+        kill left behind catch up alone. The plan (with its new ``epochs``) is saved again."""
+        summary = self.data.summary()
+        atomic_write_json(self.folder / SWEEP, self.plan.to_dict())
+        for index, member in enumerate(self.members):
+            run = member.run_dir
+            assert run is not None
+            check_same_data(run, summary, accept=False)
+            with run.lock(), self._own_rng(index):
+                if run.has_checkpoint():
+                    member.restore()
+                if self.plan.train.epochs < member.state.epoch:
+                    raise ConfigError(
+                        f"{run} has trained {member.state.epoch} epochs; --epochs is the total "
+                        f"to reach, so give more than {member.state.epoch}"
+                    )
+                run.write_config(member.model, member.config, summary)
+        ahead = max(member.state.global_step for member in self.members)
+        for index, member in enumerate(self.members):
+            if member.state.global_step < ahead:
+                with member.run_dir.lock(), self._own_rng(index):  # type: ignore[union-attr]
+                    member.run(until_step=ahead)
+
+    def run(self) -> None:
+        """Train every member to ``epochs``; Ctrl-C checkpoints each where the sweep stopped."""
+        finished = False
+        with contextlib.ExitStack() as locks, stop_on_signals(self.stop):
+            for member in self.members:
+                locks.enter_context(member.run_dir.lock())  # type: ignore[union-attr]
+            try:
+                self._run()
+                finished = True
+            except SweepInterrupted as stop:
+                for index, (member, state) in enumerate(
+                    zip(self.members, stop.states, strict=True)
+                ):
+                    with self._own_rng(index):
+                        member._checkpoint(state)
+                assert self.stop.signum is not None
+                raise Stopped(self.stop.signum) from None
+            finally:
+                for member in self.members:
+                    member.close_trackers(finished)
+
+    def _run(self) -> None:
+        members, config = self.members, self.members[0].config
+        stacked = StackedStep(members)
+        steps = math.ceil(len(members[0].train.x) / config.batch_size)
+        state = members[0].state
+        done = state.epoch * steps + (state.partial.step if state.partial else 0)
+        with tqdm(
+            total=config.epochs * steps,
+            initial=done,
+            disable=not self.progress or None,
+            unit="step",
+            dynamic_ncols=True,
+            leave=False,
+        ) as bar:
+            while state.epoch < config.epochs:
+                self._epoch(stacked, steps, bar)
+        for index, member in enumerate(members):
+            with self._own_rng(index):
+                member.finish()
+
+    def _epoch(self, stacked: StackedStep, steps: int, bar: tqdm) -> None:
+        members, config = self.members, self.members[0].config
+        lr = learning_rate(config, members[0].state.epoch)
+        stacked.set_lr(lr)
+        for member in members:
+            member.model.train()
+        starts = [member._epoch_start(steps) for member in members]
+        first = checked = starts[0][2]
+        start = time.perf_counter()
+        for step in range(first, steps):
+            if self.stop.requested:
+                seconds = time.perf_counter() - start
+                raise SweepInterrupted(
+                    [EpochState(o, s, step, spent + seconds) for o, s, _, spent in starts]
+                )
+            drawn = [m._batch(start[0], step) for m, start in zip(members, starts, strict=True)]
+            betas = [kl_weight(m.config, m.state.global_step, steps) for m in members]
+            sums = stacked.step([d[0] for d in drawn], [d[1] for d in drawn], betas)
+            for member, (_, member_sums, *_rest), row in zip(members, starts, sums, strict=True):
+                member_sums[step] = row
+                member.state.global_step += 1
+            if (step + 1) % CHECK_EVERY == 0 or step + 1 == steps:
+                for member, (_, member_sums, *_rest) in zip(members, starts, strict=True):
+                    member._check_finite(member_sums[checked : step + 1], checked)
+                bar.update(step + 1 - checked)
+                checked = step + 1
+        for index, (member, (_, member_sums, _, spent)) in enumerate(
+            zip(members, starts, strict=True)
+        ):
+            seconds = spent + time.perf_counter() - start
+            beta = kl_weight(member.config, member.state.global_step - 1, steps)
+            record = member.epoch_record(member_sums, lr, beta, seconds)
+            with self._own_rng(index):
+                member._end_epoch(record, bar)
+
+
+def summarize(folder: Path) -> str:
+    """The sweep's summary: each member's held-out terms at its last epoch (and log p̂_K,
+    where ``vaekit evaluate`` saved one), then mean ± standard deviation over the seeds of
+    each β; writes ``rate_distortion.png`` and ``summary.json`` into the sweep's folder and
+    returns the table."""
+    plan = SweepPlan.read(folder)
+    points = []
+    for name, config in plan.members():
+        run = RunDirectory(folder / name)
+        history = run.read_metrics() if run.is_run() else []
+        if not history:
+            continue
+        last = history[-1]
+        evaluation = run.read_evaluation()
+        points.append(
+            {
+                "member": name,
+                "beta": config.beta,
+                "seed": config.seed,
+                "epoch": last["epoch"],
+                "elbo": last["test_elbo"],
+                "distortion": -last["test_reconstruction"],
+                "rate": last["test_rate"],
+                "log_px": None if evaluation is None else evaluation["log_px"]["value"],
+                "k": None if evaluation is None else evaluation["k"],
+            }
+        )
+    if not points:
+        raise ConfigError(f"{folder}: no member has finished an epoch yet")
+    atomic_write_json(folder / "summary.json", {"members": points})
+    atomic_write_bytes(folder / "rate_distortion.png", rate_distortion_png(points))
+    return _summary_table(points)
+
+
+def _summary_table(points: list[dict[str, Any]]) -> str:
+    lines = [
+        "held-out terms in nats per example (distortion D = −reconstruction, rate R = KL)",
+        f"{'member':<22}{'epoch':>6}{'ELBO':>10}{'D':>10}{'R':>9}{'log p̂_K':>12}",
+    ]
+    for p in points:
+        log_px = "—" if p["log_px"] is None else f"{p['log_px']:.2f} (K={p['k']})"
+        lines.append(
+            f"{p['member']:<22}{p['epoch']:>6}{p['elbo']:>10.2f}{p['distortion']:>10.2f}"
+            f"{p['rate']:>9.2f}  {log_px}"
+        )
+    by_beta: dict[float, list[dict[str, Any]]] = {}
+    for p in points:
+        by_beta.setdefault(p["beta"], []).append(p)
+    lines.append("mean ± standard deviation over the seeds:")
+    for beta, group in by_beta.items():
+        cells = []
+        for key in ("elbo", "distortion", "rate", "log_px"):
+            values = [p[key] for p in group if p[key] is not None]
+            if values:
+                spread = statistics.stdev(values) if len(values) > 1 else math.nan
+                cells.append(f"{key} {statistics.fmean(values):.2f} ± {spread:.2f}")
+        lines.append(f"  β = {beta:g} ({len(group)} seeds): " + ", ".join(cells))
+    return "\n".join(lines)
