@@ -156,3 +156,20 @@ def test_sweep_refusals(binary: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     shutil.copytree(member, tmp_path / "occupied" / member.name)
     status = main(_sweep(binary, tmp_path / "occupied", "--epochs", "1"))
     one_line_error(capsys, status, "already holds a run")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_sweep_on_cuda_trains_as_single_runs(digits: vaekit.Dataset, tmp_path: Path) -> None:
+    """On a GPU too (float32: its round-off, over 2 epochs of 81 steps)."""
+    train = TrainConfig(epochs=2, batch_size=20, device="cuda")
+    plan = SweepPlan(MODEL, train, betas=[0.5, 2.0], seeds=[0])
+    sweep = Sweep(tmp_path / "sweep", plan, digits, progress=False)
+    sweep.create()
+    sweep.run()
+    for name, config in plan.members():
+        torch.manual_seed(config.seed)
+        model = build_model(ModelConfig.from_options(digits.shape, **MODEL))
+        vaekit.fit(model, digits, config, tmp_path / name, progress=False)
+        weights = load_file(tmp_path / "sweep" / name / "model.safetensors")
+        for key, value in model.state_dict().items():
+            torch.testing.assert_close(weights[key], value.cpu(), rtol=1e-3, atol=1e-4)

@@ -112,53 +112,54 @@ def check_plan(plan: SweepPlan) -> None:
 
 class StackedStep:
     """The members' parameters stacked along a new first dimension, and the step that trains
-    them all: one vmapped forward and backward, a clip per member, one Adam over the stack.
+    them all: one vmapped forward and backward, a clip per member, one Adam over the stacks.
 
-    Each member's parameters and Adam state become views of the stacks, so its model and
-    optimizer always hold its current state (for its evaluation and checkpoint) at no copy.
+    A stack of matrices (linear layers' weights) is laid out transposed in memory, as its
+    gradient comes out of the batched backward; in the usual layout every weight gradient is
+    copied into place every step (39% of a 784-400-20 step at batch 20, torch.profiler). Adam
+    sees each stack through a contiguous alias (the transposed view: the same memory), since
+    the fused Adam copies strided tensors in and out. Each member's parameters and Adam state
+    are views of the stacks: its model and optimizer always hold its current state (for its
+    evaluation and checkpoint), at no copy.
     """
 
     def __init__(self, members: list[Trainer]) -> None:
         modules = [member.eager_module for member in members]
         self.members = members
         params, buffers = stack_module_state(modules)  # type: ignore[arg-type]
-        self.params = {name: p.detach().requires_grad_() for name, p in params.items()}
+        self.params = {name: _transposed_layout(p).requires_grad_() for name, p in params.items()}
+        self.aliases = {name: _contiguous(p.detach()) for name, p in self.params.items()}
         self.buffers = buffers
         self.base = copy.deepcopy(modules[0]).to("meta")
         config = members[0].config
-        self.optimizer = make_optimizer(self.params.values(), config.lr, config.adam_eps)
-        self._stack_optimizer_state()
+        self.optimizer = make_optimizer(self.aliases.values(), config.lr, config.adam_eps)
+        if members[0].optimizer.state:
+            self._stack_optimizer_state()
         self._share()
         self.uses_labels = members[0].train.y is not None
 
     def _stack_optimizer_state(self) -> None:
         """On resume: the members' Adam states (restored from their checkpoints) stacked."""
-        first = self.members[0].optimizer
-        if not first.state:
-            return
-        per_member = [dict(m.eager_module.named_parameters()) for m in self.members]
-        for name, stacked in self.params.items():
-            states = [
-                m.optimizer.state[p[name]] for m, p in zip(self.members, per_member, strict=True)
-            ]
-            self.optimizer.state[stacked] = {
-                "step": states[0]["step"].clone(),
-                "exp_avg": torch.stack([s["exp_avg"] for s in states]),
-                "exp_avg_sq": torch.stack([s["exp_avg_sq"] for s in states]),
+        pairs = [(m.optimizer, dict(m.eager_module.named_parameters())) for m in self.members]
+        for name, alias in self.aliases.items():
+            states = [optimizer.state[params[name]] for optimizer, params in pairs]
+            moments = {
+                key: _contiguous(torch.stack([state[key] for state in states])).contiguous()
+                for key in ("exp_avg", "exp_avg_sq")
             }
+            self.optimizer.state[alias] = {"step": states[0]["step"].clone(), **moments}
 
     def _share(self) -> None:
         """Point each member's parameters (and Adam state, once there is one) at its slices."""
         for i, member in enumerate(self.members):
             for name, param in member.eager_module.named_parameters():
-                stacked = self.params[name]
-                param.data = stacked.data[i]
-                state = self.optimizer.state.get(stacked)
+                param.data = self.params[name].data[i]
+                state = self.optimizer.state.get(self.aliases[name])
                 if state:
                     member.optimizer.state[param] = {
                         "step": state["step"],
-                        "exp_avg": state["exp_avg"][i],
-                        "exp_avg_sq": state["exp_avg_sq"][i],
+                        "exp_avg": _contiguous(state["exp_avg"])[i],
+                        "exp_avg_sq": _contiguous(state["exp_avg_sq"])[i],
                     }
 
     def _objective(
@@ -187,12 +188,16 @@ class StackedStep:
         loss, sums = vmap(self._objective, in_dims=in_dims)(
             self.params, self.buffers, x, y, torch.stack(noises), beta, share
         )
-        self.optimizer.zero_grad(set_to_none=True)
+        for param in self.params.values():
+            param.grad = None
         loss.sum().backward()  # each member's loss reaches only its own slices
         self._clip()
+        for name, param in self.params.items():
+            self.aliases[name].grad = None if param.grad is None else _contiguous(param.grad)
+        first = not self.optimizer.state
         self.optimizer.step()
-        if len(self.optimizer.state) and not self.members[0].optimizer.state:
-            self._share()  # Adam made its state at the first step: share it too
+        if first:
+            self._share()  # Adam made its state at this step: share it too
         return sums.detach()
 
     def _clip(self) -> None:
@@ -211,9 +216,23 @@ class StackedStep:
             member.clipped += clipped
 
     def set_lr(self, lr: float) -> None:
+        """The learning rate of this epoch (of the members' optimizers too: checkpointed)."""
         for optimizer in (self.optimizer, *(m.optimizer for m in self.members)):
             for group in optimizer.param_groups:
                 group["lr"] = lr
+
+
+def _transposed_layout(stacked: torch.Tensor) -> torch.Tensor:
+    """A stack of matrices ``(N, out, in)`` stored as ``(N, in, out)``; others as they are."""
+    if stacked.dim() != 3:
+        return stacked.detach()
+    return stacked.detach().transpose(1, 2).contiguous().transpose(1, 2)
+
+
+def _contiguous(tensor: torch.Tensor) -> torch.Tensor:
+    """The contiguous alias of a stack stored transposed (its transpose, the same memory), or
+    the stack itself; the alias of a member's slice of it is its slice, transposed back."""
+    return tensor.transpose(1, 2) if tensor.dim() == 3 else tensor
 
 
 class SweepInterrupted(Exception):

@@ -244,11 +244,6 @@ def rate_distortion_png(points: list[dict[str, Any]]) -> bytes:
     distortions = [p["distortion"] for p in points]
     losses = [r + d for r, d in zip(rates, distortions, strict=True)]  # −ELBO
     low, high = min(losses), max(losses)
-    spread = max(high - low, 1.0)
-    for level in np.linspace(low - 0.1 * spread, high + 0.1 * spread, 6):
-        r = np.array([0.0, level])
-        ax.plot(r, level - r, ls="--", lw=0.8, color="0.7")
-        ax.annotate(f"ELBO {-level:.1f}", (0, level), fontsize=7, color="0.5")
     for point in points:
         colour = colours[betas.index(point["beta"])]
         marker = markers[seeds.index(point["seed"]) % len(markers)]
@@ -258,10 +253,33 @@ def rate_distortion_png(points: list[dict[str, Any]]) -> bytes:
     for i, seed in enumerate(seeds):
         ax.scatter([], [], color="k", marker=markers[i % len(markers)], label=f"seed {seed}")
     pad_r, pad_d = 0.1 * max(np.ptp(rates), 1.0), 0.1 * max(np.ptp(distortions), 1.0)
-    ax.set_xlim(max(0.0, min(rates) - pad_r), max(rates) + pad_r)
-    ax.set_ylim(min(distortions) - pad_d, max(distortions) + pad_d)
+    (r0, r1), (d0, d1) = (
+        (max(0.0, min(rates) - pad_r), max(rates) + pad_r),
+        (
+            min(distortions) - pad_d,
+            max(distortions) + pad_d,
+        ),
+    )
+    ax.set_xlim(r0, r1)
+    ax.set_ylim(d0, d1)
+    for level in _round_levels(low, high):  # −ELBO = D + R: lines of slope −1
+        ax.plot([r0, r1], [level - r0, level - r1], ls="--", lw=0.8, color="0.7", zorder=1)
+        r = min(r1, level - d0)  # the label where the line leaves the plot, right or bottom
+        if r0 < r and d0 < level - r < d1:
+            ax.annotate(f"ELBO {-level:g}", (r, level - r), fontsize=7, color="0.45",
+                        ha="right", va="bottom")  # fmt: skip
     ax.set_xlabel("rate R = KL(q(z|x) || p(z)) (nats per example)")
     ax.set_ylabel("distortion D = −E_q log p(x|z) (nats per example)")
     ax.set_title("held-out rate and distortion; dashed: equal ELBO = −(D + R)")
     ax.legend(fontsize=8)
     return figure_png(fig)
+
+
+def _round_levels(low: float, high: float) -> list[float]:
+    """Four to eight round values (steps of 1, 2 or 5 × 10^k) spanning [low, high] and a step
+    beyond each end."""
+    span = max(high - low, 1e-3)
+    base = 10 ** np.floor(np.log10(span / 4))
+    step = next(base * m for m in (1, 2, 5, 10) if span / (base * m) <= 6)
+    start = np.floor(low / step) * step - step
+    return [float(round(v, 6)) for v in np.arange(start, high + 1.5 * step, step)]
