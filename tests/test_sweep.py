@@ -140,6 +140,8 @@ def test_the_summary_holds_each_members_numbers(
     evaluated = {p["member"]: p["log_px"] for p in summary}
     assert evaluated["beta0.5-seed0"] is None and evaluated["beta1-seed0"] < 0
     assert (folder / "rate_distortion.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["report", str(folder / "beta1-seed0"), "-k", "10", "--limit", "50"]) == 0
+    assert "This run in its sweep" in (folder / "beta1-seed0" / "report.html").read_text()
 
 
 def test_sweep_refusals(binary: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -25,6 +25,7 @@ from vaekit.evaluation.evaluate import describe_weights, evaluate, evaluation_ba
 from vaekit.evaluation.weights import UNRELIABLE_K
 from vaekit.files import atomic_write_bytes
 from vaekit.training.run_dir import EVALUATION, REPORT, RunDirectory
+from vaekit.training.sweep import SWEEP, sweep_points
 from vaekit.version import __version__
 from vaekit.visuals import figures
 from vaekit.visuals.grids import examples_png, reconstructions_png, samples_png
@@ -215,6 +216,7 @@ class ReportInputs:
     history: list[dict[str, Any]]
     configuration: dict[str, Any]
     data: dict[str, Any]
+    sweep: bytes | None = None  # the rate-distortion plane of the sweep the run is part of
 
 
 def build_report(
@@ -234,6 +236,7 @@ def build_report(
         run.read_metrics(),
         {**run.config.model.flat_options(), **run.config.train.to_dict()},
         run.config.data,
+        _sweep_png(run),
     )
     return run.write(REPORT, report_html(inputs, str(run.path.resolve())).encode())
 
@@ -290,6 +293,11 @@ def _sections(inputs: ReportInputs) -> list[str]:
         _section("curves", "Training curves", curves),
         *_identity_sections(inputs.evaluation, inputs.which),
         *_picture_sections(inputs),
+        *(
+            [_section("sweep", "This run in its sweep", _img(inputs.sweep, "sweep"))]
+            if inputs.sweep
+            else []
+        ),
         _section(
             "config",
             "Configuration and data",
@@ -374,6 +382,15 @@ def _headline(inputs: ReportInputs) -> str:
         f"{html.escape(numbers)}</p><p class='note'>made {when} by vaekit {__version__}</p>"
         "</section>"
     )
+
+
+def _sweep_png(run: RunDirectory) -> bytes | None:
+    """The rate-distortion plane of the sweep whose member ``run`` is, this run ringed."""
+    folder = run.path.resolve().parent
+    if not (folder / SWEEP).is_file():
+        return None
+    points = sweep_points(folder)
+    return figures.rate_distortion_png(points, highlight=run.path.resolve().name)
 
 
 def _evaluation_of(run: RunDirectory) -> dict[str, Any]:

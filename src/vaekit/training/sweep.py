@@ -402,6 +402,17 @@ def summarize(folder: Path) -> str:
     where ``vaekit evaluate`` saved one), then mean ± standard deviation over the seeds of
     each β; writes ``rate_distortion.png`` and ``summary.json`` into the sweep's folder and
     returns the table."""
+    points = sweep_points(folder)
+    if not points:
+        raise ConfigError(f"{folder}: no member has finished an epoch yet")
+    atomic_write_json(folder / "summary.json", {"members": points})
+    atomic_write_bytes(folder / "rate_distortion.png", rate_distortion_png(points))
+    return _summary_table(points)
+
+
+def sweep_points(folder: Path) -> list[dict[str, Any]]:
+    """Each member's β, seed, last epoch, held-out ELBO, distortion and rate, and log p̂_K
+    where ``vaekit evaluate`` saved one (members without a finished epoch left out)."""
     plan = SweepPlan.read(folder)
     points = []
     for name, config in plan.members():
@@ -424,11 +435,7 @@ def summarize(folder: Path) -> str:
                 "k": None if evaluation is None else evaluation["k"],
             }
         )
-    if not points:
-        raise ConfigError(f"{folder}: no member has finished an epoch yet")
-    atomic_write_json(folder / "summary.json", {"members": points})
-    atomic_write_bytes(folder / "rate_distortion.png", rate_distortion_png(points))
-    return _summary_table(points)
+    return points
 
 
 def _summary_table(points: list[dict[str, Any]]) -> str:
@@ -450,8 +457,10 @@ def _summary_table(points: list[dict[str, Any]]) -> str:
         cells = []
         for key in ("elbo", "distortion", "rate", "log_px"):
             values = [p[key] for p in group if p[key] is not None]
-            if values:
-                spread = statistics.stdev(values) if len(values) > 1 else math.nan
+            if len(values) > 1:
+                spread = statistics.stdev(values)
                 cells.append(f"{key} {statistics.fmean(values):.2f} ± {spread:.2f}")
+            elif values:
+                cells.append(f"{key} {values[0]:.2f} (one seed)")
         lines.append(f"  β = {beta:g} ({len(group)} seeds): " + ", ".join(cells))
     return "\n".join(lines)

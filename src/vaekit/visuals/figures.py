@@ -229,10 +229,10 @@ def traversals_png(
     )
 
 
-def rate_distortion_png(points: list[dict[str, Any]]) -> bytes:
+def rate_distortion_png(points: list[dict[str, Any]], highlight: str | None = None) -> bytes:
     """The rate–distortion plane of a sweep (Alemi et al. 2018): each member's held-out rate
     R = KL and distortion D = −reconstruction, in nats per example, coloured by β and marked
-    by seed, on dashed lines of equal ELBO (−ELBO = D + R)."""
+    by seed, on dashed lines of equal ELBO (−ELBO = D + R); the member ``highlight`` ringed."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 5.5))
@@ -248,6 +248,9 @@ def rate_distortion_png(points: list[dict[str, Any]]) -> bytes:
         colour = colours[betas.index(point["beta"])]
         marker = markers[seeds.index(point["seed"]) % len(markers)]
         ax.scatter(point["rate"], point["distortion"], color=colour, marker=marker, zorder=3)
+        if point["member"] == highlight:
+            ax.scatter(point["rate"], point["distortion"], s=260, facecolors="none",
+                       edgecolors="red", linewidths=1.5, zorder=4, label="this run")  # fmt: skip
     for beta, colour in zip(betas, colours, strict=True):
         ax.scatter([], [], color=colour, label=f"β = {beta:g}")
     for i, seed in enumerate(seeds):
