@@ -8,6 +8,7 @@ gradients, and rank 0 alone writes checkpoints, metrics and figures.
 
 from __future__ import annotations
 
+import gc
 import os
 from typing import Any
 
@@ -83,4 +84,11 @@ def finish() -> None:
     trained to the end leave together; a rank that failed leaves at once, so that the others'
     next collective fails instead of waiting forever)."""
     if dist.is_available() and dist.is_initialized():
+        # a finished trainer can survive until the cyclic garbage collector runs (its frames
+        # refer back to it), and with it DistributedDataParallel's reducer and its hold on
+        # the process group: freed at interpreter exit, after the group is destroyed, gloo's
+        # worker threads can abort the process ("terminate called without an active
+        # exception", exit -6: the flaky two-process test, pytorch/pytorch#190489). Free it
+        # while the group is alive.
+        gc.collect()
         dist.destroy_process_group()

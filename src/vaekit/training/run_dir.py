@@ -56,6 +56,8 @@ class RunDirectory:
 
     def __init__(self, path: str | Path | RunDirectory) -> None:
         self.path = path.path if isinstance(path, RunDirectory) else Path(path)
+        # the command that continues this run (a sweep's member: the sweep's)
+        self.resume_command = f"vaekit train --resume {self.path}"
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
@@ -97,10 +99,10 @@ class RunDirectory:
         if not self.is_run():
             return "nothing was written"
         if self.has_checkpoint():
-            return f"the last checkpoint is kept: continue with 'vaekit train --resume {self}'"
+            return f"the last checkpoint is kept: continue with '{self.resume_command}'"
         return (
-            f"no checkpoint was written yet: 'vaekit train --resume {self}' starts the run "
-            "again from epoch 0"
+            f"no checkpoint was written yet: '{self.resume_command}' starts the run again "
+            "from epoch 0"
         )
 
     @cached_property

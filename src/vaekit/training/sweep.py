@@ -255,7 +255,9 @@ class Sweep:
         for name, config in plan.members():
             torch.manual_seed(config.seed)  # as vaekit train builds the model
             model = build_model(ModelConfig.from_options(data.shape, **plan.model))
-            self.members.append(Trainer(model, data, config, folder / name, progress=False))
+            member = Trainer(model, data, config, folder / name, progress=False)
+            member.run_dir.resume_command = f"vaekit sweep --resume {folder}"  # type: ignore[union-attr]
+            self.members.append(member)
             self.rng_states.append(torch.get_rng_state())
         first = self.members[0]
         if first.world > 1:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import math
 import sys
 import time
@@ -186,7 +187,7 @@ class Trainer:
         self.autocast: Callable[[], contextlib.AbstractContextManager[Any]] = (
             contextlib.nullcontext
             if precision is None
-            else lambda: torch.autocast(self.device.type, precision)
+            else functools.partial(torch.autocast, self.device.type, precision)
         )
         self.scaler = torch.amp.GradScaler("cuda") if self.config.precision == "fp16" else None
         self.clipped = torch.zeros((), dtype=torch.int64, device=self.device)
