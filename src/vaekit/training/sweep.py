@@ -106,6 +106,11 @@ def check_plan(plan: SweepPlan) -> None:
         raise ConfigError("--on-nan rollback halves one member's learning rate: not in a sweep")
     if train.precision == "fp16":
         raise ConfigError("--precision fp16 scales each model's loss: use bf16 or fp32 in a sweep")
+    if train.gradient == "dreg":
+        raise ConfigError(
+            "--gradient dreg reweights z's gradient by a hook, which a batched step does not "
+            "keep: sweep with --gradient reparam, or train each model alone"
+        )
     if train.labelled is not None:
         raise ConfigError("a semi-supervised step splits each batch by its labels: not in a sweep")
 
