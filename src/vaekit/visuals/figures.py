@@ -268,9 +268,17 @@ def rate_distortion_png(points: list[dict[str, Any]], highlight: str | None = No
     for level in _round_levels(low, high):  # −ELBO = D + R: lines of slope −1
         ax.plot([r0, r1], [level - r0, level - r1], ls="--", lw=0.8, color="0.7", zorder=1)
         r = min(r1, level - d0)  # the label where the line leaves the plot, right or bottom
-        if r0 < r and d0 < level - r < d1:
-            ax.annotate(f"ELBO {-level:g}", (r, level - r), fontsize=7, color="0.45",
-                        ha="right", va="bottom")  # fmt: skip
+        if r0 < r and d0 <= level - r < d1:
+            ax.annotate(
+                f"ELBO {-level:g}",
+                (r, level - r),
+                xytext=(-2, 2),
+                textcoords="offset points",
+                fontsize=7,
+                color="0.45",
+                ha="right",
+                va="bottom",
+            )
     ax.set_xlabel("rate R = KL(q(z|x) || p(z)) (nats per example)")
     ax.set_ylabel("distortion D = −E_q log p(x|z) (nats per example)")
     ax.set_title("held-out rate and distortion; dashed: equal ELBO = −(D + R)")
