@@ -440,6 +440,7 @@ def sweep_points(folder: Path) -> list[dict[str, Any]]:
                 "rate": last["test_rate"],
                 "log_px": None if evaluation is None else evaluation["log_px"]["value"],
                 "k": None if evaluation is None else evaluation["k"],
+                "n": None if evaluation is None else evaluation["n"],
             }
         )
     return points
@@ -447,11 +448,12 @@ def sweep_points(folder: Path) -> list[dict[str, Any]]:
 
 def _summary_table(points: list[dict[str, Any]]) -> str:
     lines = [
-        "held-out terms in nats per example (distortion D = −reconstruction, rate R = KL)",
+        "held-out terms in nats per example (distortion D = −reconstruction, rate R = KL) at "
+        "the last epoch; log p̂_K from vaekit evaluate (on its n test examples)",
         f"{'member':<22}{'epoch':>6}{'ELBO':>10}{'D':>10}{'R':>9}{'log p̂_K':>12}",
     ]
     for p in points:
-        log_px = "—" if p["log_px"] is None else f"{p['log_px']:.2f} (K={p['k']})"
+        log_px = "—" if p["log_px"] is None else f"{p['log_px']:.2f} (K={p['k']}, n={p['n']})"
         lines.append(
             f"{p['member']:<22}{p['epoch']:>6}{p['elbo']:>10.2f}{p['distortion']:>10.2f}"
             f"{p['rate']:>9.2f}  {log_px}"
