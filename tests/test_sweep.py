@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +35,21 @@ def float64() -> Iterator[None]:
     torch.set_default_dtype(before)
 
 
+def _sweep_and_single_runs(
+    plan: SweepPlan, data: vaekit.Dataset, folder: Path
+) -> Iterator[tuple[str, dict[str, torch.Tensor], torch.nn.Module, list[dict]]]:
+    """Train ``plan`` as a sweep in ``folder/sweep``, then each member alone; yield each
+    member's name and saved weights, and its single run's model and records."""
+    sweep = Sweep(folder / "sweep", plan, data, progress=False)
+    sweep.create()
+    sweep.run()
+    for name, config in plan.members():
+        torch.manual_seed(config.seed)
+        model = build_model(ModelConfig.from_options(data.shape, **plan.model))
+        single = vaekit.fit(model, data, config, folder / name, progress=False)
+        yield name, load_file(folder / "sweep" / name / "model.safetensors"), model, single
+
+
 def test_each_member_trains_as_its_single_run(
     float64: None, digits: vaekit.Dataset, tmp_path: Path
 ) -> None:
@@ -44,16 +58,9 @@ def test_each_member_trains_as_its_single_run(
     data = vaekit.Dataset("digits64", digits.train_x.double(), digits.test_x.double())
     train = TrainConfig(epochs=3, batch_size=20, warmup_epochs=1, clip_grad_norm=5.0)
     plan = SweepPlan(MODEL, train, betas=[0.5, 2.0], seeds=[0, 1])
-    sweep = Sweep(tmp_path / "sweep", plan, data, progress=False)
-    sweep.create()
-    sweep.run()
-    for name, config in plan.members():
-        torch.manual_seed(config.seed)
-        model = build_model(ModelConfig.from_options(data.shape, **MODEL))
-        single = vaekit.fit(model, data, config, tmp_path / name, progress=False)
+    for name, weights, model, single in _sweep_and_single_runs(plan, data, tmp_path):
         member = tmp_path / "sweep" / name
-        weights, expected = load_file(member / "model.safetensors"), model.state_dict()
-        for key, value in expected.items():
+        for key, value in model.state_dict().items():
             torch.testing.assert_close(weights[key], value, rtol=1e-9, atol=1e-12)
         records = [json.loads(line) for line in (member / "metrics.jsonl").read_text().splitlines()]
         for record, reference in zip(records, single, strict=True):
@@ -81,15 +88,9 @@ def test_every_model_family_sweeps(
     model_options = {**MODEL, "hidden": [16], **options}
     train = TrainConfig(epochs=1, batch_size=20)
     plan = SweepPlan(model_options, train, betas=[0.5, 1.0], seeds=[1])
-    sweep = Sweep(tmp_path / "sweep", plan, digits, progress=False)
-    sweep.create()
-    sweep.run()
-    torch.manual_seed(1)
-    model = build_model(ModelConfig.from_options(digits.shape, **model_options))
-    vaekit.fit(model, digits, replace(train, seed=1), progress=False)
-    weights = load_file(tmp_path / "sweep" / member_name(1.0, 1) / "model.safetensors")
-    for key, value in model.state_dict().items():
-        torch.testing.assert_close(weights[key], value, rtol=1e-9, atol=1e-12)
+    for _, weights, model, _ in _sweep_and_single_runs(plan, digits, tmp_path):
+        for key, value in model.state_dict().items():
+            torch.testing.assert_close(weights[key], value, rtol=1e-9, atol=1e-12)
 
 
 @pytest.fixture(scope="module")
@@ -199,13 +200,6 @@ def test_a_sweep_on_cuda_trains_as_single_runs(digits: vaekit.Dataset, tmp_path:
     """On a GPU too (float32: its round-off, over 2 epochs of 81 steps)."""
     train = TrainConfig(epochs=2, batch_size=20, device="cuda")
     plan = SweepPlan(MODEL, train, betas=[0.5, 2.0], seeds=[0])
-    sweep = Sweep(tmp_path / "sweep", plan, digits, progress=False)
-    sweep.create()
-    sweep.run()
-    for name, config in plan.members():
-        torch.manual_seed(config.seed)
-        model = build_model(ModelConfig.from_options(digits.shape, **MODEL))
-        vaekit.fit(model, digits, config, tmp_path / name, progress=False)
-        weights = load_file(tmp_path / "sweep" / name / "model.safetensors")
+    for _, weights, model, _ in _sweep_and_single_runs(plan, digits, tmp_path):
         for key, value in model.state_dict().items():
             torch.testing.assert_close(weights[key], value.cpu(), rtol=1e-3, atol=1e-4)

@@ -26,3 +26,16 @@ def silence_stdout() -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
+
+
+def step_bar(total: int, done: int, shown: bool) -> tqdm:
+    """The training loops' progress bar of ``total`` steps, ``done`` of them already (a
+    resumed run); not drawn unless ``shown`` (and stdout a terminal)."""
+    return tqdm(
+        total=total,
+        initial=done,
+        disable=not shown or None,
+        unit="step",
+        dynamic_ncols=True,
+        leave=False,
+    )

@@ -33,6 +33,7 @@ import torch
 from torch.func import functional_call, stack_module_state, vmap
 from tqdm.auto import tqdm
 
+from vaekit.console import step_bar
 from vaekit.data import Batch, Dataset
 from vaekit.errors import ConfigError
 from vaekit.files import atomic_write_bytes, atomic_write_json
@@ -262,6 +263,8 @@ class Sweep:
             model = build_model(ModelConfig.from_options(data.shape, **plan.model))
             member = Trainer(model, data, config, folder / name, progress=False)
             member.run_dir.resume_command = f"vaekit sweep --resume {folder}"  # type: ignore[union-attr]
+            if self.members:  # the same examples: held once (on a GPU, too)
+                member.train, member.test = self.members[0].train, self.members[0].test
             self.members.append(member)
             self.rng_states.append(torch.get_rng_state())
         first = self.members[0]
@@ -354,14 +357,7 @@ class Sweep:
         steps = math.ceil(len(members[0].train.x) / config.batch_size)
         state = members[0].state
         done = state.epoch * steps + (state.partial.step if state.partial else 0)
-        with tqdm(
-            total=config.epochs * steps,
-            initial=done,
-            disable=not self.progress or None,
-            unit="step",
-            dynamic_ncols=True,
-            leave=False,
-        ) as bar:
+        with step_bar(config.epochs * steps, done, self.progress) as bar:
             while state.epoch < config.epochs:
                 self._epoch(stacked, steps, bar)
         for index, member in enumerate(members):

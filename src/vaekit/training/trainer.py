@@ -26,7 +26,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from vaekit.console import say
+from vaekit.console import say, step_bar
 from vaekit.data.batch import Batch
 from vaekit.data.dataset import Dataset
 from vaekit.data.labelled import semi_supervised_set
@@ -499,14 +499,7 @@ class Trainer:
         good = self._good_state() if config.on_nan == "rollback" else None
         done = state.epoch * steps + (state.partial.step if state.partial else 0)
         self._compile_if_worth_it((self.until_step or config.epochs * steps) - done)
-        with tqdm(
-            total=config.epochs * steps,
-            initial=done,
-            disable=not self.progress or None,
-            unit="batch",
-            dynamic_ncols=True,
-            leave=False,
-        ) as bar:
+        with step_bar(config.epochs * steps, done, self.progress) as bar:
             while state.epoch < config.epochs:
                 try:
                     record = self._train_epoch(bar)
