@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
 
 import vaekit
 from vaekit.cli import main
@@ -131,7 +132,7 @@ def test_sampling_goes_down_the_layers_at_each_temperature() -> None:
     ("options", "message"),
     [
         ({"posterior": "iaf"}, "--posterior iaf is not available with --model hierarchy"),
-        ({"prior": "vamp"}, "the vamp prior needs the model's encoder"),
+        ({"prior": "vamp", "inference": "bottom-up"}, "only top-down inference has"),
         ({"upper_layers": []}, "at least one upper layer"),
         ({"inference": "sideways"}, "inference must be one of"),
     ],
@@ -240,3 +241,26 @@ def test_free_bits_leave_each_layer_its_first_nats() -> None:
 def test_free_bits_refused_where_they_mean_nothing(options: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         TrainConfig(**options)
+
+
+def test_a_vamp_prior_on_the_top_layer_is_the_mixture_of_the_top_estimates() -> None:
+    """Tomczak & Welling's HVAE: p(z_L) = (1/C) Σ_c q(z_L|u_c), q(z_L|x) the top estimate of
+    the top-down pass; the layers below keep their conditionals. Built by hand with
+    torch.distributions (1e-12, float64); at T = 0 every sampled z_L is one component's mean."""
+    torch.manual_seed(0)
+    model = HierarchicalVAE((6,), 3, model="hierarchy", upper_layers=[2], hidden=[8],
+                            layer_hidden=[8], prior="vamp", pseudo_inputs=4).double()  # fmt: skip
+    with torch.no_grad():
+        model.prior.top.pseudo_inputs.normal_(0, 2)
+        loc, scale = model.posterior_parameters(model.prior.top.pseudo_inputs)[-2:]
+        mixture = MixtureSameFamily(
+            Categorical(logits=torch.zeros(4, dtype=torch.float64)),
+            Independent(Normal(loc, scale), 1),
+        )
+        z = torch.randn(5, 3 + 2, dtype=torch.float64)
+        bottom, top = z[:, :3], z[:, 3:]
+        below = Independent(Normal(*model.prior.conditionals[0](top)), 1).log_prob(bottom)
+        expected = torch.stack([below, mixture.log_prob(top)], dim=-1)
+        torch.testing.assert_close(model.prior.log_prob_layers(z), expected, rtol=0, atol=1e-12)
+        tops = model.prior.sample(20, 0.0, torch.Generator().manual_seed(0))[:, 3:]
+    assert all(any(torch.equal(t, mean) for mean in loc) for t in tops)

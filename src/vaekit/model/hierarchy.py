@@ -19,6 +19,10 @@ z is the layers concatenated bottom to top, ``(..., d_1 + ... + d_L)``; the deco
 nats, summed over the dimensions of all layers. The rate KL(q(z|x) || p(z)) has no closed form:
 the Monte Carlo rate serves it, and :meth:`HierarchicalVAE.sample_and_rate_per_layer` splits
 it into each layer's E_q[log q(z_l|·) − log p(z_l|z_{l+1})].
+
+A prior of the top layer that reads the model (the VampPrior, p(z_L) = (1/C) Σ_c q(z_L|u_c);
+Tomczak & Welling's HVAE) sees the top layer as a model of its own (:class:`TopLayer`): with
+top-down inference q(z_L|x) is the top estimate, a function of x alone.
 """
 
 from __future__ import annotations
@@ -108,6 +112,11 @@ class HierarchicalPrior(Prior):
             for below, above in zip(self.sizes[:-1], self.sizes[1:], strict=True)
         )
 
+    def bind(self, model: nn.Module) -> None:
+        """A top prior that reads the model reads the top layer's (see :class:`TopLayer`)."""
+        if self.top.reads_the_model:
+            self.top.bind(TopLayer(model))
+
     def split(self, z: torch.Tensor) -> list[torch.Tensor]:
         """z ``(..., D)`` as its layers, bottom to top."""
         return list(z.split(self.sizes, dim=-1))
@@ -142,6 +151,23 @@ class HierarchicalPrior(Prior):
             noise = random_like(torch.randn, loc.shape, loc, generator)
             layers.insert(0, loc + temperatures[level] * scale * noise)
         return torch.cat(layers, dim=-1)
+
+
+class TopLayer:
+    """The top layer z_L of a top-down hierarchy seen as a one-layer model: its inputs, its
+    posterior (a diagonal Gaussian of d_L dimensions) and q(z_L|x)'s parameters, the top
+    estimate (μ̂_L(x), σ̂_L(x)). What a prior that reads the model needs (``bind``); it keeps
+    the model as a plain reference."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.input_shape = model.input_shape
+        self.config = model.config
+        self.posterior = DiagonalGaussianPosterior(model.posterior.sizes[-1])
+        self._model = model
+
+    def posterior_parameters(self, x: torch.Tensor) -> PosteriorParameters:
+        """q(z_L|x)'s ``(μ̂_L, σ̂_L)``, each ``(B, d_L)``."""
+        return self._model.posterior_parameters(x)[-2:]
 
 
 class HierarchicalPosterior(Posterior):
@@ -262,10 +288,11 @@ class HierarchicalVAE(VAE):
         options: HierarchyOptions = config.model.options
         sizes = (config.latent_dim, *options.upper_layers)
         top = COMPONENTS["prior"][config.prior.name].builder(sizes[-1], config.prior.options)
-        if top.reads_the_model:
+        if top.reads_the_model and options.inference != "top-down":
             raise ConfigError(
-                f"the {config.prior.name} prior needs the model's encoder, which a hierarchy's "
-                "top layer does not have yet: use --prior standard-normal or mog"
+                f"the {config.prior.name} prior of the top layer reads q(z_L|x), which only "
+                "top-down inference has (bottom-up, z_L depends on the draws below it): use "
+                "--inference top-down"
             )
         activation = config.network.options.activation
         prior = HierarchicalPrior(sizes, top, options.layer_hidden, activation)
