@@ -148,6 +148,12 @@ def test_a_sweep_stops_resumes_and_catches_up(
     (behind / "beta1-seed0" / "checkpoint.safetensors").write_bytes(saved)
     assert main(["sweep", "--resume", str(behind), "--epochs", "4", "--no-progress"]) == 0
     _same(reference, behind, atol=1e-5)  # one epoch trained alone: float32 round-off apart
+    # killed before a member's config was written: it starts at resume and catches up
+    lost = tmp_path / "lost"
+    assert main(_sweep(binary, lost, "--epochs", "1")) == 0
+    shutil.rmtree(lost / "beta1-seed0")
+    assert main(["sweep", "--resume", str(lost), "--epochs", "4", "--no-progress"]) == 0
+    _same(reference, lost, atol=1e-5)
     # each member is a normal run: it loads and resumes alone
     member = behind / "beta0.5-seed0"
     assert vaekit.load(member).latent_dim == 4

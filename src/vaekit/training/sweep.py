@@ -314,6 +314,9 @@ class Sweep:
         for index, member in enumerate(self.members):
             run = member.run_dir
             assert run is not None
+            if not run.is_run():  # killed before its config was written: it starts now
+                run.create()
+                run.write_config(member.model, member.config, summary)
             check_same_data(run, summary, accept=False)
             with run.lock(), self._own_rng(index):
                 if run.has_checkpoint():
