@@ -28,14 +28,21 @@ Z_TOL = 5.0  # standard errors
 SHAPES = [
     ("top-down", [3, 2]),
     ("bottom-up", [3, 2]),
+    ("x-and-above", [3, 2]),
     ("top-down", [4, 3, 2]),
     ("bottom-up", [4, 3, 2]),
+    ("x-and-above", [4, 3, 2]),
 ]
 
 
 def _model(inference: str, sizes: list[int], seed: int = 0) -> HierarchicalVAE:
+    """x-and-above inference with the decoder reading every layer (Tomczak & Welling's HVAE);
+    the others with the decoder reading z_1."""
     torch.manual_seed(seed)
-    return lgh.linear_gaussian_hierarchy(6, sizes, inference, sigma=0.8).double()
+    reads = "all" if inference == "x-and-above" else "bottom"
+    return lgh.linear_gaussian_hierarchy(
+        6, sizes, inference, sigma=0.8, decoder_reads=reads
+    ).double()
 
 
 @pytest.mark.parametrize(("inference", "sizes"), SHAPES)
@@ -58,7 +65,7 @@ def test_identity_is_exact_and_densities_match_the_joint_gaussians(
     assert (model.posterior.log_prob(params, z) - log_q).abs().max() < 1e-10
 
 
-@pytest.mark.parametrize(("inference", "sizes"), SHAPES[:2])
+@pytest.mark.parametrize(("inference", "sizes"), SHAPES[:3])
 def test_monte_carlo_terms_converge_to_the_exact_ones(inference: str, sizes: list[int]) -> None:
     """The Monte Carlo ELBO, its rate and the per-layer rates (their sum) are unbiased: within
     5 s.e. of the closed forms over 20,000 draws; the per-layer rates add up to the rate of
@@ -132,7 +139,7 @@ def test_sampling_goes_down_the_layers_at_each_temperature() -> None:
     ("options", "message"),
     [
         ({"posterior": "iaf"}, "--posterior iaf is not available with --model hierarchy"),
-        ({"prior": "vamp", "inference": "bottom-up"}, "only top-down inference has"),
+        ({"prior": "vamp", "inference": "bottom-up"}, "bottom-up inference does not have"),
         ({"upper_layers": []}, "at least one upper layer"),
         ({"inference": "sideways"}, "inference must be one of"),
     ],
@@ -152,7 +159,10 @@ def test_config_round_trip_and_one_layer_files_unchanged() -> None:
         "upper_layers": [2, 1],
         "layer_hidden": [100, 100],
         "inference": "top-down",
+        "decoder_reads": "bottom",
     }
+    assert ModelConfig.from_dict(json.loads(json.dumps(data))) == config
+    del data["model"]["decoder_reads"]  # written before the option existed: its default
     assert ModelConfig.from_dict(json.loads(json.dumps(data))) == config
     assert ModelConfig((4,), 3).to_dict()["model"] == "vae"
     with pytest.raises(ConfigError, match="--upper-layers goes with --model hierarchy"):

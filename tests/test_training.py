@@ -211,6 +211,19 @@ def test_conv_network_trains_on_28x28(tmp_path: Path) -> None:
     assert model.sample(3).shape == (3, 1, 28, 28)
 
 
+def test_gated_layers_are_glu_of_one_linear_map() -> None:
+    """--activation glu: h = (W x + b) ⊙ sigmoid(V x + c), the linear map computing both
+    halves (Tomczak & Welling's GatedDense); refused for conv networks."""
+    model = vaekit.VAE((6,), 2, hidden=[5], activation="glu")
+    first = model.encoder.layers[0]
+    x = torch.randn(3, 6)
+    a, b = (x @ first.weight.T + first.bias).chunk(2, dim=-1)
+    torch.testing.assert_close(model.encoder.layers[1](first(x)), a * torch.sigmoid(b))
+    assert first.out_features == 10 and model.encoder(x).shape == (3, 4)
+    with pytest.raises(ConfigError, match="glu gates dense layers"):
+        vaekit.VAE((1, 28, 28), 2, network="conv", hidden=[8], activation="glu")
+
+
 def test_iwae_objective_trains_and_reports_elbo_terms(digits: vaekit.Dataset) -> None:
     history = vaekit.fit(
         _model(digits), digits, epochs=3, objective="iwae", samples=5, progress=False

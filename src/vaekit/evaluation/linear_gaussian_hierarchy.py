@@ -1,13 +1,13 @@
 """The linear-Gaussian hierarchy, whose every term is known in closed form.
 
     p(z_L) = N(0, I),   p(z_l|z_{l+1}) = N(W_l z_{l+1} + b_l, diag s_l²),
-    p(x|z_1) = N(W z_1 + b, σ² I)
+    p(x|z_1) = N(W z_1 + b, σ² I)     (or p(x|z) = N(W z + b, σ² I), the decoder reading all)
 
 with linear networks and constant scales between the layers (the scale rows of their weights
 zero). Then p(z) is a joint Gaussian N(m_p, Σ_p) over z = (z_1, ..., z_L); so, for each x, is
-q(z|x), bottom-up or top-down: every layer is a linear function of the layers drawn before it
-plus Gaussian noise, z = A z + c + diag(t) ε, so z = (I − A)⁻¹ (c + diag(t) ε). With P = [W 0]
-the map from z to the decoder's mean:
+q(z|x), bottom-up, top-down or x-and-above: every layer is a linear function of the layers
+drawn before it plus Gaussian noise, z = A z + c + diag(t) ε, so z = (I − A)⁻¹ (c + diag(t) ε).
+With P = [W 0] (or W, the decoder reading all of z) the map from z to the decoder's mean:
 
     log p(x)   = log N(x; P m_p + b, P Σ_p Pᵀ + σ² I)
     p(z|x)     = N(m, Λ⁻¹),  Λ = Σ_p⁻¹ + PᵀP / σ²,  m = Λ⁻¹ (Σ_p⁻¹ m_p + Pᵀ (x − b) / σ²)
@@ -35,11 +35,16 @@ Chain = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def linear_gaussian_hierarchy(
-    data_dim: int, sizes: list[int], inference: str = "top-down", sigma: float = 1.0
+    data_dim: int,
+    sizes: list[int],
+    inference: str = "top-down",
+    sigma: float = 1.0,
+    decoder_reads: str = "bottom",
 ) -> HierarchicalVAE:
     """A hierarchy with a linear encoder and decoder, linear networks between the layers with
     constant scales (their scale rows zeroed, and kept at zero in training by a gradient
     mask), and a Gaussian likelihood of fixed standard deviation ``sigma``."""
+    read = sizes[0] if decoder_reads == "bottom" else sum(sizes)
     model = HierarchicalVAE(
         (data_dim,),
         sizes[0],
@@ -47,10 +52,11 @@ def linear_gaussian_hierarchy(
         upper_layers=list(sizes[1:]),
         layer_hidden=[],
         inference=inference,
+        decoder_reads=decoder_reads,
         likelihood="gaussian",
         gaussian_scale=sigma,
         encoder=nn.Linear(data_dim, 2 * sizes[0]),
-        decoder=nn.Linear(sizes[0], data_dim),
+        decoder=nn.Linear(read, data_dim),
     )
     for layer in _layers(model):
         linear = layer.net.layers[0]
@@ -63,7 +69,10 @@ def linear_gaussian_hierarchy(
 
 
 def _layers(model: HierarchicalVAE) -> list[GaussianLayer]:
-    return [*model.prior.conditionals, *model.posterior.upward]
+    posterior = model.posterior
+    if posterior.inference == "x-and-above":
+        return [*model.prior.conditionals, posterior.top, *posterior.given_above]
+    return [*model.prior.conditionals, *posterior.upward]
 
 
 def _linear(layer: GaussianLayer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -122,6 +131,8 @@ def posterior_approximation(model: HierarchicalVAE, x: torch.Tensor) -> Multivar
     a = torch.zeros(batch, total, total, dtype=torch.float64)
     c = torch.zeros(batch, total, dtype=torch.float64)
     t = torch.zeros(batch, total, dtype=torch.float64)
+    if model.posterior.inference == "x-and-above":
+        return _gaussian(_given_x_and_above(model, params[0], (a, c, t)))
     if model.posterior.inference == "bottom-up":
         c[:, spans[0]], t[:, spans[0]] = params[0], params[1]
         for level, network in enumerate(model.posterior.upward, start=1):
@@ -141,6 +152,22 @@ def posterior_approximation(model: HierarchicalVAE, x: torch.Tensor) -> Multivar
             c[:, spans[level]] = variance * (loc_hat / scale_hat.square() + bias / scale.square())
             t[:, spans[level]] = variance.sqrt()
     return _gaussian((a, c, t))
+
+
+def _given_x_and_above(model: HierarchicalVAE, features: torch.Tensor, chain: Chain) -> Chain:
+    """q(z_L|x) = N(M f + m, s²), q(z_l|x, z_{l+1}) = N(M [f, z_{l+1}] + m, s²): each layer a
+    linear function of the encoder's features f and the layer above."""
+    a, c, t = chain
+    sizes, posterior = model.layer_sizes, model.posterior
+    spans, width = _offsets(sizes), features.shape[-1]
+    weight, bias, scale = _linear(posterior.top)
+    c[:, spans[-1]], t[:, spans[-1]] = features @ weight.T + bias, scale
+    for level, network in enumerate(posterior.given_above):
+        weight, bias, scale = _linear(network)
+        c[:, spans[level]] = features @ weight[:, :width].T + bias
+        a[:, spans[level], spans[level + 1]] = weight[:, width:]
+        t[:, spans[level]] = scale
+    return a, c, t
 
 
 def _dtype(model: nn.Module) -> torch.dtype:

@@ -12,17 +12,24 @@ inference model is one of:
   each layer an estimate N(μ̂_l(x), σ̂_l(x)²); q(z_L|x) is the top one, and going down
   q(z_l|z_{l+1}, x) merges the estimate with the generative path's p(z_l|z_{l+1}) = N(μ_p,
   σ_p²) by precision weighting: σ_q⁻² = σ̂⁻² + σ_p⁻², μ_q = σ_q² (μ̂ σ̂⁻² + μ_p σ_p⁻²). The
-  generative networks are shared by p and q.
+  generative networks are shared by p and q;
+- ``x-and-above`` (Tomczak & Welling 2018's HVAE): q(z_L|x), then going down q(z_l|x,
+  z_{l+1}), each a network of its own reading the encoder's features of x (and the layer
+  above).
+
+The decoder reads z_1 (``decoder_reads`` bottom) or every layer (all: p(x|z_1, ..., z_L), as
+in Tomczak & Welling's HVAE).
 
 z is the layers concatenated bottom to top, ``(..., d_1 + ... + d_L)``; the decoder reads z_1
-(``--latent-dim`` is its size, ``--upper-layers`` the sizes above it). Every log-density is in
-nats, summed over the dimensions of all layers. The rate KL(q(z|x) || p(z)) has no closed form:
-the Monte Carlo rate serves it, and :meth:`HierarchicalVAE.sample_and_rate_per_layer` splits
-it into each layer's E_q[log q(z_l|·) − log p(z_l|z_{l+1})].
+(or all of z; ``--latent-dim`` is z_1's size, ``--upper-layers`` the sizes above it). Every
+log-density is in nats, summed over the dimensions of all layers. The rate KL(q(z|x) || p(z))
+has no closed form: the Monte Carlo rate serves it, and
+:meth:`HierarchicalVAE.sample_and_rate_per_layer` splits it into each layer's
+E_q[log q(z_l|·) − log p(z_l|z_{l+1})].
 
 A prior of the top layer that reads the model (the VampPrior, p(z_L) = (1/C) Σ_c q(z_L|u_c);
 Tomczak & Welling's HVAE) sees the top layer as a model of its own (:class:`TopLayer`): with
-top-down inference q(z_L|x) is the top estimate, a function of x alone.
+top-down or x-and-above inference q(z_L|x) is a function of x alone.
 """
 
 from __future__ import annotations
@@ -46,7 +53,8 @@ from vaekit.model.posteriors.diagonal_gaussian import DiagonalGaussianPosterior,
 from vaekit.model.vae import VAE
 from vaekit.nets.mlp import MLP
 
-INFERENCES = ("top-down", "bottom-up")
+INFERENCES = ("top-down", "bottom-up", "x-and-above")
+DECODER_READS = ("bottom", "all")
 
 Gaussian = tuple[torch.Tensor, torch.Tensor]
 """``(μ, σ)`` of a diagonal Gaussian layer, each ``(..., d_l)``."""
@@ -65,14 +73,21 @@ class HierarchyOptions:
     )
     inference: str = option(
         "top-down",
-        "q(z|x) of the hierarchy: top-down (ladder VAE, sharing the generative path) or "
-        "bottom-up (stacked, Burda et al.)",
+        "q(z|x) of the hierarchy: top-down (ladder VAE, sharing the generative path), "
+        "bottom-up (stacked, Burda et al.) or x-and-above (q(z_l|x, z_{l+1}), Tomczak & "
+        "Welling's HVAE)",
         INFERENCES,
+    )
+    decoder_reads: str = option(
+        "bottom",
+        "what p(x|z) reads: bottom (z_1) or all (every latent layer, as Tomczak & Welling's HVAE)",
+        DECODER_READS,
     )
 
     def describe(self, latent_dim: int) -> str:
         sizes = " + ".join(map(str, [latent_dim, *self.upper_layers]))
-        return f"latent layers of {sizes} dimensions inferred {self.inference}"
+        reads = "" if self.decoder_reads == "bottom" else ", all read by the decoder"
+        return f"latent layers of {sizes} dimensions inferred {self.inference}{reads}"
 
     def __post_init__(self) -> None:
         for name in ("upper_layers", "layer_hidden"):
@@ -80,6 +95,7 @@ class HierarchyOptions:
         if not self.upper_layers:
             raise ConfigError("a hierarchy needs at least one upper layer (one layer: --model vae)")
         choice("inference", self.inference, INFERENCES)
+        choice("decoder_reads", self.decoder_reads, DECODER_READS)
 
 
 class GaussianLayer(nn.Module):
@@ -154,10 +170,10 @@ class HierarchicalPrior(Prior):
 
 
 class TopLayer:
-    """The top layer z_L of a top-down hierarchy seen as a one-layer model: its inputs, its
-    posterior (a diagonal Gaussian of d_L dimensions) and q(z_L|x)'s parameters, the top
-    estimate (μ̂_L(x), σ̂_L(x)). What a prior that reads the model needs (``bind``); it keeps
-    the model as a plain reference."""
+    """The top layer z_L of a hierarchy inferred top-down or x-and-above, seen as a one-layer
+    model: its inputs, its posterior (a diagonal Gaussian of d_L dimensions) and q(z_L|x)'s
+    parameters. What a prior that reads the model needs (``bind``); it keeps the model as a
+    plain reference."""
 
     def __init__(self, model: nn.Module) -> None:
         self.input_shape = model.input_shape
@@ -166,8 +182,8 @@ class TopLayer:
         self._model = model
 
     def posterior_parameters(self, x: torch.Tensor) -> PosteriorParameters:
-        """q(z_L|x)'s ``(μ̂_L, σ̂_L)``, each ``(B, d_L)``."""
-        return self._model.posterior_parameters(x)[-2:]
+        """q(z_L|x)'s ``(μ_L, σ_L)``, each ``(B, d_L)``."""
+        return self._model.posterior.top_parameters(self._model.posterior_parameters(x))
 
 
 class HierarchicalPosterior(Posterior):
@@ -189,11 +205,18 @@ class HierarchicalPosterior(Posterior):
         super().__init__()
         self.sizes, self.inference = tuple(sizes), inference
         self.noise_dim = sum(self.sizes)
-        widen = 2 if inference == "top-down" else 1  # estimates (μ̂, σ̂) go up, or draws of z
-        self.upward = nn.ModuleList(
-            GaussianLayer(widen * below, above, hidden, activation)
-            for below, above in zip(self.sizes[:-1], self.sizes[1:], strict=True)
-        )
+        pairs = list(zip(self.sizes[:-1], self.sizes[1:], strict=True))
+        if inference == "x-and-above":
+            width = self.encoder_width(self.sizes[0])  # the encoder's features of x
+            self.top = GaussianLayer(width, self.sizes[-1], hidden, activation)
+            self.given_above = nn.ModuleList(
+                GaussianLayer(width + above, below, hidden, activation) for below, above in pairs
+            )
+        else:
+            widen = 2 if inference == "top-down" else 1  # estimates (μ̂, σ̂) go up, or draws
+            self.upward = nn.ModuleList(
+                GaussianLayer(widen * below, above, hidden, activation) for below, above in pairs
+            )
         object.__setattr__(self, "_prior", prior)  # not a submodule of the posterior
         self._prior: HierarchicalPrior
 
@@ -202,6 +225,8 @@ class HierarchicalPosterior(Posterior):
         return 2 * latent_dim
 
     def parameters_from(self, features: torch.Tensor) -> PosteriorParameters:
+        if self.inference == "x-and-above":
+            return (features,)  # every layer's network reads them
         first = gaussian_parameters(features)
         if self.inference == "bottom-up":
             return first
@@ -247,10 +272,23 @@ class HierarchicalPosterior(Posterior):
             return (
                 (params[0], params[1]) if level == 0 else self.upward[level - 1](layers[level - 1])
             )
-        estimate = (params[2 * level], params[2 * level + 1])
         if level == len(self.sizes) - 1:
-            return estimate
-        return _precision_weighted(estimate, self._prior.conditionals[level](layers[level + 1]))
+            return self.top_parameters(params)
+        above = layers[level + 1]
+        if self.inference == "x-and-above":
+            features = params[0].expand(*above.shape[:-1], params[0].shape[-1])
+            return self.given_above[level](torch.cat([features, above], dim=-1))
+        estimate = (params[2 * level], params[2 * level + 1])
+        return _precision_weighted(estimate, self._prior.conditionals[level](above))
+
+    def top_parameters(self, params: PosteriorParameters) -> Gaussian:
+        """q(z_L|x) of top-down or x-and-above inference (bottom-up has none: z_L depends on
+        the layers below it)."""
+        if self.inference == "x-and-above":
+            return self.top(params[0])
+        if self.inference == "top-down":
+            return params[-2], params[-1]
+        raise ConfigError("bottom-up inference has no q(z_L|x): z_L depends on the layers below")
 
     def sample_and_log_prob(
         self, params: PosteriorParameters, noise: torch.Tensor
@@ -288,11 +326,11 @@ class HierarchicalVAE(VAE):
         options: HierarchyOptions = config.model.options
         sizes = (config.latent_dim, *options.upper_layers)
         top = COMPONENTS["prior"][config.prior.name].builder(sizes[-1], config.prior.options)
-        if top.reads_the_model and options.inference != "top-down":
+        if top.reads_the_model and options.inference == "bottom-up":
             raise ConfigError(
-                f"the {config.prior.name} prior of the top layer reads q(z_L|x), which only "
-                "top-down inference has (bottom-up, z_L depends on the draws below it): use "
-                "--inference top-down"
+                f"the {config.prior.name} prior of the top layer reads q(z_L|x), which "
+                "bottom-up inference does not have (z_L depends on the draws below it): use "
+                "--inference top-down or x-and-above"
             )
         activation = config.network.options.activation
         prior = HierarchicalPrior(sizes, top, options.layer_hidden, activation)
@@ -304,6 +342,18 @@ class HierarchicalVAE(VAE):
     @property
     def layer_sizes(self) -> tuple[int, ...]:
         return self.posterior.sizes
+
+    @property
+    def decoder_input_dim(self) -> int:
+        if self.config.model.options.decoder_reads == "all":
+            return self.config.latent_dim + sum(self.config.model.options.upper_layers)
+        return self.config.latent_dim
+
+    def decoder_input(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """z_1, or all of z (``decoder_reads`` all)."""
+        if self.config.model.options.decoder_reads == "all":
+            return z
+        return super().decoder_input(z, labels)
 
     def descend(self, z: torch.Tensor, level: int) -> torch.Tensor:
         layers = self.prior.split(z)

@@ -12,7 +12,7 @@ from torch import nn
 from vaekit.checks import choice, fits_in_memory, option, sizes
 from vaekit.errors import ConfigError
 from vaekit.nets.conv import ConvDecoder, ConvEncoder
-from vaekit.nets.mlp import ACTIVATIONS, MLP
+from vaekit.nets.mlp import ACTIVATIONS, GATED, MLP
 from vaekit.registry import Registry
 
 INITS = ("default", "glorot")
@@ -57,7 +57,10 @@ def mlp_networks(options: NetworkOptions, shapes: NetworkShapes) -> tuple[nn.Mod
     hidden, activation = options.hidden, options.activation
     encoder_sizes = [math.prod(shapes.input_shape), *hidden, shapes.encoder_width]
     decoder_sizes = [shapes.latent_dim, *reversed(hidden), math.prod(shapes.param_shape)]
-    _fits(sum(a * b for sizes in (encoder_sizes, decoder_sizes) for a, b in pairwise(sizes)))
+    widen = 2 if activation == GATED else 1  # an upper bound: the output layers are not gated
+    _fits(
+        widen * sum(a * b for sizes in (encoder_sizes, decoder_sizes) for a, b in pairwise(sizes))
+    )
     return _initialised(
         options,
         MLP(shapes.input_shape, hidden, (shapes.encoder_width,), activation),
@@ -84,6 +87,8 @@ def conv_networks(options: NetworkOptions, shapes: NetworkShapes) -> tuple[nn.Mo
         )
     if len(options.hidden) != 1:
         raise ConfigError("the conv network takes one --hidden width (its dense layer)")
+    if options.activation == GATED:
+        raise ConfigError("--activation glu gates dense layers: use it with --network mlp")
     (hidden,) = options.hidden
     _fits(2 * hidden * (shapes.latent_dim + shapes.encoder_width + 64 * height * width // 16))
     out = (math.prod(shapes.param_shape) // (height * width), height, width)

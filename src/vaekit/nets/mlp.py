@@ -15,7 +15,11 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "silu": nn.SiLU,
     "softplus": nn.Softplus,
     "leaky_relu": nn.LeakyReLU,
+    "glu": nn.GLU,
 }
+GATED = "glu"
+"""A gated layer, h = (W x + b) ⊙ sigmoid(V x + c) (Dauphin et al. 2017; the GatedDense of
+Tomczak & Welling's VampPrior models): its linear map computes both halves, twice the width."""
 
 
 def activation_layer(name: str) -> nn.Module:
@@ -38,8 +42,9 @@ class MLP(nn.Module):
         self.out_shape = tuple(out_shape)
         sizes = [_numel(self.in_shape), *hidden]
         layers: list[nn.Module] = []
+        widen = 2 if activation == GATED else 1
         for width_in, width_out in itertools.pairwise(sizes):
-            layers += [nn.Linear(width_in, width_out), activation_layer(activation)]
+            layers += [nn.Linear(width_in, widen * width_out), activation_layer(activation)]
         layers.append(nn.Linear(sizes[-1], _numel(self.out_shape)))
         self.layers = nn.Sequential(*layers)
 
