@@ -102,6 +102,9 @@ def _number_list(kind: type, what: str) -> Callable[[str], list[Any]]:
     return parse
 
 
+RESUMABLE = ("epochs", "data_dir", "dataset")
+"""The options a resumed run (or sweep) may change: the length, and where the same data are."""
+
 _int_list = _number_list(int, "integers")
 _float_list = _number_list(float, "numbers")
 
@@ -535,16 +538,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     if args.resume:
         given = {**_given(args, _model_option_names()), **_given(args, _train_option_names())}
-        given.pop("epochs", None)
+        may_change = {name: given.pop(name) for name in RESUMABLE if name in given}
         if given or args.betas or args.seeds or args.recipe or args.config or args.run_dir:
-            raise ConfigError("--resume continues the sweep as planned; only --epochs may change")
+            raise ConfigError(
+                "--resume continues the sweep as planned; only --epochs, --dataset and "
+                "--data-dir may change (the data must be the same)"
+            )
         folder = Path(args.resume)
         plan = SweepPlan.read(folder)
-        if args.epochs is not None:
-            plan.train = dataclasses.replace(plan.train, epochs=args.epochs)
-        data = load_dataset(
-            plan.train.dataset, plan.train.data_dir, plan.train.image_size, not args.no_verify
-        )
+        plan.train = dataclasses.replace(plan.train, **may_change)
+        train = plan.train
+        data = load_dataset(train.dataset, train.data_dir, train.image_size, not args.no_verify)
         sweep = Sweep(folder, plan, data, progress)
         sweep.restore()
     else:
@@ -630,7 +634,7 @@ def _train(args: argparse.Namespace, distributed: bool) -> int:
 
 def _resume(args: argparse.Namespace) -> int:
     given = {**_given(args, _model_option_names()), **_given(args, _train_option_names())}
-    for may_change in ("epochs", "data_dir", "dataset"):
+    for may_change in RESUMABLE:
         given.pop(may_change, None)
     if given or args.recipe or args.run_dir:
         option = next(iter(given), "recipe" if args.recipe else "run_dir")

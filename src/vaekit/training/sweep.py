@@ -22,6 +22,7 @@ import contextlib
 import copy
 import json
 import math
+import os
 import statistics
 import time
 from collections.abc import Iterator
@@ -268,7 +269,7 @@ class Sweep:
             self.members.append(member)
             self.rng_states.append(torch.get_rng_state())
         first = self.members[0]
-        if first.world > 1:
+        if first.world > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise ConfigError("a sweep trains in one process: start it without torchrun")
         if first.model.infers_labels:
             raise ConfigError(
