@@ -44,7 +44,13 @@ from vaekit.training.interrupts import Stopped, StopRequest, stop_on_signals
 from vaekit.training.run_dir import RunDirectory
 from vaekit.training.schedule import kl_weight, learning_rate
 from vaekit.training.state import EpochState
-from vaekit.training.trainer import CHECK_EVERY, Trainer, check_same_data, make_optimizer
+from vaekit.training.trainer import (
+    CHECK_EVERY,
+    FIGURE_INTERVAL_S,
+    Trainer,
+    check_same_data,
+    make_optimizer,
+)
 from vaekit.visuals.figures import rate_distortion_png
 
 SWEEP = "sweep.json"
@@ -361,9 +367,15 @@ class Sweep:
         steps = math.ceil(len(members[0].train.x) / config.batch_size)
         state = members[0].state
         done = state.epoch * steps + (state.partial.step if state.partial else 0)
+        last_figures = time.perf_counter()
         with step_bar(config.epochs * steps, done, self.progress) as bar:
             while state.epoch < config.epochs:
                 self._epoch(stacked, steps, bar)
+                if time.perf_counter() - last_figures > FIGURE_INTERVAL_S:  # as a single run
+                    for index, member in enumerate(members):
+                        with self._own_rng(index):
+                            member._figures()
+                    last_figures = time.perf_counter()
         for index, member in enumerate(members):
             with self._own_rng(index):
                 member.finish()
