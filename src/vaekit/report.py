@@ -21,7 +21,13 @@ import torch
 from vaekit.data.batch import Batch
 from vaekit.data.dataset import Dataset
 from vaekit.errors import ConfigError
-from vaekit.evaluation.evaluate import describe_weights, evaluate, evaluation_batch, mismatch
+from vaekit.evaluation.evaluate import (
+    describe_weights,
+    evaluate,
+    evaluation_batch,
+    mismatch,
+    term_names,
+)
 from vaekit.evaluation.weights import UNRELIABLE_K
 from vaekit.files import atomic_write_bytes
 from vaekit.training.run_dir import EVALUATION, REPORT, RunDirectory
@@ -127,12 +133,12 @@ def _numbers(evaluation: dict[str, Any]) -> dict[str, str]:
     rate = "rate KL(q(z|x) || p(z))"
     if evaluation["rate_estimator"] != "analytic":
         rate += f" ({evaluation['rate_estimator']})"
-    x = "x|y" if evaluation.get("conditional") else "x"  # given the labels: of log p(x|y)
+    log_px, elbo = term_names(bool(evaluation.get("conditional")))
     numbers = {
         "examples": str(evaluation["n"]),
         "K": str(evaluation["k"]),
-        f"log p̂_K({x})": mean("log_px"),
-        "ELBO" if x == "x" else "ELBO(x|y)": mean("elbo"),
+        log_px: mean("log_px"),
+        elbo: mean("elbo"),
         "reconstruction": f"{evaluation['reconstruction']['value']:.2f}",
         rate: f"{evaluation['rate']['value']:.2f}",
         "gap log p̂ − ELBO": mean("gap"),
@@ -365,11 +371,11 @@ def _headline(inputs: ReportInputs) -> str:
     model = config.describe()
     data = inputs.data
     shape = "x".join(map(str, data.get("shape", [])))
-    x = "x|y" if evaluation.get("conditional") else "x"
+    log_px_name, elbo_name = term_names(bool(evaluation.get("conditional")))
     log_px = f"{evaluation['log_px']['value']:.2f} ± {evaluation['log_px']['stderr']:.2f}"
     error = evaluation.get("classifier_error")
     numbers = (
-        f"log p̂_K({x}) {log_px}, ELBO{'' if x == 'x' else '(x|y)'} "
+        f"{log_px_name} {log_px}, {elbo_name} "
         f"{evaluation['elbo']['value']:.2f} nats per example (K = {evaluation['k']}, "
         f"{evaluation['n']} test examples)"
         + ("" if error is None else f"; classifier q(y|x) test error {100 * error:.2f}%")

@@ -122,12 +122,13 @@ class Evaluation:
         bpd = "" if density else f"  ({self.bits_per_dim:.4f} bits/dim)"
         kind = " (a density of x, not comparable with discrete likelihoods)" if density else ""
         rate_note = "  (Monte Carlo, K draws)" if self.rate_estimator == "Monte Carlo" else ""
-        given, x = (" given the labels y", "x|y") if self.conditional else ("", "x")
+        given = " given the labels y" if self.conditional else ""
+        log_px, elbo = term_names(self.conditional)
         rows = [
             f"{self.describe()}",
             f"{self.likelihood} likelihood{kind}; nats per example (mean ± standard error){given}",
-            f"  {f'log p̂_K({x})':<19}{self.log_px!s:>18}{bpd}",  # p̂: 2 characters, 1 column
-            f"  {'ELBO' if x == 'x' else 'ELBO(x|y)':<18}{self.elbo!s:>18}",
+            f"  {log_px:<19}{self.log_px!s:>18}{bpd}",  # p̂: 2 characters, 1 column
+            f"  {elbo:<18}{self.elbo!s:>18}",
             f"    reconstruction  {self.reconstruction!s:>18}",
             f"    rate (KL to p(z)) {self.rate!s:>16}{rate_note}",
             f"  gap log p̂ − ELBO  {self.gap!s:>18}   (≈ KL(q(z|x) || p(z|x)))",
@@ -262,6 +263,12 @@ def evaluation_batch(model: torch.nn.Module, data: Dataset, split: str = "test")
     (e.g. grey levels binarised once with the fixed test seed under a Bernoulli)."""
     x, y = data.split(split)
     return Batch(model.likelihood.evaluation_examples(x), y)
+
+
+def term_names(conditional: bool) -> tuple[str, str]:
+    """How an evaluation names its log p̂ and ELBO: of x, or of x given the labels y (a
+    conditional model's: log p̂_K(x|y), ELBO(x|y))."""
+    return ("log p̂_K(x|y)", "ELBO(x|y)") if conditional else ("log p̂_K(x)", "ELBO")
 
 
 @torch.no_grad()
