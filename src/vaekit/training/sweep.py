@@ -482,6 +482,7 @@ def _summary_table(points: list[dict[str, Any]]) -> str:
                 spread = statistics.stdev(values)
                 cells.append(f"{key} {statistics.fmean(values):.2f} ± {spread:.2f}")
             elif values:
-                cells.append(f"{key} {values[0]:.2f} (one seed)")
-        lines.append(f"  β = {beta:g} ({len(group)} seeds): " + ", ".join(cells))
+                cells.append(f"{key} {values[0]:.2f}")
+        seeds = f"{len(group)} seed{'s' if len(group) > 1 else ''}"
+        lines.append(f"  β = {beta:g} ({seeds}): " + ", ".join(cells))
     return "\n".join(lines)
