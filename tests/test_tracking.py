@@ -65,6 +65,10 @@ def test_mlflow_holds_the_runs_metrics_model_and_evaluation(
     assert metrics["eval_K10_log_px"] == evaluation["log_px"]["value"]
     assert metrics["eval_K10_gap"] == evaluation["gap"]["value"]
     assert "evaluation-K10.txt" in {a.path for a in client.list_artifacts(saved["run_id"])}
+    (run / "tracking.json").write_text('{"mlflow": 3}')  # forged: refused before training
+    status = main(["train", "--resume", str(run), "--epochs", "4", "--no-progress"])
+    one_line_error(capsys, status, "tracking.json is damaged")
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
 
 
 def test_tracking_refusals(

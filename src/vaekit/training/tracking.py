@@ -118,6 +118,7 @@ class MLflowTracker:
 
     def __init__(self, run_dir: Path, uri: str | None) -> None:
         self.mlflow = _mlflow()
+        read_tracking(run_dir)  # a damaged RUN/tracking.json: refused before training
         self.run_dir, self.uri, self.run_id = run_dir, uri, None
         self.client: Any = None
         self.failed = False
@@ -170,7 +171,11 @@ def log_evaluation(run_dir: Path, evaluation: dict[str, Any], table: str) -> str
     """Add an evaluation to the MLflow run of ``run_dir`` (if it was tracked): its numbers as
     metrics (``eval_K{k}_log_px`` etc.), its table and ``evaluation.json`` as artifacts; return
     where it went (None: the run is not tracked)."""
-    saved = read_tracking(run_dir)
+    try:
+        saved = read_tracking(run_dir)
+    except ConfigError as err:  # the evaluation itself is saved: say so, and go on
+        warnings.warn(f"the evaluation was not logged to MLflow: {err}", stacklevel=2)
+        return None
     if saved is None:
         return None
     mlflow = _mlflow()
