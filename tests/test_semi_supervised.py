@@ -128,13 +128,14 @@ def test_labelled_subset_is_seeded_and_class_balanced() -> None:
 
 def test_semi_supervised_set_hides_labels_and_repeats_the_labelled() -> None:
     x, y = torch.arange(1000.0)[:, None], torch.arange(1000) % 10  # x: each example's row
-    train = semi_supervised_set(vaekit.Batch(x, y), 20, 10, seed=0)
-    kept = train.y != MISSING
-    assert torch.equal(train.x[:1000], x)  # every example once, 20 of them labelled
+    train, rows = semi_supervised_set(vaekit.Batch(x, y), 20, 10, seed=0)
+    assert train.x is x  # not copied: the rows repeat the labelled
+    kept = train.y[rows] != MISSING
+    assert torch.equal(rows[:1000], torch.arange(1000))  # every example once, 20 labelled
     assert int(kept[:1000].sum()) == 20
-    assert len(train.x) == 1000 + 20 * 48  # the labelled repeated: about half of all
-    assert torch.equal(y[train.x[kept, 0].long()], train.y[kept])  # their own labels
-    assert semi_supervised_set(vaekit.Batch(x, y), None, 10, 0) == vaekit.Batch(x, y)
+    assert len(rows) == 1000 + 20 * 48  # the labelled repeated: about half of all
+    assert torch.equal(y[rows[kept]], train.y[rows][kept])  # their own labels
+    assert semi_supervised_set(vaekit.Batch(x, y), None, 10, 0) == (vaekit.Batch(x, y), None)
 
 
 def test_missing_labels_are_allowed_only_in_a_semi_supervised_model() -> None:

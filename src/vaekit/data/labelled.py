@@ -33,18 +33,21 @@ def labelled_subset(labels: torch.Tensor, n: int, classes: int, seed: int) -> to
     return torch.cat(chosen).sort().values
 
 
-def semi_supervised_set(train: Batch, n: int | None, classes: int, seed: int) -> Batch:
+def semi_supervised_set(
+    train: Batch, n: int | None, classes: int, seed: int
+) -> tuple[Batch, torch.Tensor | None]:
     """The training set of a semi-supervised run: every example, with only the labels of
-    :func:`labelled_subset` kept (every label, with ``n`` None), and the labelled examples
-    repeated so that they are about half of every batch (the labelled ELBO and the
-    classifier's term then weigh as much as the unlabelled bound; Kingma et al. 2014 train on
-    labelled and unlabelled batches alike)."""
+    :func:`labelled_subset` kept (every label, with ``n`` None), and the rows an epoch goes
+    through: every example once and the labelled ones repeated, so that they are about half
+    of every batch (the labelled ELBO and the classifier's term then weigh as much as the
+    unlabelled bound; Kingma et al. 2014 train on labelled and unlabelled batches alike).
+    The rows index the examples (None: each once), so the repeats cost no copy of x."""
     assert train.y is not None
     if n is None:
-        return train
+        return train, None
     index = labelled_subset(train.y.cpu(), n, classes, seed).to(train.y.device)
     hidden = torch.full_like(train.y, MISSING)
     hidden[index] = train.y[index]
     repeats = max(1, round((len(train.y) - n) / n))
     rows = torch.cat([torch.arange(len(train.y), device=train.y.device), index.repeat(repeats - 1)])
-    return Batch(train.x[rows], hidden[rows])
+    return Batch(train.x, hidden), rows

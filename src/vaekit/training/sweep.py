@@ -364,7 +364,7 @@ class Sweep:
     def _run(self) -> None:
         members, config = self.members, self.members[0].config
         stacked = StackedStep(members)
-        steps = math.ceil(len(members[0].train.x) / config.batch_size)
+        steps = math.ceil(members[0].epoch_rows / config.batch_size)
         state = members[0].state
         done = state.epoch * steps + (state.partial.step if state.partial else 0)
         last_figures = time.perf_counter()

@@ -165,8 +165,10 @@ class Trainer:
         self.train = Batch(
             data.train_x.to(data_device), data.train_y.to(data_device) if labels else None
         )
+        # the rows an epoch goes through (None: each example once)
+        self.rows: torch.Tensor | None = None
         if model.infers_labels:
-            self.train = semi_supervised_set(
+            self.train, self.rows = semi_supervised_set(
                 self.train, self.config.labelled, model.classes, self.config.seed
             )
         test_x = model.likelihood.evaluation_examples(data.test_x)
@@ -175,6 +177,11 @@ class Trainer:
             torch.Generator(data_device).manual_seed(self.config.seed),
             torch.Generator(self.device).manual_seed(self.config.seed + 1),
         )
+
+    @property
+    def epoch_rows(self) -> int:
+        """The examples an epoch goes through (a semi-supervised run repeats its labelled)."""
+        return len(self.train.x) if self.rows is None else len(self.rows)
 
     def _make_step(self, model: torch.nn.Module) -> None:
         """The step module (DDP-wrapped across ranks), autocast and the gradient scaler."""
@@ -199,7 +206,7 @@ class Trainer:
         assert self.run_dir is not None
         state, tensors = self.run_dir.load_checkpoint(self.model, self.optimizer)
         self.state.restore(state, tensors, self.run_dir)
-        self.state.check_position(len(self.train.x), self.config.batch_size, self.run_dir)
+        self.state.check_position(self.epoch_rows, self.config.batch_size, self.run_dir)
         self.history = [r for r in self.run_dir.read_metrics() if r["epoch"] <= self.state.epoch]
         if self.writes:
             with self._writing():
@@ -286,7 +293,7 @@ class Trainer:
     def _epoch_start(self, steps: int) -> tuple[torch.Tensor, torch.Tensor, int, float]:
         """``(order, sums, first step, seconds spent)`` of the epoch: a new shuffle, or where
         an interrupted epoch stopped."""
-        partial, n = self.state.partial, len(self.train.x)
+        partial, n = self.state.partial, self.epoch_rows
         if partial is None:
             order = torch.randperm(n, generator=self.state.data, device=self.train.x.device)
             sums = torch.zeros(steps, len(TERMS), dtype=torch.float64, device=self.device)
@@ -305,6 +312,8 @@ class Trainer:
         each rank takes its share, so N ranks compute what one process would."""
         config = self.config
         index = order[step * config.batch_size : (step + 1) * config.batch_size]
+        if self.rows is not None:
+            index = self.rows[index]
         x, y = self.train.x[index], None if self.train.y is None else self.train.y[index]
         if self.batch_transform is not None:
             x = self.batch_transform(x, self.state.data)
@@ -350,7 +359,7 @@ class Trainer:
 
     def _train_epoch(self, bar: tqdm) -> dict[str, float]:
         config, state = self.config, self.state
-        n, batch_size = len(self.train.x), config.batch_size
+        n, batch_size = self.epoch_rows, config.batch_size
         steps = math.ceil(n / batch_size)
         lr = learning_rate(config, state.epoch) * state.lr_scale
         for group in self.optimizer.param_groups:
@@ -392,7 +401,7 @@ class Trainer:
     ) -> dict[str, float]:
         """An epoch's training record from its per-step term ``sums`` (steps, 3): the mean
         terms per example, the learning rate, β, the time, and the steps clipped."""
-        n = len(self.train.x)
+        n = self.epoch_rows
         means = (all_reduce_sum(sums.sum(0)) / n).tolist()
         record = {f"train_{name}": value for name, value in zip(TERMS, means, strict=True)}
         record.update(lr=lr, beta=beta, train_time_s=seconds, examples_per_s=n / seconds)
@@ -494,7 +503,7 @@ class Trainer:
 
     def _run(self) -> list[dict[str, Any]]:
         config, state = self.config, self.state
-        steps = math.ceil(len(self.train.x) / config.batch_size)
+        steps = math.ceil(self.epoch_rows / config.batch_size)
         last_figures = time.perf_counter()
         good = self._good_state() if config.on_nan == "rollback" else None
         done = state.epoch * steps + (state.partial.step if state.partial else 0)
