@@ -178,6 +178,10 @@ def test_the_summary_holds_each_members_numbers(
     evaluated = {p["member"]: p["log_px"] for p in summary}
     assert evaluated["beta0.5-seed0"] is None and evaluated["beta1-seed0"] < 0
     assert (folder / "rate_distortion.png").read_bytes()[:4] == b"\x89PNG"
+    evaluate = ["--evaluate", "5", "--evaluate-limit", "40", "--no-progress"]
+    assert main(["sweep", "--resume", str(folder), "--epochs", "3", *evaluate]) == 0
+    summary = json.loads((folder / "summary.json").read_text())["members"]
+    assert all(p["log_px"] < 0 and (p["k"], p["n"]) == (5, 40) for p in summary)
     assert main(["report", str(folder / "beta1-seed0"), "-k", "10", "--limit", "50"]) == 0
     assert "This run in its sweep" in (folder / "beta1-seed0" / "report.html").read_text()
 

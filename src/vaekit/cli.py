@@ -277,6 +277,15 @@ def _add_sweep_command(commands: Any) -> None:
     sweep.add_argument(
         "--seeds", type=_int_list, help="the members' seeds, e.g. 0,1,2 (default: 0)"
     )
+    sweep.add_argument(
+        "--evaluate",
+        type=int,
+        metavar="K",
+        help="at the end, evaluate each model (log p̂_K, as vaekit evaluate -k K) for the summary",
+    )
+    sweep.add_argument(
+        "--evaluate-limit", type=int, metavar="N", help="evaluate on the first N test examples"
+    )
     sweep.add_argument("--recipe", help="start from a named recipe, as vaekit train does")
     sweep.add_argument("--config", metavar="TOML", help="start from a configuration file")
     sweep.add_argument(
@@ -536,6 +545,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(summarize(Path(args.summarize)))
         return 0
     progress = not args.no_progress
+    if (args.evaluate is not None and args.evaluate <= 0) or (
+        args.evaluate_limit is not None and args.evaluate_limit <= 0
+    ):
+        raise ConfigError("--evaluate K and --evaluate-limit N must be positive")
     if args.resume:
         given = {**_given(args, _model_option_names()), **_given(args, _train_option_names())}
         may_change = {name: given.pop(name) for name in RESUMABLE if name in given}
@@ -562,6 +575,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         lambda: f"each model's checkpoint is kept: continue with 'vaekit sweep --resume {folder}'"
     ):
         sweep.run()
+    if args.evaluate is not None:
+        sweep.evaluate(args.evaluate, args.evaluate_limit)
     print(summarize(folder))
     print(f"{len(sweep.members)} models in {time.perf_counter() - start:.1f} s; sweep: {folder}")
     return 0

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from vaekit.console import step_bar
 from vaekit.data import Batch, Dataset
 from vaekit.errors import ConfigError
+from vaekit.evaluation.evaluate import evaluate, evaluation_batch
 from vaekit.files import atomic_write_bytes, atomic_write_json
 from vaekit.model import ModelConfig, build_model
 from vaekit.training.config import TrainConfig
@@ -44,6 +45,7 @@ from vaekit.training.interrupts import Stopped, StopRequest, stop_on_signals
 from vaekit.training.run_dir import RunDirectory
 from vaekit.training.schedule import kl_weight, learning_rate
 from vaekit.training.state import EpochState
+from vaekit.training.tracking import log_evaluation
 from vaekit.training.trainer import (
     CHECK_EVERY,
     FIGURE_INTERVAL_S,
@@ -379,6 +381,27 @@ class Sweep:
         for index, member in enumerate(members):
             with self._own_rng(index):
                 member.finish()
+
+    def evaluate(self, k: int, limit: int | None = None) -> None:
+        """Each member's evaluation (``vaekit evaluate``'s: log p̂_K, the identity's terms,
+        the diagnostics) on its first ``limit`` test examples (all: None), saved in its run
+        directory (and its MLflow run, if tracked), so the summary shows log p̂_K."""
+        for index, member in enumerate(self.members):
+            run = member.run_dir
+            assert run is not None
+            batch = evaluation_batch(member.model, self.data, "test")
+            if limit is not None:
+                batch = batch.select(slice(limit))
+            with self._own_rng(index):
+                result = evaluate(member.model, batch, k, progress=False)
+            result.info.update(
+                split="test",
+                dataset=member.config.dataset,
+                binarized=member.model.likelihood.evaluation_binarization,
+                limit=limit,
+            )
+            run.save_evaluation(result.to_dict())
+            log_evaluation(run.path, result.to_dict(), result.table())
 
     def _epoch(self, stacked: StackedStep, steps: int, bar: tqdm) -> None:
         members, config = self.members, self.members[0].config
