@@ -53,11 +53,16 @@ def _sweep_and_single_runs(
 def test_each_member_trains_as_its_single_run(
     float64: None, digits: vaekit.Dataset, tmp_path: Path
 ) -> None:
-    """216 steps (3 epochs of 72) with warm-up and clipping: each member's weights and
-    records are its single run's, to float64 round-off."""
+    """243 steps (3 epochs of 81), β × warm-up × seed, with clipping: each member's weights
+    and records are its single run's, to float64 round-off."""
     data = vaekit.Dataset("digits64", digits.train_x.double(), digits.test_x.double())
-    train = TrainConfig(epochs=3, batch_size=20, warmup_epochs=1, clip_grad_norm=5.0)
-    plan = SweepPlan(MODEL, train, betas=[0.5, 2.0], seeds=[0, 1])
+    train = TrainConfig(epochs=3, batch_size=20, clip_grad_norm=5.0)
+    plan = SweepPlan(MODEL, train, betas=[0.5, 2.0], seeds=[0, 1], warmups=[0, 1])
+    assert [name for name, _ in plan.members()][:3] == [
+        "beta0.5-warmup0-seed0",
+        "beta0.5-warmup0-seed1",
+        "beta0.5-warmup1-seed0",
+    ]
     for name, weights, model, single in _sweep_and_single_runs(plan, data, tmp_path):
         member = tmp_path / "sweep" / name
         for key, value in model.state_dict().items():

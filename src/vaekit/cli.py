@@ -278,6 +278,12 @@ def _add_sweep_command(commands: Any) -> None:
         "--seeds", type=_int_list, help="the members' seeds, e.g. 0,1,2 (default: 0)"
     )
     sweep.add_argument(
+        "--warmup-epochs",
+        dest="warmups",
+        type=_int_list,
+        help="the members' epochs of linear KL warm-up, e.g. 0,10 (default: 0, or the recipe's)",
+    )
+    sweep.add_argument(
         "--evaluate",
         type=int,
         metavar="K",
@@ -292,7 +298,8 @@ def _add_sweep_command(commands: Any) -> None:
         "--no-verify", action="store_true", help="skip the SHA-256 check of MNIST-style files"
     )
     _add_model_options(sweep.add_argument_group("model"))
-    _add_fields(sweep.add_argument_group("training"), TrainConfig, skip=("recipe", "beta", "seed"))
+    swept = ("recipe", "beta", "seed", "warmup_epochs")
+    _add_fields(sweep.add_argument_group("training"), TrainConfig, skip=swept)
     sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
     sweep.set_defaults(handler=cmd_sweep)
 
@@ -552,7 +559,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.resume:
         given = {**_given(args, _model_option_names()), **_given(args, _train_option_names())}
         may_change = {name: given.pop(name) for name in RESUMABLE if name in given}
-        if given or args.betas or args.seeds or args.recipe or args.config or args.run_dir:
+        planned = (args.betas, args.seeds, args.warmups, args.recipe, args.config, args.run_dir)
+        if given or any(planned):
             raise ConfigError(
                 "--resume continues the sweep as planned; only --epochs, --dataset and "
                 "--data-dir may change (the data must be the same)"
@@ -567,7 +575,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     else:
         model_options, config, data = _new_run(args)
         folder = Path(args.run_dir or f"runs/sweep-{time.strftime('%Y%m%d-%H%M%S')}")
-        plan = SweepPlan(model_options, config, args.betas or [1.0], args.seeds or [0])
+        warmups = args.warmups
+        if warmups is not None and len(warmups) == 1:  # one warm-up: not swept
+            config, warmups = dataclasses.replace(config, warmup_epochs=warmups[0]), None
+        plan = SweepPlan(model_options, config, args.betas or [1.0], args.seeds or [0], warmups)
         sweep = Sweep(folder, plan, data, progress)
         sweep.create()
     start = time.perf_counter()

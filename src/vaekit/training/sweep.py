@@ -9,9 +9,10 @@ step is one batched forward and backward of all the members' objectives
 (``torch.func.vmap``), and one Adam updates the stack (Adam is elementwise: N Adams in one).
 The members' results equal their single runs' up to float round-off (tested).
 
-What can be swept: β (``--beta 0.1,0.5,1``) and the seed (``--seeds 0,1,2``), every pair of
-them. Not: the shapes (latent size, networks, batch size, samples), the objective, and the
-learning rate and its schedule (one Adam for all). A sweep stops, resumes and survives a
+What can be swept: β (``--beta 0.1,0.5,1``), the seed (``--seeds 0,1,2``) and the KL warm-up
+(``--warmup-epochs 0,10``), every combination of them. Not: the shapes (latent size, networks,
+batch size, samples), the objective and its options (free bits: one objective for all), and
+the learning rate and its schedule (one Adam for all). A sweep stops, resumes and survives a
 kill as a whole: ``vaekit sweep --resume RUN``; a member left behind by a kill between the
 members' checkpoints first catches up alone.
 """
@@ -58,26 +59,40 @@ from vaekit.visuals.figures import rate_distortion_png
 SWEEP = "sweep.json"
 
 
-def member_name(beta: float, seed: int) -> str:
-    return f"beta{beta:g}-seed{seed}"
+def member_name(beta: float, seed: int, warmup: int | None = None) -> str:
+    """A member's folder: ``beta0.5-seed1``, or ``beta0.5-warmup10-seed1`` in a sweep of
+    warm-ups."""
+    return f"beta{beta:g}-{'' if warmup is None else f'warmup{warmup}-'}seed{seed}"
 
 
 @dataclass
 class SweepPlan:
-    """A sweep's members: the model, the training options they share, and the β and seeds
-    whose every pair is one member."""
+    """A sweep's members: the model, the training options they share, and the β, the seeds
+    and (if swept) the KL warm-ups whose every combination is one member."""
 
     model: dict[str, Any]
     train: TrainConfig
     betas: list[float]
     seeds: list[int]
+    warmups: list[int] | None = None  # None: the training options' one warm-up
 
     def members(self) -> list[tuple[str, TrainConfig]]:
+        warmups = self.warmups or [self.train.warmup_epochs]
+        swept = self.warmups is not None
         return [
-            (member_name(beta, seed), replace(self.train, beta=beta, seed=seed))
+            (
+                member_name(beta, seed, warmup if swept else None),
+                replace(self.train, beta=beta, seed=seed, warmup_epochs=warmup),
+            )
             for beta in self.betas
+            for warmup in warmups
             for seed in self.seeds
         ]
+
+    def setting(self, config: TrainConfig) -> str:
+        """What a member's seeds share: its β (and warm-up, if swept)."""
+        warmup = "" if self.warmups is None else f", warm-up {config.warmup_epochs}"
+        return f"β = {config.beta:g}{warmup}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -85,6 +100,7 @@ class SweepPlan:
             "train": self.train.to_dict(),
             "betas": self.betas,
             "seeds": self.seeds,
+            "warmups": self.warmups,
         }
 
     @classmethod
@@ -94,11 +110,13 @@ class SweepPlan:
             raise ConfigError(f"{folder} is not a sweep (no {SWEEP}): start one with vaekit sweep")
         try:
             saved = json.loads(path.read_text())
+            warmups = saved.get("warmups")  # absent in sweeps of β and seed alone
             return cls(
                 saved["model"],
                 TrainConfig.from_dict(saved["train"]),
                 [float(b) for b in saved["betas"]],
                 [int(s) for s in saved["seeds"]],
+                None if warmups is None else [int(w) for w in warmups],
             )
         except (ValueError, KeyError, TypeError) as err:
             raise ConfigError(f"{path} is damaged ({err})") from None
@@ -107,11 +125,11 @@ class SweepPlan:
 def check_plan(plan: SweepPlan) -> None:
     """Refuse, in one line, what one stacked step cannot train."""
     train = plan.train
-    if not plan.betas or not plan.seeds:
-        raise ConfigError("a sweep needs at least one β and one seed")
-    names = [name for name, _ in plan.members()]
+    if not plan.betas or not plan.seeds or plan.warmups == []:
+        raise ConfigError("a sweep needs at least one β, one seed (and one warm-up)")
+    names = [name for name, _ in plan.members()]  # each member's options checked here too
     if len(set(names)) != len(names):
-        raise ConfigError("the sweep names a β or seed twice")
+        raise ConfigError("the sweep names a β, seed or warm-up twice")
     if train.on_nan != "stop":
         raise ConfigError("--on-nan rollback halves one member's learning rate: not in a sweep")
     if train.precision == "fp16":
@@ -467,7 +485,9 @@ def sweep_points(folder: Path) -> list[dict[str, Any]]:
         points.append(
             {
                 "member": name,
+                "setting": plan.setting(config),
                 "beta": config.beta,
+                "warmup_epochs": config.warmup_epochs,
                 "seed": config.seed,
                 "epoch": last["epoch"],
                 "elbo": last["test_elbo"],
@@ -493,11 +513,11 @@ def _summary_table(points: list[dict[str, Any]]) -> str:
             f"{p['member']:<22}{p['epoch']:>6}{p['elbo']:>10.2f}{p['distortion']:>10.2f}"
             f"{p['rate']:>9.2f}  {log_px}"
         )
-    by_beta: dict[float, list[dict[str, Any]]] = {}
+    by_setting: dict[str, list[dict[str, Any]]] = {}
     for p in points:
-        by_beta.setdefault(p["beta"], []).append(p)
+        by_setting.setdefault(p["setting"], []).append(p)
     lines.append("mean ± standard deviation over the seeds:")
-    for beta, group in by_beta.items():
+    for setting, group in by_setting.items():
         cells = []
         for key in ("elbo", "distortion", "rate", "log_px"):
             values = [p[key] for p in group if p[key] is not None]
@@ -507,5 +527,5 @@ def _summary_table(points: list[dict[str, Any]]) -> str:
             elif values:
                 cells.append(f"{key} {values[0]:.2f}")
         seeds = f"{len(group)} seed{'s' if len(group) > 1 else ''}"
-        lines.append(f"  β = {beta:g} ({seeds}): " + ", ".join(cells))
+        lines.append(f"  {setting} ({seeds}): " + ", ".join(cells))
     return "\n".join(lines)

@@ -231,28 +231,29 @@ def traversals_png(
 
 def rate_distortion_png(points: list[dict[str, Any]], highlight: str | None = None) -> bytes:
     """The rate–distortion plane of a sweep (Alemi et al. 2018): each member's held-out rate
-    R = KL and distortion D = −reconstruction, in nats per example, coloured by β and marked
-    by seed, on dashed lines of equal ELBO (−ELBO = D + R); the member ``highlight`` ringed."""
+    R = KL and distortion D = −reconstruction, in nats per example, coloured by its setting
+    (β, and warm-up where swept) and marked by seed, on dashed lines of equal ELBO
+    (−ELBO = D + R); the member ``highlight`` ringed."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 5.5))
-    betas = sorted({p["beta"] for p in points})
+    settings = list(dict.fromkeys(p["setting"] for p in points))  # in the sweep's order
     seeds = sorted({p["seed"] for p in points})
-    colours = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(betas)))
+    colours = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(settings)))
     markers = "osD^v<>p*h"
     rates = [p["rate"] for p in points]
     distortions = [p["distortion"] for p in points]
     losses = [r + d for r, d in zip(rates, distortions, strict=True)]  # −ELBO
     low, high = min(losses), max(losses)
     for point in points:
-        colour = colours[betas.index(point["beta"])]
+        colour = colours[settings.index(point["setting"])]
         marker = markers[seeds.index(point["seed"]) % len(markers)]
         ax.scatter(point["rate"], point["distortion"], color=colour, marker=marker, zorder=3)
         if point["member"] == highlight:
             ax.scatter(point["rate"], point["distortion"], s=260, facecolors="none",
                        edgecolors="red", linewidths=1.5, zorder=4, label="this run")  # fmt: skip
-    for beta, colour in zip(betas, colours, strict=True):
-        ax.scatter([], [], color=colour, label=f"β = {beta:g}")
+    for setting, colour in zip(settings, colours, strict=True):
+        ax.scatter([], [], color=colour, label=setting)
     for i, seed in enumerate(seeds):
         ax.scatter([], [], color="k", marker=markers[i % len(markers)], label=f"seed {seed}")
     pad_r, pad_d = 0.1 * max(np.ptp(rates), 1.0), 0.1 * max(np.ptp(distortions), 1.0)
