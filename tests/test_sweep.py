@@ -204,6 +204,10 @@ def test_sweep_refusals(binary: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     status = main([*_sweep(binary, tmp_path / "c", "--epochs", "1"), *iwae])
     one_line_error(capsys, status, "--gradient dreg reweights")
     one_line_error(capsys, main(["sweep", "--summarize", str(tmp_path)]), "is not a sweep")
+    one = tmp_path / "one-warm-up"  # one warm-up is not swept: the names stay short
+    assert main(_sweep(binary, one, "--epochs", "1", "--warmup-epochs", "1")) == 0
+    config = json.loads((one / "beta0.5-seed0" / "config.json").read_text())
+    assert config["train"]["warmup_epochs"] == 1
     member = folder / member_name(0.5, 0)
     shutil.copytree(member, tmp_path / "occupied" / member.name)
     status = main(_sweep(binary, tmp_path / "occupied", "--epochs", "1"))
