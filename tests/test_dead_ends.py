@@ -472,7 +472,7 @@ def test_ctrl_c_outside_training_talks_of_no_checkpoint(
     def interrupt(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("vaekit.cli.evaluate", interrupt)
+    monkeypatch.setattr("vaekit.cli.evaluate_split", interrupt)
     assert main(["evaluate", str(trained_run), "-k", "2"]) == 130
     err = capsys.readouterr().err
     assert "checkpoint" not in err and "RUN" not in err and err.count("\n") == 1
@@ -519,7 +519,7 @@ def test_a_read_only_run_is_refused_before_minutes_of_work(
         raise AssertionError("computed before finding it could not save the result")
 
     monkeypatch.setattr("vaekit.cli.tempfile.TemporaryFile", read_only)
-    monkeypatch.setattr("vaekit.cli.evaluate", never)
+    monkeypatch.setattr("vaekit.cli.evaluate_split", never)
     for command in (["evaluate", str(trained_run)], ["report", str(trained_run)]):
         one_line_error(capsys, main(command), "cannot be written")
 

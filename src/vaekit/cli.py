@@ -32,7 +32,7 @@ from vaekit.console import say, silence_stdout
 from vaekit.data import Dataset, load_dataset
 from vaekit.data.batch import Batch
 from vaekit.errors import ConfigError, VaekitError
-from vaekit.evaluation.evaluate import evaluate, evaluation_batch
+from vaekit.evaluation.evaluate import evaluate_split, evaluation_batch
 from vaekit.export import export_run, push_run
 from vaekit.files import atomic_write_bytes
 from vaekit.hub import hub_folder, is_hub_id
@@ -889,17 +889,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         _check_writable(args.run)
     model, data = _model_and_data(args)
     model.to(resolve_device(args.device))
-    batch, rows = evaluation_batch(model, data, args.split), data.index(args.split)
-    if args.limit is not None:
-        batch, rows = batch.select(slice(args.limit)), rows[: args.limit]
-    result = evaluate(
-        model, batch, args.k, k_sweep=args.k_sweep, seed=args.seed, progress=not args.no_progress
-    )
-    result.info.update(
-        split=args.split,
-        dataset=args.dataset or run_data_name(args.run),
-        binarized=model.likelihood.evaluation_binarization,
-        limit=args.limit,
+    result, batch, rows = evaluate_split(
+        model,
+        data,
+        args.k,
+        args.dataset or run_data_name(args.run),
+        args.split,
+        args.limit,
+        k_sweep=args.k_sweep,
+        seed=args.seed,
+        progress=not args.no_progress,
     )
     # the files first: minutes of evaluation survive a closed pipe (vaekit evaluate ... | head)
     written: list[Path] = []

@@ -24,3 +24,9 @@ class ConfigError(VaekitError):
 
 class TrainingDiverged(VaekitError):
     """The loss or a gradient became NaN or infinite during training."""
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message (its type's name if it has none): how a foreign
+    error (torch's, MLflow's, the Hub's) is quoted inside vaekit's one-line messages."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]

@@ -21,7 +21,7 @@ from typing import Any
 
 from vaekit.errors import ConfigError
 from vaekit.files import atomic_write_bytes
-from vaekit.hub import PREFIX, is_hub_id, parse_hub_id, upload_folder
+from vaekit.hub import PREFIX, parse_repo, upload_folder
 from vaekit.training.run_dir import EVALUATION, RunDirectory
 from vaekit.version import __version__
 
@@ -59,7 +59,7 @@ def export_run(run: RunDirectory, out: Path, location: str | None = None) -> lis
 def push_run(run: RunDirectory, repo: str, private: bool = False) -> str:
     """Export ``run`` (see :func:`export_run`) into a scratch folder and upload it to the Hub
     repository ``repo``; return the commit's address."""
-    repo_id, _ = parse_hub_id(repo if is_hub_id(repo) else PREFIX + repo)
+    repo_id, _ = parse_repo(repo)
     with tempfile.TemporaryDirectory(prefix="vaekit-push-") as scratch:
         folder = Path(scratch) / repo_id.split("/")[1]  # the card's name: the repository's
         export_run(run, folder, PREFIX + repo_id)

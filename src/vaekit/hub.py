@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vaekit.errors import ConfigError
+from vaekit.errors import ConfigError, first_line
 from vaekit.version import __version__
 
 PREFIX = "hf://"
@@ -34,6 +34,12 @@ def parse_hub_id(name: str) -> tuple[str, str | None]:
             f"{name!r} is not a Hub id: write hf://owner/name or hf://owner/name@revision"
         )
     return repo, revision or None
+
+
+def parse_repo(repo: str) -> tuple[str, str | None]:
+    """``("owner/name", revision or None)`` of a repository named ``owner/name[@revision]``,
+    with or without ``hf://``."""
+    return parse_hub_id(repo if is_hub_id(repo) else PREFIX + repo)
 
 
 def hub_folder(name: str) -> Path:
@@ -64,14 +70,14 @@ def hub_folder(name: str) -> Path:
     except HFValidationError:
         raise ConfigError(f"{name!r} is not a valid Hub repository id") from None
     except HfHubHTTPError as err:
-        raise ConfigError(f"{name}: {_first_line(err)}") from None
+        raise ConfigError(f"{name}: {first_line(err)}") from None
     return Path(folder)
 
 
 def upload_folder(folder: Path, repo: str, private: bool = False) -> str:
     """Upload ``folder`` to the Hub repository ``repo`` (``owner/name`` or ``hf://owner/name``,
     created if new; ``@revision``: that branch); return the commit's address."""
-    repo, revision = parse_hub_id(repo if is_hub_id(repo) else PREFIX + repo)
+    repo, revision = parse_repo(repo)
     hub = _huggingface_hub()
     from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
 
@@ -89,7 +95,7 @@ def upload_folder(folder: Path, repo: str, private: bool = False) -> str:
             "no Hugging Face token: log in with 'hf auth login', or set HF_TOKEN"
         ) from None
     except HfHubHTTPError as err:
-        raise ConfigError(f"pushing to {repo}: {_first_line(err)}") from None
+        raise ConfigError(f"pushing to {repo}: {first_line(err)}") from None
     return str(getattr(commit, "commit_url", commit))
 
 
@@ -101,7 +107,3 @@ def _huggingface_hub() -> Any:
             "Hub models need the huggingface_hub package: pip install 'vaekit[hub]'"
         ) from None
     return huggingface_hub
-
-
-def _first_line(err: Exception) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]

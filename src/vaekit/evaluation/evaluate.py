@@ -265,6 +265,32 @@ def evaluation_batch(model: torch.nn.Module, data: Dataset, split: str = "test")
     return Batch(model.likelihood.evaluation_examples(x), y)
 
 
+def evaluate_split(
+    model: torch.nn.Module,
+    data: Dataset,
+    k: int,
+    dataset: str,
+    split: str = "test",
+    limit: int | None = None,
+    **options: Any,
+) -> tuple[Evaluation, Batch, torch.Tensor]:
+    """``vaekit evaluate``'s evaluation of ``data``'s ``split`` (its first ``limit`` examples;
+    all: None), its ``info`` saying which (``dataset``: the name the run knows its data by);
+    returns it with the batch evaluated and those examples' rows in the dataset. ``options``:
+    :func:`evaluate`'s (``k_sweep``, ``seed``, ``progress``)."""
+    batch, rows = evaluation_batch(model, data, split), data.index(split)
+    if limit is not None:
+        batch, rows = batch.select(slice(limit)), rows[:limit]
+    result = evaluate(model, batch, k, **options)
+    result.info.update(
+        split=split,
+        dataset=dataset,
+        binarized=model.likelihood.evaluation_binarization,
+        limit=limit,
+    )
+    return result, batch, rows
+
+
 def term_names(conditional: bool) -> tuple[str, str]:
     """How an evaluation names its log p̂ and ELBO: of x, or of x given the labels y (a
     conditional model's: log p̂_K(x|y), ELBO(x|y))."""

@@ -20,7 +20,7 @@ from torch import nn
 from torch.distributions import Distribution
 
 from vaekit.data.batch import Batch, as_batch
-from vaekit.errors import ConfigError, DataError
+from vaekit.errors import ConfigError, DataError, first_line
 from vaekit.model.config import COMPONENTS, ModelConfig
 from vaekit.model.contract import MODELS, Posterior, PosteriorParameters, Prior
 from vaekit.model.rate import RateRule
@@ -116,7 +116,7 @@ class VAE(nn.Module):
             try:
                 out = network(torch.zeros(given, dtype=dtype))
             except (RuntimeError, ValueError, TypeError) as err:
-                reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                reason = first_line(err)
                 raise ConfigError(
                     f"your {name} fails on input {given} ({reason}); it must map {given} to "
                     f"{wanted}"

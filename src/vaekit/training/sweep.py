@@ -38,10 +38,12 @@ from tqdm.auto import tqdm
 from vaekit.console import step_bar
 from vaekit.data import Batch, Dataset
 from vaekit.errors import ConfigError
-from vaekit.evaluation.evaluate import evaluate, evaluation_batch
+from vaekit.evaluation.evaluate import evaluate_split
 from vaekit.files import atomic_write_bytes, atomic_write_json
-from vaekit.model import ModelConfig, build_model
+from vaekit.model import COMPONENTS, ModelConfig, build_model
+from vaekit.model.config import DEFAULTS
 from vaekit.training.config import TrainConfig
+from vaekit.training.distributed import rank_and_size
 from vaekit.training.interrupts import Stopped, StopRequest, stop_on_signals
 from vaekit.training.run_dir import RunDirectory
 from vaekit.training.schedule import kl_weight, learning_rate
@@ -139,8 +141,11 @@ def check_plan(plan: SweepPlan) -> None:
             "--gradient dreg reweights z's gradient by a hook, which a batched step does not "
             "keep: sweep with --gradient reparam, or train each model alone"
         )
-    if train.labelled is not None:
+    kind = COMPONENTS["model"][plan.model.get("model") or DEFAULTS["model"]].builder
+    if train.labelled is not None or kind.infers_labels:
         raise ConfigError("a semi-supervised step splits each batch by its labels: not in a sweep")
+    if rank_and_size()[1] > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("a sweep trains in one process: start it without torchrun")
 
 
 class StackedStep:
@@ -281,7 +286,7 @@ class Sweep:
     together; see the module's note."""
 
     def __init__(self, folder: Path, plan: SweepPlan, data: Dataset, progress: bool) -> None:
-        check_plan(plan)
+        check_plan(plan)  # before any member is built
         self.folder, self.plan, self.progress = folder, plan, progress
         self.members: list[Trainer] = []
         self.rng_states: list[torch.Tensor] = []  # each member's own torch generator
@@ -294,13 +299,6 @@ class Sweep:
                 member.train, member.test = self.members[0].train, self.members[0].test
             self.members.append(member)
             self.rng_states.append(torch.get_rng_state())
-        first = self.members[0]
-        if first.world > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise ConfigError("a sweep trains in one process: start it without torchrun")
-        if first.model.infers_labels:
-            raise ConfigError(
-                "a semi-supervised model splits each batch by its labels: not in a sweep"
-            )
         self.data = data
         self.stop = StopRequest()
 
@@ -346,14 +344,7 @@ class Sweep:
                 run.write_config(member.model, member.config, summary)
             check_same_data(run, summary, accept=False)
             with run.lock(), self._own_rng(index):
-                if run.has_checkpoint():
-                    member.restore()
-                if self.plan.train.epochs < member.state.epoch:
-                    raise ConfigError(
-                        f"{run} has trained {member.state.epoch} epochs; --epochs is the total "
-                        f"to reach, so give more than {member.state.epoch}"
-                    )
-                run.write_config(member.model, member.config, summary)
+                member.continue_from_checkpoint(summary)
         ahead = max(member.state.global_step for member in self.members)
         for index, member in enumerate(self.members):
             if member.state.global_step < ahead:
@@ -407,17 +398,10 @@ class Sweep:
         for index, member in enumerate(self.members):
             run = member.run_dir
             assert run is not None
-            batch = evaluation_batch(member.model, self.data, "test")
-            if limit is not None:
-                batch = batch.select(slice(limit))
             with self._own_rng(index):
-                result = evaluate(member.model, batch, k, progress=False)
-            result.info.update(
-                split="test",
-                dataset=member.config.dataset,
-                binarized=member.model.likelihood.evaluation_binarization,
-                limit=limit,
-            )
+                result, _, _ = evaluate_split(
+                    member.model, self.data, k, member.config.dataset, limit=limit
+                )
             run.save_evaluation(result.to_dict())
             log_evaluation(run.path, result.to_dict(), result.table())
 

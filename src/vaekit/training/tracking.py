@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import torch
 
-from vaekit.errors import ConfigError
+from vaekit.errors import ConfigError, first_line
 from vaekit.files import atomic_write_json
 
 TRACKERS = ("mlflow",)
@@ -105,7 +105,7 @@ def _never_fatal(method: Callable[..., None]) -> Callable[..., None]:
         except (self.mlflow.exceptions.MlflowException, OSError) as err:
             self.failed = True
             warnings.warn(
-                f"MLflow stopped logging this run ({_first_line(err)}); training goes on, and "
+                f"MLflow stopped logging this run ({first_line(err)}); training goes on, and "
                 "the run directory keeps every record",
                 stacklevel=2,
             )
@@ -184,7 +184,7 @@ def log_evaluation(run_dir: Path, evaluation: dict[str, Any], table: str) -> str
             mlflow.MlflowClient(saved["uri"]), saved["run_id"], run_dir, evaluation, table
         )
     except (mlflow.exceptions.MlflowException, OSError) as err:
-        warnings.warn(f"the evaluation was not logged to MLflow ({_first_line(err)})", stacklevel=2)
+        warnings.warn(f"the evaluation was not logged to MLflow ({first_line(err)})", stacklevel=2)
         return None
     return f"MLflow run {saved['run_id']} in {saved['uri']}"
 
@@ -264,7 +264,3 @@ def _mlflow() -> Any:
     # nor MLflow's own deprecation warnings (e.g. of the SQLAlchemy it calls)
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"mlflow(\.|$)")
     return mlflow
-
-
-def _first_line(err: Exception) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]

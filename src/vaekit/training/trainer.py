@@ -36,6 +36,7 @@ from vaekit.errors import (
     DataError,
     TrainingDiverged,
     VaekitError,
+    first_line,
 )
 from vaekit.evaluation.labels import classification_error
 from vaekit.evaluation.layers import describe_layers, layer_record
@@ -143,7 +144,8 @@ class Trainer:
             )
         self.model = model.to(self.device)
         self.run_dir = None if run_dir is None else RunDirectory(run_dir)
-        self.trackers = make_trackers(self.config, self.run_dir and self.run_dir.path)
+        run_path = None if self.run_dir is None else self.run_dir.path
+        self.trackers = make_trackers(self.config, run_path)
         self.writes = self.run_dir is not None and self.rank == 0
         self.progress = progress and self.rank == 0
         self.optimizer = make_optimizer(model.parameters(), self.config.lr, self.config.adam_eps)
@@ -214,6 +216,21 @@ class Trainer:
                 self.run_dir.save_weights(self.model)  # as the checkpoint: a kill may have
                 # stopped the last write of model.safetensors
 
+    def continue_from_checkpoint(self, summary: dict[str, Any]) -> None:
+        """Take up the run where its checkpoint left it (if it has one: else from epoch 0),
+        refuse a total of epochs below those trained, and record the configuration (its
+        ``epochs`` may be new) with the data's ``summary``."""
+        assert self.run_dir is not None
+        if self.run_dir.has_checkpoint():
+            self.restore()
+        if self.config.epochs < self.state.epoch:
+            raise ConfigError(
+                f"{self.run_dir} has trained {self.state.epoch} epochs; --epochs is the total "
+                f"to reach, so give more than {self.state.epoch}"
+            )
+        if self.writes:
+            self.run_dir.write_config(self.model, self.config, summary)
+
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
         """Turn a failed write (disk full, permissions) into one clear error; the atomic
@@ -281,7 +298,7 @@ class Trainer:
 
             if not isinstance(err, TorchDynamoException):
                 raise
-            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            reason = first_line(err)
             if self.config.compile == "on":
                 raise ConfigError(
                     f"torch.compile failed ({reason}); train with --compile off"
@@ -669,15 +686,8 @@ def resume(
         torch.manual_seed(config.seed)  # as a new run builds its model
         model = build_model(saved.model)
         trainer = Trainer(model, data, config, run, progress)
-        if run.has_checkpoint():
-            trainer.restore()
-        if epochs is not None and epochs < trainer.state.epoch:
-            raise ConfigError(
-                f"{run} has trained {trainer.state.epoch} epochs; --epochs is the total to "
-                f"reach, so give more than {trainer.state.epoch}"
-            )
+        trainer.continue_from_checkpoint(summary)
         if trainer.writes:
-            run.write_config(model, trainer.config, summary)
             _note_stretched_schedule(saved.train, config, trainer.state.epoch)
         history = trainer.run()
     barrier()
