@@ -196,16 +196,20 @@ def _kl_section(evaluation: dict[str, Any]) -> str:
             '<p class="note">The prior does not factorise over the latent dimensions, so '
             "the rate has no per-dimension split.</p>"
         )
-    return _img(
-        figures.kl_per_dimension_png(evaluation["kl_per_dim"], evaluation["active"]),
-        "KL per dimension",
-    )
+    return _img(_kl_figure(evaluation), "KL per dimension")
+
+
+def _kl_figure(evaluation: dict[str, Any]) -> bytes:
+    """The KL per dimension's bars (a hierarchy's layer by layer, Monte Carlo)."""
+    sizes = [layer["size"] for layer in evaluation.get("layers", [])]
+    return figures.kl_per_dimension_png(evaluation["kl_per_dim"], evaluation["active"], sizes)
 
 
 def _importance(evaluation: dict[str, Any], means: torch.Tensor) -> list[float]:
     """What ranks the dimensions for traversals: KL per dimension, else Cov_x E_q[z_d]."""
-    if evaluation.get("kl_per_dim"):
-        return evaluation["kl_per_dim"]
+    kl = evaluation.get("kl_per_dim")
+    if kl and None not in kl:
+        return kl
     return means.double().var(0).tolist()
 
 
@@ -414,7 +418,7 @@ def _kl_png(run: RunDirectory, source: DataSource) -> bytes:
             f"{run}: the prior does not factorise over the latent dimensions, so the rate has "
             "no per-dimension split"
         )
-    return figures.kl_per_dimension_png(evaluation["kl_per_dim"], evaluation["active"])
+    return _kl_figure(evaluation)
 
 
 def _with_model(draw: Callable[[torch.nn.Module, Batch], bytes]) -> Callable[..., bytes]:

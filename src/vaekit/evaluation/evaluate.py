@@ -73,7 +73,7 @@ class Evaluation:
     gap: Mean
     bits_per_dim: float | None
     k_sweep: list[dict[str, Any]]
-    kl_per_dim: list[float]
+    kl_per_dim: list[float | None]
     active: list[bool]
     active_units: int
     mutual_information: float | None
@@ -139,7 +139,9 @@ class Evaluation:
                 f"{self.marginal_kl:.2f}"
             )
         faint = sum(
-            1 for kl, on in zip(self.kl_per_dim, self.active, strict=False) if on and kl < 0.1
+            1
+            for kl, on in zip(self.kl_per_dim, self.active, strict=False)
+            if on and kl is not None and kl < 0.1
         )
         note = f"; {faint} of them carry under 0.1 nats of KL each" if faint else ""
         rows.append(
@@ -151,17 +153,10 @@ class Evaluation:
                 f"  classifier q(y|x) {100 * self.classifier_error:.2f}% error "
                 "(argmax_y q(y|x) ≠ y)"
             )
-        if self.kl_per_dim:
-            rows.append("  KL per dimension  " + " ".join(f"{v:.2f}" for v in self.kl_per_dim))
+        if self.kl_per_dim and not self.layers:
+            rows.append("  KL per dimension  " + _numbers(self.kl_per_dim))
         if self.layers:
-            rows.append(
-                f"  per layer         rate (Monte Carlo, {LAYER_DRAWS} draws)   active units"
-            )
-            rows += [
-                f"    z_{level} ({layer['size']} dims){'':<{5 - len(str(layer['size']))}}"
-                f"{layer['rate']!s:>16}   {layer['active_units']} of {layer['size']}"
-                for level, layer in enumerate(self.layers, start=1)
-            ]
+            rows += self._layer_rows()
         if self.k_sweep:
             rows.append("  K sweep:          K    log p̂_K(x)            gap")
             rows += [
@@ -175,6 +170,24 @@ class Evaluation:
         rows += [f"  warning: {w}" for w in self.warnings]
         rows.append(f"  ({self.seconds:.1f} s)")
         return "\n".join(rows)
+
+    def _layer_rows(self) -> list[str]:
+        """A hierarchy's rate, active units and KL per dimension, layer by layer."""
+        rows = [f"  per layer         rate (Monte Carlo, {LAYER_DRAWS} draws)   active units"]
+        rows += [
+            f"    z_{level} ({layer['size']} dims){'':<{5 - len(str(layer['size']))}}"
+            f"{layer['rate']!s:>16}   {layer['active_units']} of {layer['size']}"
+            for level, layer in enumerate(self.layers, start=1)
+        ]
+        if self.kl_per_dim:
+            rows.append("  KL per dimension (Monte Carlo, the same draws; –: prior not factorised)")
+            sizes = [layer["size"] for layer in self.layers]
+            starts = [sum(sizes[:level]) for level in range(len(sizes))]
+            rows += [
+                f"    z_{level}  " + _numbers(self.kl_per_dim[start : start + size])
+                for level, (start, size) in enumerate(zip(starts, sizes, strict=True), start=1)
+            ]
+        return rows
 
     def save(self, path: str | Path) -> None:
         atomic_write_json(path, self.to_dict())
@@ -210,6 +223,11 @@ class Evaluation:
                 ]
             )
         atomic_write_bytes(path, buffer.getvalue().encode())
+
+
+def _numbers(values: list[float | None]) -> str:
+    """Nats to two decimals ("0.00" for a Monte Carlo −0.004), "–" where not defined."""
+    return " ".join("–" if v is None else f"{round(v, 2) + 0.0:.2f}" for v in values)
 
 
 def weight_summary(ess: torch.Tensor, k_hat: torch.Tensor) -> dict[str, Any]:
@@ -451,11 +469,17 @@ def _evaluate_batch(
     if len(model.layer_sizes) > 1:
         draws = standard_noise(model, LAYER_DRAWS, params[0], generator)
         put("rate_per_layer", model.rate_per_layer(params, draws).double())
+        put("kl_per_dim", model.kl_per_dimension(params, draws).double())
     layers = model.posterior.gaussian_layers(params)
     if layers is not None and len(layers) == 1:
         put("loc", layers[0][0])
         put("scale", layers[0][1])
     return log_w
+
+
+def _known(values: torch.Tensor) -> list[float | None]:
+    """``values`` as a list, NaN (not defined) as None."""
+    return [None if math.isnan(v) else v for v in values.tolist()]
 
 
 def _layers(
@@ -515,7 +539,7 @@ def _evaluation(
             }
             for size, bound in sorted((size, Mean.of(values)) for size, values in sweep.items())
         ],
-        kl_per_dim=[] if per_dim is None else per_dim.mean(0).tolist(),
+        kl_per_dim=[] if per_dim is None else _known(per_dim.mean(0)),
         active=active_mask.tolist(),
         active_units=active,
         mutual_information=None if marginal_kl is None else mean_rate - marginal_kl,

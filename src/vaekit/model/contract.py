@@ -122,6 +122,11 @@ class Prior(nn.Module):
         """log p(z) for ``z (..., D)``; ``(...)``."""
         raise NotImplementedError
 
+    def log_prob_dims(self, z: torch.Tensor) -> torch.Tensor | None:
+        """log p(z_d) of each dimension ``(..., D)`` for a prior that factorises over them
+        (log p(z) is their sum); ``None`` (the default) for one that does not."""
+        return None
+
     def sample(
         self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None
     ) -> torch.Tensor:

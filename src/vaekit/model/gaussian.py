@@ -17,8 +17,17 @@ HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 def log_density(z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """log N(z; μ, diag σ²) = −Σ_j [½ ((z_j − μ_j)/σ_j)² + log σ_j + ½ log 2π], summed over the
     last dimension; ``z (..., D)`` broadcast against ``loc``, ``scale`` ``(B, D)``; ``(...)``."""
-    standardised = (z - loc) / scale
-    return -(0.5 * standardised.square() + scale.log()).sum(-1) - z.shape[-1] * HALF_LOG_2PI
+    return -_log_density_terms(z, loc, scale).sum(-1) - z.shape[-1] * HALF_LOG_2PI
+
+
+def log_density_dims(z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The terms of :func:`log_density`, one per dimension: ``(..., D)``."""
+    return -_log_density_terms(z, loc, scale) - HALF_LOG_2PI
+
+
+def _log_density_terms(z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """½ ((z_j − μ_j)/σ_j)² + log σ_j, ``(..., D)``."""
+    return 0.5 * ((z - loc) / scale).square() + scale.log()
 
 
 def reparameterised_log_density(noise: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

@@ -47,7 +47,7 @@ from vaekit.errors import ConfigError
 from vaekit.model.config import COMPONENTS, ModelConfig
 from vaekit.model.contract import MODELS, Posterior, PosteriorParameters, Prior
 from vaekit.model.draws import random_like
-from vaekit.model.gaussian import log_density, reparameterised_log_density
+from vaekit.model.gaussian import log_density_dims, reparameterised_log_density
 from vaekit.model.posteriors.as_distribution import PosteriorDistribution
 from vaekit.model.posteriors.diagonal_gaussian import DiagonalGaussianPosterior, gaussian_parameters
 from vaekit.model.vae import VAE
@@ -140,11 +140,24 @@ class HierarchicalPrior(Prior):
     def log_prob_layers(self, z: torch.Tensor) -> torch.Tensor:
         """log p(z_l|z_{l+1}) per layer (log p(z_L) on top) for ``z (..., D)``; ``(..., L)``."""
         layers = self.split(z)
-        terms = [
-            log_density(layers[level], *conditional(layers[level + 1]))
+        below = [terms.sum(-1) for terms in self._conditional_dims(layers)]
+        return torch.stack([*below, self.top.log_prob(layers[-1])], dim=-1)
+
+    def conditional_log_prob_dims(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z_{l,d}|z_{l+1}) of each dimension d of each layer below the top (a diagonal
+        Gaussian given z_{l+1}), then the top prior's log p(z_{L,d}), or NaN for those where it
+        does not factorise (a mixture, a VampPrior); ``(..., D)`` for ``z (..., D)``."""
+        layers = self.split(z)
+        top = self.top.log_prob_dims(layers[-1])
+        unknown = torch.full_like(layers[-1], float("nan"))
+        return torch.cat([*self._conditional_dims(layers), unknown if top is None else top], -1)
+
+    def _conditional_dims(self, layers: list[torch.Tensor]) -> list[torch.Tensor]:
+        """log p(z_l|z_{l+1}) per dimension, for each layer below the top."""
+        return [
+            log_density_dims(layers[level], *conditional(layers[level + 1]))
             for level, conditional in enumerate(self.conditionals)
         ]
-        return torch.stack([*terms, self.top.log_prob(layers[-1])], dim=-1)
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         return self.log_prob_layers(z).sum(-1)
@@ -251,12 +264,20 @@ class HierarchicalPosterior(Posterior):
 
     def log_prob_layers(self, params: PosteriorParameters, z: torch.Tensor) -> torch.Tensor:
         """log q of each layer of ``z (..., B, D)`` given its parents; ``(..., B, L)``."""
+        terms = self.conditional_log_prob_dims(params, z).split(self.sizes, dim=-1)
+        return torch.stack([layer.sum(-1) for layer in terms], dim=-1)
+
+    def conditional_log_prob_dims(
+        self, params: PosteriorParameters, z: torch.Tensor
+    ) -> torch.Tensor:
+        """log q(z_{l,d}|the parents of z_l) of each dimension (q is a diagonal Gaussian given
+        them); ``(..., B, D)``."""
         layers = self._prior.split(z)
         terms = [
-            log_density(layers[level], *self._layer(params, layers, level))
+            log_density_dims(layers[level], *self._layer(params, layers, level))
             for level in range(len(self.sizes))
         ]
-        return torch.stack(terms, dim=-1)
+        return torch.cat(terms, dim=-1)
 
     def _order(self) -> range:
         """The layers in the order q draws them."""
@@ -366,3 +387,14 @@ class HierarchicalVAE(VAE):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         z, log_q = self.posterior.draw_layers(params, noise)
         return z, (log_q - self.prior.log_prob_layers(z)).mean(0)
+
+    def kl_per_dimension(self, params: PosteriorParameters, noise: torch.Tensor) -> torch.Tensor:
+        """Each latent dimension's share of the rate in nats,
+        E_q[log q(z_{l,d}|·) − log p(z_{l,d}|z_{l+1})], the Monte Carlo mean over the draws of
+        ``noise (S, B, D)``: ``(B, D)``. Both densities are diagonal Gaussians given their
+        parents, so a layer's dimensions sum to its rate of :meth:`sample_and_rate_per_layer`
+        with the same noise. NaN on the top layer's dimensions where its prior does not
+        factorise over them."""
+        z, _ = self.posterior.draw_layers(params, noise)
+        log_q = self.posterior.conditional_log_prob_dims(params, z)
+        return (log_q - self.prior.conditional_log_prob_dims(z)).mean(0)

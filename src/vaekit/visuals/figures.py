@@ -98,20 +98,41 @@ def identity_png(evaluation: dict[str, Any]) -> bytes:
     return figure_png(fig)
 
 
-def kl_per_dimension_png(kl: list[float], threshold_active: list[bool]) -> bytes:
-    """Bars of E_x KL(q(z_d|x) || p(z_d)), active units in colour; whole-numbered ticks."""
+def kl_per_dimension_png(
+    kl: list[float | None], threshold_active: list[bool], layer_sizes: list[int] | None = None
+) -> bytes:
+    """Bars of each dimension's KL, active units in colour; whole-numbered ticks. With a
+    hierarchy's ``layer_sizes``, each layer named and fenced off; a dimension whose KL is not
+    defined (None: a top prior that does not factorise) is marked on the axis."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(max(6, 0.25 * len(kl)), 3))
     colours = ["tab:blue" if active else "lightgrey" for active in threshold_active]
-    ax.bar(range(len(kl)), kl, color=colours)
+    ax.bar(range(len(kl)), [0.0 if v is None else v for v in kl], color=colours)
+    unknown = [d for d, v in enumerate(kl) if v is None]
+    if unknown:
+        ax.plot(unknown, [0.0] * len(unknown), "x", color="tab:red", label="not defined")
+        ax.legend(loc="upper right", fontsize=8)
+    for start, size, level in _layer_spans(layer_sizes or []):
+        if start:
+            ax.axvline(start - 0.5, color="black", linewidth=0.8)
+        ax.text(start + size / 2 - 0.5, 1.0, f"z_{level}", transform=ax.get_xaxis_transform(),
+                ha="center", va="bottom", fontsize=9)  # fmt: skip
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("latent dimension (grey: inactive, Cov_x E_q[z_d] ≤ 0.01)")
     ax.set_ylabel("KL (nats)")
-    ax.set_title(f"KL per dimension: {sum(threshold_active)} of {len(kl)} active")
+    title = f"KL per dimension: {sum(threshold_active)} of {len(kl)} active"
+    ax.set_title(title, pad=14 if layer_sizes else 6)
     fig.tight_layout()
     return figure_png(fig)
+
+
+def _layer_spans(sizes: list[int]) -> list[tuple[int, int, int]]:
+    """(first dimension, size, level from 1) of each layer, for two layers or more."""
+    if len(sizes) < 2:
+        return []
+    return [(sum(sizes[:i]), size, i + 1) for i, size in enumerate(sizes)]
 
 
 MAX_LEGEND_CLASSES = 20

@@ -6,7 +6,7 @@ import torch
 
 from vaekit.model.contract import PRIORS, PosteriorParameters, Prior
 from vaekit.model.draws import random_like
-from vaekit.model.gaussian import kl_to_standard, standard_log_density
+from vaekit.model.gaussian import HALF_LOG_2PI, kl_to_standard, standard_log_density
 from vaekit.model.posteriors.diagonal_gaussian import DiagonalGaussianPosterior
 from vaekit.model.rate import register_rate
 from vaekit.registry import NoOptions
@@ -22,6 +22,9 @@ class StandardNormalPrior(Prior):
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         return standard_log_density(z)
+
+    def log_prob_dims(self, z: torch.Tensor) -> torch.Tensor:
+        return -0.5 * z.square() - HALF_LOG_2PI
 
     def sample(
         self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None
