@@ -18,11 +18,12 @@ from vaekit.errors import ConfigError
 from vaekit.evaluation import linear_gaussian_hierarchy as lgh
 from vaekit.evaluation.identity import identity_check
 from vaekit.model import HierarchicalVAE, ModelConfig
-from vaekit.objectives.elbo import elbo, elbo_with_free_bits
+from vaekit.objectives.elbo import elbo, elbo_per_layer
 from vaekit.objectives.importance import iwae_terms
 from vaekit.objectives.training import ELBOObjective
 from vaekit.training.config import TrainConfig
 from vaekit.training.linear_gaussian import fit_linear_gaussian
+from vaekit.training.schedule import layer_kl_weights
 
 Z_TOL = 5.0  # standard errors
 
@@ -302,15 +303,15 @@ def test_free_bits_leave_each_layer_its_first_nats() -> None:
         if part == "objective":
             ELBOObjective("reparam", free_bits)(model, batch, noise, beta=1.0)[0].backward()
         else:
-            elbo_with_free_bits(model, batch, noise, free_bits)[0].reconstruction.backward()
+            elbo_per_layer(model, batch, noise, free_bits)[0].reconstruction.backward()
         return [p.grad.clone() for p in model.parameters() if p.grad is not None]
 
     rates = model.rate_per_layer(model.posterior_parameters(batch), noise).detach()
     free_bits = float(rates.mean(0).min()) + 0.01  # over the smaller layer's batch rate only
     with torch.no_grad():
-        terms, penalised = elbo_with_free_bits(model, batch, noise, free_bits)
+        terms, penalised = elbo_per_layer(model, batch, noise, free_bits)
     by_hand = sum(max(free_bits * 8, float(rates[:, level].sum())) for level in range(2))
-    assert abs(float(penalised) - by_hand) < 1e-10
+    assert abs(float(penalised.sum()) - by_hand) < 1e-10
     assert abs(float(terms.rate) - float(rates.sum())) < 1e-10
     high = float(rates.mean(0).max()) + 1.0
     _, sums = ELBOObjective("reparam", high)(model, batch, noise, beta=1.0)
@@ -320,6 +321,77 @@ def test_free_bits_leave_each_layer_its_first_nats() -> None:
         torch.testing.assert_close(with_free_bits, reconstruction_only, rtol=0, atol=1e-12)
     plain = elbo(model, batch, 2, noise, "sum", check=False)
     torch.testing.assert_close(sums, torch.stack(plain).detach(), rtol=0, atol=1e-10)
+
+
+def test_a_warm_up_per_layer_weights_each_layer_s_rate_by_its_own_beta() -> None:
+    """Each layer's β ramps linearly over its own epochs (0: β from the start); the objective
+    with β per layer is reconstruction − Σ_l β_l rate_l of the same draws (by hand, 1e-10), so
+    with equal β's its gradient is the one-β objective's (1e-12, float64), and with β_2 = 0 it
+    is that of reconstruction − rate_1 alone."""
+    config = TrainConfig(beta=2.0, layer_warmup_epochs=[0, 2, 4])
+    assert layer_kl_weights(config, 0, 10) == [2.0, 0.0, 0.0]
+    assert layer_kl_weights(config, 5, 10) == [2.0, 0.5, 0.25]
+    assert layer_kl_weights(config, 30, 10) == [2.0, 2.0, 1.5]
+    assert layer_kl_weights(config, 40, 10) == [2.0, 2.0, 2.0]
+    torch.manual_seed(0)
+    model = HierarchicalVAE((6,), 3, model="hierarchy", upper_layers=[2], likelihood="gaussian")
+    model = model.double()
+    batch = Batch(torch.randn(8, 6, dtype=torch.float64))
+    noise = torch.randn(2, 8, model.noise_dim, dtype=torch.float64)
+    per_layer = ELBOObjective("reparam", 0.0, layer_betas=True)
+
+    def gradients(total: torch.Tensor) -> list[torch.Tensor]:
+        model.zero_grad()
+        total.backward()
+        return [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    betas = torch.tensor([0.7, 0.7], dtype=torch.float64)
+    one_beta = gradients(ELBOObjective("reparam")(model, batch, noise, beta=0.7)[0])
+    for a, b in zip(gradients(per_layer(model, batch, noise, betas)[0]), one_beta, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    terms, rates = elbo_per_layer(model, batch, noise)
+    lower_only = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    total = per_layer(model, batch, noise, lower_only)[0]
+    assert abs(float((total - terms.reconstruction + rates[0]).detach())) < 1e-10
+    expected = gradients(terms.reconstruction - rates[0])
+    for a, b in zip(gradients(total), expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def test_a_warm_up_per_layer_trains_and_is_refused_where_it_means_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each epoch's record has every layer's β at its last step (the ramp, by hand); a one-layer
+    model, a count that is not one per layer, --warmup-epochs beside it, the IWAE bound and a
+    sweep: one line each."""
+    run = tmp_path / "run"
+    base = ["train", "--model", "hierarchy", "--latent-dim", "4", "--upper-layers", "2",
+            "--hidden", "16", "--epochs", "2", "--no-progress"]  # fmt: skip
+    assert main([*base, "--layer-warmup-epochs", "0,4", "--run-dir", str(run)]) == 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = -(-1617 // 128)  # the digits' training examples in batches of 128
+    assert [r["beta_z2"] for r in records] == [
+        pytest.approx((epoch * steps - 1) / (4 * steps), abs=1e-6) for epoch in (1, 2)
+    ]
+    assert [r["beta_z1"] for r in records] == [1.0, 1.0]
+    capsys.readouterr()
+    one_layer = ["train", "--hidden", "16", "--epochs", "2", "--layer-warmup-epochs", "3"]
+    assert main([*one_layer, "--run-dir", str(tmp_path / "one")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "use --warmup-epochs" in err, err
+    for options, message in [
+        (["--layer-warmup-epochs", "3"], "1 entry for 2 latent layers"),
+        (["--layer-warmup-epochs", "3,3", "--warmup-epochs", "2"], "drop --warmup-epochs"),
+        (["--layer-warmup-epochs", "3,3", "--objective", "iwae"], "no warm-up"),
+    ]:
+        target = str(tmp_path / f"refused{len(options)}{options[-1]}")
+        assert main([*base, *options, "--run-dir", target]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
+    sweep = ["sweep", *base[1:], "--layer-warmup-epochs", "3,3", "--beta", "0.5,1"]
+    assert main([*sweep, "--run-dir", str(tmp_path / "sweep")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "train a warm-up per layer alone" in err
 
 
 @pytest.mark.parametrize(

@@ -37,9 +37,11 @@ def layer_record(model: Any, batch: torch.Tensor | Batch, batch_size: int = 1000
 
 
 def describe_layers(record: dict[str, Any], sizes: tuple[int, ...], prefix: str = "") -> str:
-    """``z1 3.12 nats 8/16 active, z2 ...`` from :func:`layer_record`'s keys (with ``prefix``)."""
+    """``z1 3.12 nats 8/16 active, z2 ...`` from :func:`layer_record`'s keys (with ``prefix``),
+    with a layer's KL weight (``beta_z2``: a warm-up per layer) where it is not 1."""
     return ", ".join(
         f"z{level} {record[f'{prefix}rate_z{level}']:.2f} nats "
         f"{record[f'{prefix}active_z{level}']}/{size} active"
+        + (f" (weighted ×{weight:.2f})" if (weight := record.get(f"beta_z{level}", 1)) != 1 else "")
         for level, size in enumerate(sizes, start=1)
     )

@@ -192,19 +192,21 @@ def semi_supervised_elbo(
     return result, classification
 
 
-def elbo_with_free_bits(
-    model: VAE, batch: Batch, noise: torch.Tensor, free_bits: float
+def elbo_per_layer(
+    model: VAE, batch: Batch, noise: torch.Tensor, free_bits: float = 0.0
 ) -> tuple[ELBOTerms, torch.Tensor]:
     """The ELBO's terms summed over the batch, from the draws of ``noise (S, B, noise_dim)``,
-    and the rate that the free-bits objective penalises (Kingma et al. 2016, with one group per
-    latent layer): Σ_l max(λ B, Σ_b rate_{b,l}), i.e. a layer whose rate averages under λ =
-    ``free_bits`` nats per example over the batch costs λ and gets no gradient from the rate.
-    The objective is reconstruction − β · that; the ELBO reported is the true one."""
+    and the rate of each latent layer that the objective penalises, ``(L,)``: Σ_b rate_{b,l},
+    or with free bits (Kingma et al. 2016, one group per latent layer) max(λ B, Σ_b rate_{b,l}),
+    i.e. a layer whose rate averages under λ = ``free_bits`` nats per example over the batch
+    costs λ and gets no gradient from the rate. The objective is reconstruction − Σ_l β_l ·
+    that (one β for all layers, or one each under a warm-up per layer); the ELBO reported is
+    the true one."""
     params = model.posterior_parameters(batch)
     z, rates = model.sample_and_rate_per_layer(params, noise)  # (B, L)
     reconstruction = model.log_likelihood(z, batch, "sum") / len(noise)
     rate = rates.sum()
-    penalised = rates.sum(0).clamp_min(free_bits * len(rates)).sum()
+    penalised = rates.sum(0).clamp_min(free_bits * len(rates))
     return ELBOTerms(reconstruction - rate, reconstruction, rate), penalised
 
 

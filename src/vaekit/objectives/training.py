@@ -1,9 +1,10 @@
 """The training objectives, registered by name (``OBJECTIVES``): what one step maximises.
 
-Each is built as ``cls(gradient, free_bits)`` with one of its ``gradients`` (the estimator of
-the objective's gradient; the first is the plain reparameterised one) and the nats of rate per
-latent layer left unpenalised (ELBO only; 0: none), and called as
-``objective(model, batch, noise, beta)`` with ``noise (S, B, noise_dim)``
+Each is built as ``cls(gradient, free_bits, layer_betas)`` with one of its ``gradients`` (the
+estimator of the objective's gradient; the first is the plain reparameterised one), the nats of
+rate per latent layer left unpenalised (ELBO only; 0: none) and whether β comes as one weight
+per latent layer (a warm-up per layer), and called as ``objective(model, batch, noise, beta)``
+with ``noise (S, B, noise_dim)`` and β a number, or a tensor ``(L,)`` with ``layer_betas``,
 and returns ``(total, sums)``: the objective summed over the batch (to be maximised) and the
 detached sums of (ELBO, reconstruction, rate) over the batch, for the running averages.
 """
@@ -20,7 +21,7 @@ from vaekit.errors import ConfigError
 from vaekit.objectives.elbo import (
     ELBO_GRADIENTS,
     elbo,
-    elbo_with_free_bits,
+    elbo_per_layer,
     semi_supervised_elbo,
 )
 from vaekit.objectives.importance import IWAE_GRADIENTS, iwae_terms
@@ -33,25 +34,28 @@ OBJECTIVES: Registry[type] = Registry("objective")
 
 
 class _Objective:
-    """What every objective shares: its gradient estimator, one of ``gradients``, and its free
-    bits (for an objective that ``takes_beta``, a weighted rate)."""
+    """What every objective shares: its gradient estimator, one of ``gradients``, its free
+    bits and its β per layer (for an objective that ``takes_beta``, a weighted rate)."""
 
     gradients: tuple[str, ...] = ("reparam",)
     takes_beta: bool
 
-    def __init__(self, gradient: str = "reparam", free_bits: float = 0.0) -> None:
+    def __init__(
+        self, gradient: str = "reparam", free_bits: float = 0.0, layer_betas: bool = False
+    ) -> None:
         choice("gradient", gradient, self.gradients)
-        if free_bits and not self.takes_beta:
-            raise ConfigError(f"{type(self).__name__} has no rate term to give free bits")
-        self.gradient, self.free_bits = gradient, free_bits
+        if (free_bits or layer_betas) and not self.takes_beta:
+            raise ConfigError(f"{type(self).__name__} has no rate term to weight per layer")
+        self.gradient, self.free_bits, self.layer_betas = gradient, free_bits, layer_betas
 
 
 @OBJECTIVES.register("elbo")
 class ELBOObjective(_Objective):
     """The ELBO, reconstruction − β·rate, estimated with S = --samples draws per example;
     gradient ``reparam`` or ``stl`` (see :func:`vaekit.objectives.elbo`); with free bits, the
-    rate of each latent layer counted as at least λ per example (see
-    :func:`~vaekit.objectives.elbo.elbo_with_free_bits`). For a model that infers missing
+    rate of each latent layer counted as at least λ per example, and with ``layer_betas`` each
+    layer's rate weighted by its own β (see :func:`~vaekit.objectives.elbo.elbo_per_layer`).
+    For a model that infers missing
     labels, Kingma et al. (2014)'s M2 objective: each example's bound (see
     :func:`~vaekit.objectives.elbo.semi_supervised_elbo`) plus α log q(y|x) of each given
     label, α the model's ``classification_weight``."""
@@ -60,7 +64,7 @@ class ELBOObjective(_Objective):
     gradients = ELBO_GRADIENTS
 
     def __call__(
-        self, model: VAE, batch: Batch, noise: torch.Tensor, beta: float
+        self, model: VAE, batch: Batch, noise: torch.Tensor, beta: float | torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if model.infers_labels:  # labels summed out where missing, and the classifier's term
             terms, log_q_y = semi_supervised_elbo(
@@ -68,9 +72,10 @@ class ELBOObjective(_Objective):
             )
             objective = terms.objective(beta) + model.classification_weight * log_q_y
             return objective, torch.stack(terms).detach()
-        if self.free_bits:
-            terms, penalised = elbo_with_free_bits(model, batch, noise, self.free_bits)
-            return terms.reconstruction - beta * penalised, torch.stack(terms).detach()
+        if self.free_bits or self.layer_betas:
+            terms, penalised = elbo_per_layer(model, batch, noise, self.free_bits)
+            objective = terms.reconstruction - (beta * penalised).sum()
+            return objective, torch.stack(terms).detach()
         terms = elbo(model, batch, len(noise), noise, "sum", check=False, gradient=self.gradient)
         return terms.objective(beta), torch.stack(terms).detach()
 

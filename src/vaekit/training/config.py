@@ -68,6 +68,12 @@ class TrainConfig:
     )
     beta: float = option(1.0, "weight β of the rate in the objective (1: the ELBO)")
     warmup_epochs: int = option(0, "epochs of linear KL warm-up from β = 0")
+    layer_warmup_epochs: list[int] = option(
+        list,
+        "a hierarchy's KL warm-up layer by layer, bottom to top: the epochs of each layer's "
+        "linear ramp from 0 to β (e.g. 10,50: the upper layer's rate weighs in later); "
+        "instead of --warmup-epochs",
+    )
     free_bits: float = option(
         0.0,
         "nats per example of each latent layer's rate left unpenalised (free bits, Kingma et "
@@ -121,6 +127,7 @@ class TrainConfig:
         positive_float("free_bits", self.free_bits, allow_zero=True)
         positive_float("clip_grad_norm", self.clip_grad_norm, allow_zero=True)
         positive_int("warmup_epochs", self.warmup_epochs, allow_zero=True)
+        self._check_layer_warmup()
         seed("seed", self.seed)
         for name in ("image_size", "labelled"):
             if getattr(self, name) is not None:
@@ -133,7 +140,7 @@ class TrainConfig:
             if isinstance(f.default, bool):
                 boolean(f.name, getattr(self, f.name))
         if not OBJECTIVES[self.objective].builder.takes_beta and (
-            self.beta != 1 or self.warmup_epochs or self.free_bits
+            self.beta != 1 or self.warmup_epochs or self.layer_warmup_epochs or self.free_bits
         ):
             raise ConfigError(
                 f"the {self.objective.upper()} objective is a bound on log p(x): use --beta 1, "
@@ -149,6 +156,18 @@ class TrainConfig:
             raise ConfigError(
                 f"--gradient {self.gradient} is not an estimator of the {self.objective.upper()} "
                 f"objective's gradient: use one of {', '.join(gradients)}"
+            )
+
+    def _check_layer_warmup(self) -> None:
+        if not isinstance(self.layer_warmup_epochs, list):
+            raise ConfigError(
+                f"layer_warmup_epochs must be a list of epochs, got {self.layer_warmup_epochs!r}"
+            )
+        for epochs in self.layer_warmup_epochs:
+            positive_int("every layer_warmup_epochs entry", epochs, allow_zero=True)
+        if self.layer_warmup_epochs and self.warmup_epochs:
+            raise ConfigError(
+                "--layer-warmup-epochs gives each layer its own warm-up: drop --warmup-epochs"
             )
 
     def to_dict(self) -> dict[str, Any]:

@@ -57,6 +57,19 @@ def burda_stage(epoch: int) -> int:
 def kl_weight(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
     """β_t = β · min(1, t / (warmup_epochs · steps_per_epoch)): linear KL warm-up from 0 at
     global step t = 0, then β."""
-    if config.warmup_epochs == 0:
-        return config.beta
-    return config.beta * min(1.0, step / (config.warmup_epochs * steps_per_epoch))
+    return _ramp(config.beta, config.warmup_epochs, step, steps_per_epoch)
+
+
+def layer_kl_weights(config: TrainConfig, step: int, steps_per_epoch: int) -> list[float]:
+    """Each latent layer's β_t, bottom to top: :func:`kl_weight`'s ramp with that layer's
+    ``layer_warmup_epochs``."""
+    return [
+        _ramp(config.beta, epochs, step, steps_per_epoch) for epochs in config.layer_warmup_epochs
+    ]
+
+
+def _ramp(beta: float, epochs: int, step: int, steps_per_epoch: int) -> float:
+    """β · min(1, t / (epochs · steps_per_epoch)); β when ``epochs`` is 0."""
+    if epochs == 0:
+        return beta
+    return beta * min(1.0, step / (epochs * steps_per_epoch))

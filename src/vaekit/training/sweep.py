@@ -142,6 +142,10 @@ def check_plan(plan: SweepPlan) -> None:
             "keep: sweep with --gradient reparam, or train each model alone"
         )
     kind = COMPONENTS["model"][plan.model.get("model") or DEFAULTS["model"]].builder
+    if train.layer_warmup_epochs:
+        raise ConfigError(
+            "a sweep weights each member's rate by one β: train a warm-up per layer alone"
+        )
     if train.labelled is not None or kind.infers_labels:
         raise ConfigError("a semi-supervised step splits each batch by its labels: not in a sweep")
     if rank_and_size()[1] > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:

@@ -56,7 +56,7 @@ from vaekit.training.distributed import (
 )
 from vaekit.training.interrupts import Stopped, StopRequest, stop_on_signals
 from vaekit.training.run_dir import RunDirectory
-from vaekit.training.schedule import kl_weight, learning_rate
+from vaekit.training.schedule import kl_weight, layer_kl_weights, learning_rate
 from vaekit.training.state import EpochState, Interrupted, TrainingState
 from vaekit.training.tracking import make_trackers
 from vaekit.visuals.grids import reconstructions_png, samples_png
@@ -91,6 +91,7 @@ def check_data(
     if model.uses_labels and data.train_y is None:
         raise ConfigError(f"{data.name} has no labels, and this model needs them")
     _check_semi_supervised(model, train)
+    _check_layer_warmup(model, train)
     binarization, transform = model.likelihood.training_transform(data, train.binarize)
     return replace(train, binarize=binarization), transform
 
@@ -105,6 +106,20 @@ def _check_semi_supervised(model: torch.nn.Module, train: TrainConfig) -> None:
         return
     if train.objective != "elbo" or train.free_bits:
         raise ConfigError("a semi-supervised model trains with --objective elbo, without free bits")
+
+
+def _check_layer_warmup(model: torch.nn.Module, train: TrainConfig) -> None:
+    """A warm-up per layer needs a hierarchy, and one entry for each of its layers."""
+    layers, given = len(model.layer_sizes), len(train.layer_warmup_epochs)
+    if given and layers == 1:
+        raise ConfigError(
+            "--layer-warmup-epochs is for a hierarchy of latent layers: use --warmup-epochs"
+        )
+    if given and given != layers:
+        raise ConfigError(
+            f"--layer-warmup-epochs has {given} {'entry' if given == 1 else 'entries'} for "
+            f"{layers} latent layers: give one per layer, bottom to top"
+        )
 
 
 def make_optimizer(
@@ -349,7 +364,16 @@ class Trainer:
         y = None if y is None else y.to(self.device, non_blocking=True)
         return Batch(x.to(self.device, non_blocking=True), y), noise, size
 
-    def _step(self, batch: Batch, noise: torch.Tensor, beta: float, size: int) -> torch.Tensor:
+    def _kl_weight(self, step: int, steps: int) -> float | torch.Tensor:
+        """β at global ``step``: one number, or under a warm-up per layer each layer's ``(L,)``
+        (a tensor on the device: a compiled step takes a new one without recompiling)."""
+        if not self.config.layer_warmup_epochs:
+            return kl_weight(self.config, step, steps)
+        return torch.tensor(layer_kl_weights(self.config, step, steps), device=self.device)
+
+    def _step(
+        self, batch: Batch, noise: torch.Tensor, beta: float | torch.Tensor, size: int
+    ) -> torch.Tensor:
         """One optimizer step; returns the step's detached term sums."""
         with self.autocast():
             loss, step_sums = self._objective(batch, noise, beta, size / self.world)
@@ -388,14 +412,14 @@ class Trainer:
         start, checked = time.perf_counter(), first
         seen = min(first * batch_size, n) // self.world
         totals = sums[:first].sum(0)
-        beta = kl_weight(config, state.global_step, steps)
+        beta = self._kl_weight(state.global_step, steps)
         for step in range(first, steps):
             if self.stop.requested or state.global_step == self.until_step:
                 raise Interrupted(
                     EpochState(order, sums, step, spent + time.perf_counter() - start)
                 )
             batch, noise, size = self._batch(order, step)
-            beta = kl_weight(config, state.global_step, steps)
+            beta = self._kl_weight(state.global_step, steps)
             sums[step] = self._step(batch, noise, beta, size)
             seen += len(batch.x)
             state.global_step += 1
@@ -414,13 +438,19 @@ class Trainer:
         return self.epoch_record(sums, lr, beta, spent + time.perf_counter() - start)
 
     def epoch_record(
-        self, sums: torch.Tensor, lr: float, beta: float, seconds: float
+        self, sums: torch.Tensor, lr: float, beta: float | torch.Tensor, seconds: float
     ) -> dict[str, float]:
         """An epoch's training record from its per-step term ``sums`` (steps, 3): the mean
-        terms per example, the learning rate, β, the time, and the steps clipped."""
+        terms per example, the learning rate, β (at the epoch's last step; under a warm-up per
+        layer, the configured β and each layer's ``beta_z1``, ...), the time, and the steps
+        clipped."""
         n = self.epoch_rows
         means = (all_reduce_sum(sums.sum(0)) / n).tolist()
         record = {f"train_{name}": value for name, value in zip(TERMS, means, strict=True)}
+        if isinstance(beta, torch.Tensor):
+            betas = (round(b, 6) for b in beta.tolist())  # float32: 6 decimals are its own
+            record.update({f"beta_z{level}": b for level, b in enumerate(betas, 1)})
+            beta = self.config.beta
         record.update(lr=lr, beta=beta, train_time_s=seconds, examples_per_s=n / seconds)
         if self.config.clip_grad_norm:  # the steps of this epoch (since a resume) clipped
             record["clipped_steps"] = int(self.clipped)
@@ -586,10 +616,12 @@ class _Objective(torch.nn.Module):
     def __init__(self, model: torch.nn.Module, config: TrainConfig) -> None:
         super().__init__()
         self.model = model
-        self.objective = OBJECTIVES[config.objective].builder(config.gradient, config.free_bits)
+        self.objective = OBJECTIVES[config.objective].builder(
+            config.gradient, config.free_bits, bool(config.layer_warmup_epochs)
+        )
 
     def forward(
-        self, batch: Batch, noise: torch.Tensor, beta: float, share: float
+        self, batch: Batch, noise: torch.Tensor, beta: float | torch.Tensor, share: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
         total, sums = self.objective(self.model, batch, noise, beta)
         return -total / share, sums
