@@ -357,8 +357,10 @@ def _add_encode_command(commands: Any) -> None:
         "--as-data",
         action="store_true",
         help="write both splits' codes as a dataset .npz (x_train, x_test and their labels "
-        "y_train, y_test) that vaekit train --dataset reads: a model of the codes, e.g. M2 on "
-        "a VAE's latent means (M1+M2)",
+        "y_train, y_test; the means' x_train_scale, q's standard deviations, where q is one "
+        "diagonal Gaussian) that vaekit train --dataset reads: a model of the codes, e.g. M2 "
+        "on a VAE's latent codes (M1+M2; it trains on fresh draws of them, --no-draw-codes: "
+        "on the means)",
     )
     encode.add_argument(
         "-o",
@@ -645,6 +647,11 @@ def _train(args: argparse.Namespace, distributed: bool) -> int:
         advice = model.likelihood.advice(data)
         if advice:
             say(f"vaekit: note: {advice}")
+        if data.train_scale is not None and config.draw_codes:
+            say(
+                "vaekit: note: the training codes come with their scales: each batch is a "
+                "fresh draw x ~ N(mean, scale²) (--no-draw-codes: the means)"
+            )
     start = time.perf_counter()
     try:
         with _stopped_in(RunDirectory(run_dir).resume_hint):
@@ -816,20 +823,26 @@ def cmd_encode(args: argparse.Namespace) -> int:
     generator = torch.Generator().manual_seed(args.seed)
     what = "draws z ~ q(z|x)" if args.draw else "means"
     if args.as_data:
-        columns = {}
+        columns: dict[str, np.ndarray | None] = {}
         for split in ("train", "test"):
             batch = evaluation_batch(model, data, split)
-            columns[f"x_{split}"] = _codes(model, batch, args.draw, generator)
+            columns[f"x_{split}"], columns[f"scale_{split}"] = _codes(
+                model, batch, args.draw, generator
+            )
             columns[f"y_{split}"] = None if batch.y is None else batch.y.numpy()
+        scale = columns.pop("scale_train")
+        del columns["scale_test"]  # the test codes are evaluated at their means
+        columns["x_train_scale"] = None if args.draw else scale
         _write_codes(out, columns)
         shape = columns["x_train"].shape[1:]
-        print(f"wrote latent {what} {shape} of both splits as a dataset to {out}")
+        also = "" if columns["x_train_scale"] is None else " (the training codes' scales too)"
+        print(f"wrote latent {what} {shape} of both splits as a dataset to {out}{also}")
         return 0
     split = args.split or "test"
     batch = evaluation_batch(model, data, split)
     index = data.index(split).numpy()
     columns = {
-        "z": _codes(model, batch, args.draw, generator),
+        "z": _codes(model, batch, args.draw, generator)[0],
         "labels": None if batch.y is None else batch.y.numpy(),
         "index": index,
         "files": None if data.sources is None else np.array([data.sources[i] for i in index]),
@@ -844,9 +857,10 @@ def cmd_encode(args: argparse.Namespace) -> int:
 @torch.no_grad()
 def _codes(
     model: torch.nn.Module, batch: Batch, draw: bool, generator: torch.Generator
-) -> np.ndarray:
-    """E_q[z|x] of every example of ``batch`` (or a draw z ~ q(z|x)), 1000 at a time."""
-    parts = []
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """E_q[z|x] of every example of ``batch`` (or a draw z ~ q(z|x)), 1000 at a time, and
+    q's standard deviations where q(z|x) is one diagonal Gaussian (else None)."""
+    parts, scales = [], []
     for begin in range(0, len(batch.x), 1000):
         params = model.posterior_parameters(batch.select(slice(begin, begin + 1000)))
         if draw:
@@ -854,7 +868,10 @@ def _codes(
             parts.append(model.posterior.rsample(params, noise)[0])
         else:
             parts.append(model.posterior.representative(params))
-    return torch.cat(parts).numpy()
+        layers = model.posterior.gaussian_layers(params)
+        if layers is not None and len(layers) == 1:
+            scales.append(layers[0][1])
+    return torch.cat(parts).numpy(), torch.cat(scales).numpy() if scales else None
 
 
 def _write_codes(out: Path, columns: dict[str, np.ndarray | None]) -> None:

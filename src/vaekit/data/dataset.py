@@ -27,7 +27,10 @@ class Dataset:
     [0, 1]; ``train_y``/``test_y``: int64 labels ``(N,)`` or ``None``. Where the data came
     from: ``train_index``/``test_index``, each example's row in the user's file (or its
     position in the folder's sorted file list), ``sources`` the files of a folder by that
-    position, ``classes`` the name of each label (a folder's sub-folders).
+    position, ``classes`` the name of each label (a folder's sub-folders). ``train_scale``:
+    for codes of a VAE (``vaekit encode --as-data``), the standard deviation of q(z|x) of each
+    training value, its mean being ``train_x`` (training can draw from them; ``None``: the
+    values are points).
     """
 
     name: str
@@ -39,6 +42,7 @@ class Dataset:
     test_index: torch.Tensor | None = None
     sources: list[str] | None = None
     classes: list[str] | None = None
+    train_scale: torch.Tensor | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -115,7 +119,8 @@ class Dataset:
         """SHA-256 of both splits' examples and labels, with their shapes and dtypes: a run
         records it, so that resuming on other data is noticed (~0.3 s for MNIST)."""
         digest = hashlib.sha256()
-        for tensor in (self.train_x, self.test_x, self.train_y, self.test_y):
+        scales = () if self.train_scale is None else (self.train_scale,)  # older data: as was
+        for tensor in (self.train_x, self.test_x, self.train_y, self.test_y, *scales):
             if tensor is None:
                 digest.update(b"none")
                 continue

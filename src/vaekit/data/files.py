@@ -133,6 +133,7 @@ def load_array(path: str | Path) -> Dataset:
             torch.from_numpy(_labels(arrays["y_test"], len(test_x), f"{path}[y_test]"))
             if labelled
             else None,
+            train_scale=_scales(arrays, train_x, path),
         )
     key = "x" if "x" in arrays else (next(iter(arrays)) if len(arrays) == 1 else None)
     if key is None:
@@ -143,6 +144,25 @@ def load_array(path: str | Path) -> Dataset:
     x = _as_examples(arrays[key], f"{path}[{key}]")
     y = _labels(arrays["y"], len(x), f"{path}[y]") if "y" in arrays else None
     return holdout_split(x, y, path.stem)
+
+
+def _scales(arrays: dict[str, np.ndarray], train_x: np.ndarray, path: Path) -> torch.Tensor | None:
+    """``x_train_scale``, the standard deviations of codes written with their means (finite,
+    non-negative, one per value of ``x_train``), or None."""
+    if "x_train_scale" not in arrays:
+        return None
+    where = f"{path}[x_train_scale]"
+    if not np.issubdtype(arrays["x_train_scale"].dtype, np.floating):
+        raise DataError(f"{where}: standard deviations must be floating-point numbers")
+    scale = _as_examples(arrays["x_train_scale"], where)
+    if scale.shape != train_x.shape:
+        raise DataError(
+            f"{where}: shape {scale.shape} is not x_train's {train_x.shape}: one standard "
+            "deviation per value"
+        )
+    if (scale < 0).any():
+        raise DataError(f"{where}: standard deviations must be non-negative")
+    return torch.from_numpy(scale)
 
 
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L")

@@ -74,6 +74,12 @@ class TrainConfig:
         "linear ramp from 0 to β (e.g. 10,50: the upper layer's rate weighs in later); "
         "instead of --warmup-epochs",
     )
+    draw_codes: bool = option(
+        True,
+        "for codes written with their scales ('vaekit encode --as-data' of a VAE): train on a "
+        "fresh draw x ~ N(mean, scale²) of every batch, as Kingma et al.'s M1+M2 trained M2 "
+        "on draws of M1's z (--no-draw-codes: on the means)",
+    )
     free_bits: float = option(
         0.0,
         "nats per example of each latent layer's rate left unpenalised (free bits, Kingma et "

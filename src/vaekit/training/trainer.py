@@ -182,6 +182,12 @@ class Trainer:
         self.train = Batch(
             data.train_x.to(data_device), data.train_y.to(data_device) if labels else None
         )
+        # codes drawn afresh each batch from N(train.x, train_scale²) (None: the values as given)
+        self.train_scale = (
+            data.train_scale.to(data_device)
+            if self.config.draw_codes and data.train_scale is not None
+            else None
+        )
         # the rows an epoch goes through (None: each example once)
         self.rows: torch.Tensor | None = None
         if model.infers_labels:
@@ -347,6 +353,9 @@ class Trainer:
         if self.rows is not None:
             index = self.rows[index]
         x, y = self.train.x[index], None if self.train.y is None else self.train.y[index]
+        if self.train_scale is not None:
+            scale = self.train_scale[index]
+            x = x + scale * torch.randn(x.shape, generator=self.state.data, device=x.device)
         if self.batch_transform is not None:
             x = self.batch_transform(x, self.state.data)
         size = len(x)
