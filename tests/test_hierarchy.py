@@ -24,6 +24,7 @@ from vaekit.objectives.training import ELBOObjective
 from vaekit.training.config import TrainConfig
 from vaekit.training.linear_gaussian import fit_linear_gaussian
 from vaekit.training.schedule import layer_kl_weights
+from vaekit.visuals.figures import kl_per_dimension_png
 
 Z_TOL = 5.0  # standard errors
 
@@ -168,6 +169,9 @@ def test_kl_per_dimension_is_undefined_where_the_top_prior_does_not_factorise() 
         by_layer = model.rate_per_layer(params, noise)
     assert per_dim[:, 3:].isnan().all() and not per_dim[:, :3].isnan().any()
     torch.testing.assert_close(per_dim[:, :3].sum(-1), by_layer[:, 0], rtol=0, atol=1e-10)
+    values = [*per_dim.mean(0)[:3].tolist(), None, None]  # as evaluation.json keeps them
+    png = kl_per_dimension_png(values, [True] * 5, [3, 2])
+    assert png.startswith(b"\x89PNG")
 
 
 def test_fitted_identity_and_importance_sampling_converge(digits: vaekit.Dataset) -> None:
