@@ -824,15 +824,12 @@ def cmd_encode(args: argparse.Namespace) -> int:
     what = "draws z ~ q(z|x)" if args.draw else "means"
     if args.as_data:
         columns: dict[str, np.ndarray | None] = {}
+        scales = {}  # the test codes are evaluated at their means: only the training scales
         for split in ("train", "test"):
             batch = evaluation_batch(model, data, split)
-            columns[f"x_{split}"], columns[f"scale_{split}"] = _codes(
-                model, batch, args.draw, generator
-            )
+            columns[f"x_{split}"], scales[split] = _codes(model, batch, args.draw, generator)
             columns[f"y_{split}"] = None if batch.y is None else batch.y.numpy()
-        scale = columns.pop("scale_train")
-        del columns["scale_test"]  # the test codes are evaluated at their means
-        columns["x_train_scale"] = None if args.draw else scale
+        columns["x_train_scale"] = None if args.draw else scales["train"]
         _write_codes(out, columns)
         shape = columns["x_train"].shape[1:]
         also = "" if columns["x_train_scale"] is None else " (the training codes' scales too)"

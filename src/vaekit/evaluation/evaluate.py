@@ -33,6 +33,7 @@ from vaekit.data.dataset import Dataset
 from vaekit.errors import ConfigError
 from vaekit.evaluation.diagnostics import ACTIVE_THRESHOLD, active_units, aggregate_posterior_kl
 from vaekit.evaluation.labels import classification_error
+from vaekit.evaluation.layers import layer_starts
 from vaekit.evaluation.statistics import Mean
 from vaekit.evaluation.weights import (
     UNRELIABLE_K,
@@ -182,7 +183,7 @@ class Evaluation:
         if self.kl_per_dim:
             rows.append("  KL per dimension (Monte Carlo, the same draws; –: prior not factorised)")
             sizes = [layer["size"] for layer in self.layers]
-            starts = [sum(sizes[:level]) for level in range(len(sizes))]
+            starts = layer_starts(sizes)
             rows += [
                 f"    z_{level}  " + _numbers(self.kl_per_dim[start : start + size])
                 for level, (start, size) in enumerate(zip(starts, sizes, strict=True), start=1)
@@ -488,7 +489,7 @@ def _layers(
     """Each latent layer's size, rate and active units (none for one layer)."""
     if rates is None:
         return []
-    starts = [sum(sizes[:level]) for level in range(len(sizes))]
+    starts = layer_starts(sizes)
     return [
         {
             "size": size,

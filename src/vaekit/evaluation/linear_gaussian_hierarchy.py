@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import MultivariateNormal, kl_divergence
 
+from vaekit.evaluation.layers import layer_starts
 from vaekit.evaluation.linear_gaussian import linear_decoder
 from vaekit.model.hierarchy import GaussianLayer, HierarchicalVAE
 from vaekit.model.posteriors.diagonal_gaussian import MIN_SCALE
@@ -89,7 +90,7 @@ def _linear(layer: GaussianLayer) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
 
 
 def _offsets(sizes: tuple[int, ...]) -> list[slice]:
-    starts = [sum(sizes[:level]) for level in range(len(sizes))]
+    starts = layer_starts(sizes)
     return [slice(start, start + size) for start, size in zip(starts, sizes, strict=True)]
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from vaekit.data.batch import Batch, as_batch
+from vaekit.evaluation.layers import layer_starts
 from vaekit.visuals.grids import examples_png, figure_png
 
 
@@ -132,7 +133,11 @@ def _layer_spans(sizes: list[int]) -> list[tuple[int, int, int]]:
     """(first dimension, size, level from 1) of each layer, for two layers or more."""
     if len(sizes) < 2:
         return []
-    return [(sum(sizes[:i]), size, i + 1) for i, size in enumerate(sizes)]
+    starts = layer_starts(sizes)
+    return [
+        (start, size, level)
+        for level, (start, size) in enumerate(zip(starts, sizes, strict=True), 1)
+    ]
 
 
 MAX_LEGEND_CLASSES = 20
@@ -216,7 +221,7 @@ def traversals_png(
     the decoder through the prior means of the layers below it (:meth:`VAE.descend`): what
     that layer encodes."""
     sizes = model.layer_sizes
-    starts = [sum(sizes[:level]) for level in range(len(sizes))]
+    starts = layer_starts(sizes)
     per_layer = [dims // len(sizes) + (level < dims % len(sizes)) for level in range(len(sizes))]
     chosen = [
         (level, start + d)
