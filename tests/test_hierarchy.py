@@ -392,6 +392,14 @@ def test_a_warm_up_per_layer_trains_and_is_refused_where_it_means_nothing(
         assert main([*base, *options, "--run-dir", target]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err, err
+    config_file = tmp_path / "warm.toml"  # a warm-up per layer replaces a file's (or recipe's)
+    config_file.write_text("[train]\nwarmup_epochs = 5\n")
+    run = tmp_path / "replaced"
+    options = ["--config", str(config_file), "--layer-warmup-epochs", "0,4", "--run-dir", str(run)]
+    assert main([*base, *options]) == 0
+    train = json.loads((run / "config.json").read_text())["train"]
+    assert (train["warmup_epochs"], train["layer_warmup_epochs"]) == (0, [0, 4])
+    capsys.readouterr()
     sweep = ["sweep", *base[1:], "--layer-warmup-epochs", "3,3", "--beta", "0.5,1"]
     assert main([*sweep, "--run-dir", str(tmp_path / "sweep")]) == 2
     err = capsys.readouterr().err.strip()

@@ -605,11 +605,9 @@ def _new_run(args: argparse.Namespace) -> tuple[dict[str, Any], TrainConfig, Dat
         **file_model,
         **_given(args, _model_option_names()),
     }
-    train_options = {
-        **(recipe.train if recipe else {}),
-        **file_train,
-        **_given(args, _train_option_names()),
-    }
+    train_options = _override(
+        recipe.train if recipe else {}, file_train, _given(args, _train_option_names())
+    )
     if recipe:
         train_options["recipe"] = f"{recipe.name}@{recipe.version}"
     config = TrainConfig(**train_options)
@@ -618,6 +616,23 @@ def _new_run(args: argparse.Namespace) -> tuple[dict[str, Any], TrainConfig, Dat
     if "classes" in kind.option_names() and "classes" not in model_options:
         model_options["classes"] = data.label_count()  # the data's classes, unless given
     return model_options, config, data
+
+
+# one KL warm-up in two forms: one for every layer, or one per layer
+WARMUP_FORMS = ("warmup_epochs", "layer_warmup_epochs")
+
+
+def _override(*levels: dict[str, Any]) -> dict[str, Any]:
+    """Training options, each level overriding the ones before; a warm-up given in one form
+    replaces an earlier level's in the other (``--layer-warmup-epochs 10,50`` on a recipe with
+    ``warmup_epochs``), while both forms at one level stay a conflict for TrainConfig."""
+    merged: dict[str, Any] = {}
+    for level in levels:
+        given = [form for form in WARMUP_FORMS if form in level]
+        if len(given) == 1:
+            merged.pop(WARMUP_FORMS[1 - WARMUP_FORMS.index(given[0])], None)
+        merged.update(level)
+    return merged
 
 
 def _train(args: argparse.Namespace, distributed: bool) -> int:

@@ -72,7 +72,7 @@ class TrainConfig:
         list,
         "a hierarchy's KL warm-up layer by layer, bottom to top: the epochs of each layer's "
         "linear ramp from 0 to β (e.g. 10,50: the upper layer's rate weighs in later); "
-        "instead of --warmup-epochs",
+        "instead of --warmup-epochs (it replaces a recipe's or a config file's)",
     )
     draw_codes: bool = option(
         True,
