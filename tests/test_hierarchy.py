@@ -386,7 +386,7 @@ def test_a_warm_up_per_layer_trains_and_is_refused_where_it_means_nothing(
     for options, message in [
         (["--layer-warmup-epochs", "3"], "1 entry for 2 latent layers"),
         (["--layer-warmup-epochs", "3,3", "--warmup-epochs", "2"], "drop --warmup-epochs"),
-        (["--layer-warmup-epochs", "3,3", "--objective", "iwae"], "no warm-up"),
+        (["--layer-warmup-epochs", "3,3", "--objective", "iwae"], "no --layer-warmup-epochs"),
     ]:
         target = str(tmp_path / f"refused{len(options)}{options[-1]}")
         assert main([*base, *options, "--run-dir", target]) == 2

@@ -225,12 +225,17 @@ def test_gated_layers_are_glu_of_one_linear_map() -> None:
 
 
 def test_iwae_objective_trains_and_reports_elbo_terms(digits: vaekit.Dataset) -> None:
+    from vaekit.recipes import load_recipe
+
     history = vaekit.fit(
         _model(digits), digits, epochs=3, objective="iwae", samples=5, progress=False
     )
     assert history[-1]["test_elbo"] > history[0]["test_elbo"]
-    with pytest.raises(ConfigError, match="IWAE"):
+    with pytest.raises(ConfigError, match=r"IWAE .* use --beta 1$"):
         vaekit.fit(_model(digits), digits, epochs=1, objective="iwae", beta=0.5, progress=False)
+    # a recipe's warm-up is named with its value, so the user sees what to set
+    with pytest.raises(ConfigError, match=r"use --warmup-epochs 0 \(not 10\), --free-bits 0"):
+        TrainConfig(**{**load_recipe("fast").train, "objective": "iwae", "free_bits": 0.5})
 
 
 def test_burda_schedule_and_recipes() -> None:

@@ -145,13 +145,8 @@ class TrainConfig:
                 choice(f.name, getattr(self, f.name), f.metadata["choices"])
             if isinstance(f.default, bool):
                 boolean(f.name, getattr(self, f.name))
-        if not OBJECTIVES[self.objective].builder.takes_beta and (
-            self.beta != 1 or self.warmup_epochs or self.layer_warmup_epochs or self.free_bits
-        ):
-            raise ConfigError(
-                f"the {self.objective.upper()} objective is a bound on log p(x): use --beta 1, "
-                "no warm-up, no free bits"
-            )
+        if not OBJECTIVES[self.objective].builder.takes_beta:
+            self._refuse_rate_weights()
         if self.track_uri is not None and self.track is None:
             raise ConfigError("--track-uri names a tracker's store: give --track too")
         if self.free_bits and self.gradient != "reparam":
@@ -162,6 +157,22 @@ class TrainConfig:
             raise ConfigError(
                 f"--gradient {self.gradient} is not an estimator of the {self.objective.upper()} "
                 f"objective's gradient: use one of {', '.join(gradients)}"
+            )
+
+    def _refuse_rate_weights(self) -> None:
+        """A bound on log p(x) weighs the rate by 1 throughout: name each option that does not
+        (a recipe's warm-up too, so the user sees what to set)."""
+        weights = {
+            "--beta 1": self.beta != 1,
+            f"--warmup-epochs 0 (not {self.warmup_epochs})": self.warmup_epochs,
+            "no --layer-warmup-epochs": self.layer_warmup_epochs,
+            f"--free-bits 0 (not {self.free_bits})": self.free_bits,
+        }
+        wrong = [option for option, given in weights.items() if given]
+        if wrong:
+            raise ConfigError(
+                f"the {self.objective.upper()} objective is a bound on log p(x), its rate "
+                f"weighed by 1: use {', '.join(wrong)}"
             )
 
     def _check_layer_warmup(self) -> None:
