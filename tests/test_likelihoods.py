@@ -143,6 +143,25 @@ def test_bernoulli_draws_have_the_decoded_probabilities() -> None:
     assert torch.all((draws.mean(0) - p).abs() <= 5 * (p * (1 - p) / 20_000).sqrt())
 
 
+def test_bernoulli_log_prob_is_log_sigmoid_to_float32_rounding() -> None:
+    """log p(x|z) of one value is log σ(l) for x = 1 and log σ(−l) for x = 0 (float64 ground
+    truth) within 2 float32 rounding units of max(1, |l|) (softplus's rounding and the
+    subtraction's), for logits from −100 to 100; its gradient is x − σ(l); under
+    torch.func.vmap (a sweep's step) each member gets its own value, bit for bit."""
+    likelihood = vaekit.VAE((1,), 2, hidden=[4]).likelihood
+    values = torch.cat([torch.linspace(-100, 100, 41), torch.tensor([-1e-3, 1e-3, 15, 17, 30])])
+    logits = values.repeat(2)[:, None].requires_grad_()  # (92, 1): each value with x = 0, 1
+    x = torch.arange(2).repeat_interleave(len(values)).float()[:, None]
+    log_px = likelihood.log_prob(logits, x)
+    exact = torch.nn.functional.logsigmoid((2 * x - 1).double() * logits.double())[:, 0]
+    tolerance = 2 * 2.0**-23 * logits.detach()[:, 0].abs().clamp(min=1).double()
+    assert torch.all((log_px.double() - exact).abs() <= tolerance)
+    (gradient,) = torch.autograd.grad(log_px.sum(), logits)
+    torch.testing.assert_close(gradient, x - torch.sigmoid(logits.detach()), rtol=0, atol=1e-7)
+    members = torch.func.vmap(likelihood.log_prob)(logits.detach().view(2, -1, 1), x.view(2, -1, 1))
+    assert torch.equal(members.flatten(), log_px.detach())
+
+
 def test_a_cpu_generator_serves_a_model_on_another_device() -> None:
     """Draws are made on the generator's device, then moved to the model's: a CPU generator
     serves a CUDA model (CUDA's randn refuses a CPU generator; here "meta" stands in for CUDA,
