@@ -163,7 +163,7 @@ class TrainConfig:
         """A bound on log p(x) weighs the rate by 1 throughout: name each option that does not
         (a recipe's warm-up too, so the user sees what to set)."""
         weights = {
-            "--beta 1": self.beta != 1,
+            f"--beta 1 (not {self.beta})": self.beta != 1,
             f"--warmup-epochs 0 (not {self.warmup_epochs})": self.warmup_epochs,
             "no --layer-warmup-epochs": self.layer_warmup_epochs,
             f"--free-bits 0 (not {self.free_bits})": self.free_bits,
