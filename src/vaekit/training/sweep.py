@@ -42,6 +42,7 @@ from vaekit.evaluation.evaluate import evaluate_split
 from vaekit.files import atomic_write_bytes, atomic_write_json
 from vaekit.model import COMPONENTS, ModelConfig, build_model
 from vaekit.model.config import DEFAULTS
+from vaekit.model.likelihoods import prepare_for_vmap
 from vaekit.training.config import TrainConfig
 from vaekit.training.distributed import rank_and_size
 from vaekit.training.interrupts import Stopped, StopRequest, stop_on_signals
@@ -173,6 +174,7 @@ class StackedStep:
         self.aliases = {name: _contiguous(p.detach()) for name, p in self.params.items()}
         self.buffers = buffers
         self.base = copy.deepcopy(modules[0]).to("meta")
+        prepare_for_vmap(self.base)
         config = members[0].config
         self.optimizer = make_optimizer(self.aliases.values(), config.lr, config.adam_eps)
         if members[0].optimizer.state:
