@@ -409,7 +409,7 @@ def test_a_warm_up_per_layer_trains_and_is_refused_where_it_means_nothing(
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"objective": "iwae", "free_bits": 1.0}, "no free bits"),
+        ({"objective": "iwae", "free_bits": 1.0}, r"use --free-bits 0 \(not 1.0\)$"),
         ({"gradient": "stl", "free_bits": 1.0}, "--free-bits takes the plain gradient"),
         ({"free_bits": -1.0}, "free_bits must be a non-negative"),
     ],
