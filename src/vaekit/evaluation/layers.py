@@ -11,12 +11,12 @@ from vaekit.evaluation.diagnostics import active_units
 from vaekit.objectives.elbo import standard_noise
 
 
-@torch.no_grad()
 def layer_starts(sizes: tuple[int, ...] | list[int]) -> list[int]:
     """Where each latent layer begins in z, the layers concatenated bottom to top."""
     return [sum(sizes[:level]) for level in range(len(sizes))]
 
 
+@torch.no_grad()
 def layer_record(model: Any, batch: torch.Tensor | Batch, batch_size: int = 1000) -> dict[str, Any]:
     """For each latent layer l of ``model`` (1 = the bottom), ``rate_z{l}``: the mean over the
     examples of its rate E_q[log q(z_l|·) − log p(z_l|z_{l+1})] in nats (one draw per
