@@ -16,7 +16,7 @@ from torch.distributions import Categorical, kl_divergence
 
 import vaekit
 from vaekit.cli import main
-from vaekit.data.labelled import MISSING, labelled_subset, semi_supervised_set
+from vaekit.data.labelled import MISSING, LabelledWeights, labelled_subset, semi_supervised_set
 from vaekit.errors import ConfigError, DataError
 from vaekit.evaluation import linear_gaussian as lg
 from vaekit.evaluation.evaluate import evaluation_batch
@@ -134,14 +134,40 @@ def test_labelled_subset_is_seeded_and_class_balanced() -> None:
 
 def test_semi_supervised_set_hides_labels_and_repeats_the_labelled() -> None:
     x, y = torch.arange(1000.0)[:, None], torch.arange(1000) % 10  # x: each example's row
-    train, rows = semi_supervised_set(vaekit.Batch(x, y), 20, 10, seed=0)
+    train, rows, weights = semi_supervised_set(vaekit.Batch(x, y), 20, 10, seed=0)
     assert train.x is x  # not copied: the rows repeat the labelled
     kept = train.y[rows] != MISSING
     assert torch.equal(rows[:1000], torch.arange(1000))  # every example once, 20 labelled
     assert int(kept[:1000].sum()) == 20
     assert len(rows) == 1000 + 20 * 48  # the labelled repeated: about half of all
     assert torch.equal(y[rows[kept]], train.y[rows][kept])  # their own labels
-    assert semi_supervised_set(vaekit.Batch(x, y), None, 10, 0) == (vaekit.Batch(x, y), None)
+    # an epoch counts each labelled example's bound once and its log q(y|x) N/N_l = 50 times,
+    # as Kingma et al.'s J^α does
+    counts = torch.bincount(rows, minlength=1000)[train.y != MISSING].double()
+    assert torch.allclose(counts * weights.bound, torch.ones(20).double())
+    assert torch.allclose(counts * weights.classification, torch.full((20,), 50.0).double())
+    every = semi_supervised_set(vaekit.Batch(x, y), None, 10, 0)
+    assert every == (vaekit.Batch(x, y), None, LabelledWeights(1.0, 1.0))
+
+
+def test_a_labelled_row_weighs_its_bound_and_classifier_term_as_told() -> None:
+    """With labelled weights (b, c): objective = Σ_unlabelled U(x) + Σ_labelled [b L(x, y) +
+    c α log q(y|x)] at the same draws (1e-10); the reported sums stay unweighted. The IWAE
+    objective, which has no labelled term, refuses the weights."""
+    model = _m2(weight=7.0)
+    x, y = torch.randn(6, 5, dtype=torch.float64), torch.tensor([0, MISSING, 2, MISSING, 1, 0])
+    batch, noise = vaekit.Batch(x, y), torch.randn(2, 6, model.noise_dim, dtype=torch.float64)
+    terms, log_q_y = semi_supervised_elbo(model, batch, 2, noise)
+    labelled = y >= 0
+    expected = (
+        terms.elbo[~labelled].sum() + 0.25 * terms.elbo[labelled].sum() + 3 * 7.0 * log_q_y.sum()
+    )
+    weights = LabelledWeights(bound=0.25, classification=3.0)
+    total, sums = OBJECTIVES["elbo"].builder(labelled=weights)(model, batch, noise, 1.0)
+    torch.testing.assert_close(total, expected, rtol=0, atol=1e-10)
+    torch.testing.assert_close(sums[0], terms.elbo.sum().detach(), rtol=0, atol=1e-10)
+    with pytest.raises(ConfigError, match="no labelled term"):
+        OBJECTIVES["iwae"].builder(labelled=weights)
 
 
 def test_missing_labels_are_allowed_only_in_a_semi_supervised_model() -> None:

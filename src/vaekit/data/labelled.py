@@ -3,6 +3,8 @@ every other label hidden (−1)."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from vaekit.data.batch import Batch
@@ -33,21 +35,38 @@ def labelled_subset(labels: torch.Tensor, n: int, classes: int, seed: int) -> to
     return torch.cat(chosen).sort().values
 
 
+class LabelledWeights(NamedTuple):
+    """What a labelled row weighs in a semi-supervised epoch's objective, where the N_l
+    labelled examples of N are each repeated R times an epoch: its bound ``bound`` = 1/R
+    times, its α log q(y|x) ``classification`` = N / (N_l R) times. An epoch then counts each
+    labelled example's bound once and its log q(y|x) α N/N_l times: Kingma et al. (2014)'s
+    J^α = Σ_labelled L(x, y) + Σ_unlabelled U(x) + α N E_labelled[log q(y|x)] (their α 0.1),
+    with R times less variance than one row each (their code gives every batch its share of
+    the labelled examples)."""
+
+    bound: float = 1.0
+    classification: float = 1.0
+
+
+ONCE_EACH = LabelledWeights()
+"""A labelled row's weights where each example is one row an epoch (every label given)."""
+
+
 def semi_supervised_set(
     train: Batch, n: int | None, classes: int, seed: int
-) -> tuple[Batch, torch.Tensor | None]:
+) -> tuple[Batch, torch.Tensor | None, LabelledWeights]:
     """The training set of a semi-supervised run: every example, with only the labels of
-    :func:`labelled_subset` kept (every label, with ``n`` None), and the rows an epoch goes
-    through: every example once and the labelled ones repeated, so that they are about half
-    of every batch (the labelled ELBO and the classifier's term then weigh as much as the
-    unlabelled bound; Kingma et al. 2014 train on labelled and unlabelled batches alike).
-    The rows index the examples (None: each once), so the repeats cost no copy of x."""
+    :func:`labelled_subset` kept (every label, with ``n`` None), the rows an epoch goes
+    through, every example once and the labelled ones repeated so that they are about half of
+    every batch, and the :class:`LabelledWeights` of a labelled row. The rows index the
+    examples (None: each once), so the repeats cost no copy of x."""
     assert train.y is not None
     if n is None:
-        return train, None
+        return train, None, ONCE_EACH
     index = labelled_subset(train.y.cpu(), n, classes, seed).to(train.y.device)
     hidden = torch.full_like(train.y, MISSING)
     hidden[index] = train.y[index]
     repeats = max(1, round((len(train.y) - n) / n))
     rows = torch.cat([torch.arange(len(train.y), device=train.y.device), index.repeat(repeats - 1)])
-    return Batch(train.x, hidden), rows
+    weights = LabelledWeights(1 / repeats, len(train.y) / (n * repeats))
+    return Batch(train.x, hidden), rows, weights

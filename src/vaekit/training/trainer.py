@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from vaekit.console import say, step_bar
 from vaekit.data.batch import Batch
 from vaekit.data.dataset import Dataset
-from vaekit.data.labelled import semi_supervised_set
+from vaekit.data.labelled import ONCE_EACH, LabelledWeights, semi_supervised_set
 from vaekit.errors import (
     CheckpointError,
     ConfigError,
@@ -190,8 +190,9 @@ class Trainer:
         )
         # the rows an epoch goes through (None: each example once)
         self.rows: torch.Tensor | None = None
+        self.labelled = ONCE_EACH  # of a labelled row in the objective
         if model.infers_labels:
-            self.train, self.rows = semi_supervised_set(
+            self.train, self.rows, self.labelled = semi_supervised_set(
                 self.train, self.config.labelled, model.classes, self.config.seed
             )
         test_x = model.likelihood.evaluation_examples(data.test_x)
@@ -208,7 +209,7 @@ class Trainer:
 
     def _make_step(self, model: torch.nn.Module) -> None:
         """The step module (DDP-wrapped across ranks), autocast and the gradient scaler."""
-        self.step_module: torch.nn.Module = _Objective(model, self.config)
+        self.step_module: torch.nn.Module = _Objective(model, self.config, self.labelled)
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.step_module = DistributedDataParallel(self.step_module, device_ids=ids)
@@ -622,11 +623,16 @@ class _Objective(torch.nn.Module):
     mean), and the detached sums of (ELBO, reconstruction, rate) over the local examples.
     """
 
-    def __init__(self, model: torch.nn.Module, config: TrainConfig) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        config: TrainConfig,
+        labelled: LabelledWeights = ONCE_EACH,
+    ) -> None:
         super().__init__()
         self.model = model
         self.objective = OBJECTIVES[config.objective].builder(
-            config.gradient, config.free_bits, bool(config.layer_warmup_epochs)
+            config.gradient, config.free_bits, bool(config.layer_warmup_epochs), labelled
         )
 
     def forward(
