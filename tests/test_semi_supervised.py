@@ -15,7 +15,7 @@ from helpers import for_class, linear_conditional, one_line_error
 from torch.distributions import Categorical, kl_divergence
 
 import vaekit
-from vaekit.cli import main
+from vaekit.cli import _codes_as_data, main
 from vaekit.data.labelled import MISSING, LabelledWeights, labelled_subset, semi_supervised_set
 from vaekit.errors import ConfigError, DataError
 from vaekit.evaluation import linear_gaussian as lg
@@ -277,3 +277,35 @@ def test_codes_carry_their_scales_and_training_draws_from_them(
         np.savez(tmp_path / f"{name}.npz", **{**arrays, "x_train_scale": bad})
         status = main(["train", "--dataset", str(tmp_path / f"{name}.npz"), "--epochs", "1"])
         one_line_error(capsys, status, message)
+
+
+def test_codes_of_the_active_units_only(
+    tmp_path: Path,
+    trained_run: Path,
+    digits: vaekit.Dataset,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``encode --as-data --active-only`` keeps the columns whose training means vary with x
+    (Cov_x E_q[z_d] > 0.01), in every array and in order, also for draws (chosen from the
+    means): here unit 1, made constant, is dropped; without --as-data it is refused in one
+    line."""
+    model = vaekit.load(trained_run)
+    with torch.no_grad():  # unit 1's mean no longer depends on x
+        model.encoder.layers[-1].weight[1] = 0.0
+    generator = torch.Generator().manual_seed(0)
+    full, _ = _codes_as_data(model, digits, False, generator, active_only=False)
+    kept, note = _codes_as_data(model, digits, False, generator, active_only=True)
+    keep = full["x_train"].astype(np.float64).var(0, ddof=1) > 0.01
+    assert not keep[1] and keep.sum() == 3, keep
+    assert note == "; kept the 3 active units of 4"
+    for name in ("x_train", "x_test", "x_train_scale"):
+        np.testing.assert_array_equal(kept[name], full[name][:, keep])
+    for name in ("y_train", "y_test"):
+        np.testing.assert_array_equal(kept[name], full[name])
+    drawn, _ = _codes_as_data(model, digits, True, generator, active_only=True)
+    assert drawn["x_train"].shape == (len(digits.train_x), 3)
+    active = tmp_path / "active.npz"
+    assert main(["encode", str(trained_run), "--as-data", "--active-only", "-o", str(active)]) == 0
+    assert "active units of 4" in capsys.readouterr().out
+    status = main(["encode", str(trained_run), "--active-only", "-o", str(tmp_path / "z.npy")])
+    one_line_error(capsys, status, "add --as-data")

@@ -32,6 +32,7 @@ from vaekit.console import say, silence_stdout
 from vaekit.data import Dataset, load_dataset
 from vaekit.data.batch import Batch
 from vaekit.errors import ConfigError, VaekitError
+from vaekit.evaluation.diagnostics import active_units
 from vaekit.evaluation.evaluate import evaluate_split, evaluation_batch
 from vaekit.export import export_run, push_run
 from vaekit.files import atomic_write_bytes
@@ -361,6 +362,12 @@ def _add_encode_command(commands: Any) -> None:
         "diagonal Gaussian) that vaekit train --dataset reads: a model of the codes, e.g. M2 "
         "on a VAE's latent codes (M1+M2; it trains on fresh draws of them, --no-draw-codes: "
         "on the means)",
+    )
+    encode.add_argument(
+        "--active-only",
+        action="store_true",
+        help="with --as-data: keep only the active units, Cov_x E_q[z_d|x] > 0.01 over the "
+        "training examples (Kingma et al. 2014 kept those of M1 for M1+M2)",
     )
     encode.add_argument(
         "-o",
@@ -832,23 +839,19 @@ def cmd_encode(args: argparse.Namespace) -> int:
     seed("--seed", args.seed)
     if args.as_data and args.split:
         raise ConfigError("--as-data writes both splits: leave out --split")
+    if args.active_only and not args.as_data:
+        raise ConfigError("--active-only chooses the units of --as-data's codes: add --as-data")
     output = args.output or ("codes.npz" if args.as_data else "z.npy")
     out = _check_output(output, (".npz",) if args.as_data else (".npy", ".npz"))
     model, data = _model_and_data(args)
     generator = torch.Generator().manual_seed(args.seed)
     what = "draws z ~ q(z|x)" if args.draw else "means"
     if args.as_data:
-        columns: dict[str, np.ndarray | None] = {}
-        scales = {}  # the test codes are evaluated at their means: only the training scales
-        for split in ("train", "test"):
-            batch = evaluation_batch(model, data, split)
-            columns[f"x_{split}"], scales[split] = _codes(model, batch, args.draw, generator)
-            columns[f"y_{split}"] = None if batch.y is None else batch.y.numpy()
-        columns["x_train_scale"] = None if args.draw else scales["train"]
+        columns, kept = _codes_as_data(model, data, args.draw, generator, args.active_only)
         _write_codes(out, columns)
         shape = columns["x_train"].shape[1:]
         also = "" if columns["x_train_scale"] is None else " (the training codes' scales too)"
-        print(f"wrote latent {what} {shape} of both splits as a dataset to {out}{also}")
+        print(f"wrote latent {what} {shape} of both splits as a dataset to {out}{also}{kept}")
         return 0
     split = args.split or "test"
     batch = evaluation_batch(model, data, split)
@@ -864,6 +867,38 @@ def cmd_encode(args: argparse.Namespace) -> int:
     given = ", ".join(name for name, value in columns.items() if value is not None)
     print(f"wrote latent {what} {columns['z'].shape} of the {split} split ({given}) to {out}")
     return 0
+
+
+def _codes_as_data(
+    model: torch.nn.Module,
+    data: Dataset,
+    draw: bool,
+    generator: torch.Generator,
+    active_only: bool,
+) -> tuple[dict[str, np.ndarray | None], str]:
+    """``encode --as-data``'s columns: both splits' codes and labels, the training codes'
+    scales (with the means), and with ``active_only`` only the active units (Cov_x E_q[z_d]
+    > 0.01 over the training examples, Burda et al.'s: Kingma et al. 2014 kept those for
+    M1+M2); and a note of the units kept ("" without ``active_only``)."""
+    columns: dict[str, np.ndarray | None] = {}
+    scales = {}  # the test codes are evaluated at their means: only the training scales
+    for split in ("train", "test"):
+        batch = evaluation_batch(model, data, split)
+        columns[f"x_{split}"], scales[split] = _codes(model, batch, draw, generator)
+        columns[f"y_{split}"] = None if batch.y is None else batch.y.numpy()
+    columns["x_train_scale"] = None if draw else scales["train"]
+    if not active_only:
+        return columns, ""
+    means = columns["x_train"]
+    if draw:
+        means = _codes(model, evaluation_batch(model, data, "train"), False, generator)[0]
+    if means.ndim != 2:
+        raise ConfigError("--active-only keeps units of a flat latent vector; this one is not")
+    active = active_units(torch.from_numpy(means)).numpy()
+    for name in ("x_train", "x_test", "x_train_scale"):
+        if columns[name] is not None:
+            columns[name] = columns[name][:, active]
+    return columns, f"; kept the {active.sum()} active units of {len(active)}"
 
 
 @torch.no_grad()
