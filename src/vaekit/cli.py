@@ -892,8 +892,6 @@ def _codes_as_data(
     means = columns["x_train"]
     if draw:
         means = _codes(model, evaluation_batch(model, data, "train"), False, generator)[0]
-    if means.ndim != 2:
-        raise ConfigError("--active-only keeps units of a flat latent vector; this one is not")
     active = active_units(torch.from_numpy(means)).numpy()
     for name in ("x_train", "x_test", "x_train_scale"):
         if columns[name] is not None:
