@@ -47,8 +47,8 @@ class SemiSupervisedOptions(ConditionalOptions):
     classification_weight: float = option(
         50.0,
         "α: each labelled example's log q(y|x) weighs α N / N_labelled in a semi-supervised "
-        "model's objective, N the training examples (Kingma et al. 2014: 0.1; on MNIST's codes "
-        "50 gave 4 times fewer errors, see the README)",
+        "model's objective, N the training examples (Kingma et al. 2014: 0.1; with 100 labels "
+        "of MNIST's codes, 78 epochs: 7.25% test error at 50, 27.21% at 0.083; see the README)",
     )
 
     def describe(self, latent_dim: int) -> str:
