@@ -118,7 +118,7 @@ class TrainConfig:
     data_on_device: bool = option(False, "keep the whole dataset on the device (GPU)")
     compile: str = option(
         "auto",
-        "torch.compile the training objective (~10%% faster steps after a start-up of ~7 s); "
+        "torch.compile the training objective (~10% faster steps after a start-up of ~7 s); "
         "auto: for single-process runs of 50,000 steps or more",
         COMPILE,
     )
