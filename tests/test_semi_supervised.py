@@ -15,12 +15,13 @@ from helpers import for_class, linear_conditional, one_line_error
 from torch.distributions import Categorical, kl_divergence
 
 import vaekit
-from vaekit.cli import _codes_as_data, main
+from vaekit.cli import _codes_as_data, _run_notes, main
 from vaekit.data.labelled import MISSING, LabelledWeights, labelled_subset, semi_supervised_set
 from vaekit.errors import ConfigError, DataError
 from vaekit.evaluation import linear_gaussian as lg
 from vaekit.evaluation.evaluate import evaluation_batch
 from vaekit.model import ConditionalVAE
+from vaekit.model.contract import MODELS
 from vaekit.objectives.elbo import elbo, semi_supervised_elbo
 from vaekit.objectives.training import OBJECTIVES
 from vaekit.training.config import TrainConfig
@@ -168,6 +169,17 @@ def test_a_labelled_row_weighs_its_bound_and_classifier_term_as_told() -> None:
     torch.testing.assert_close(sums[0], terms.elbo.sum().detach(), rtol=0, atol=1e-10)
     with pytest.raises(ConfigError, match="no labelled term"):
         OBJECTIVES["iwae"].builder(labelled=weights)
+
+
+def test_a_semi_supervised_run_says_how_its_labels_weigh(digits: vaekit.Dataset) -> None:
+    """The run's header names the labelled examples kept and the objective they enter."""
+    model = MODELS["semi-supervised"].builder(
+        digits.shape, 2, model="semi-supervised", classes=10, hidden=[8]
+    )
+    notes = _run_notes(model, digits, TrainConfig(labelled=30))
+    assert any("30 of the 1617 training examples keep their labels" in n for n in notes), notes
+    assert any("J^α, α = 50" in n for n in notes)
+    assert not any("keep their labels" in n for n in _run_notes(model, digits, TrainConfig()))
 
 
 def test_missing_labels_are_allowed_only_in_a_semi_supervised_model() -> None:

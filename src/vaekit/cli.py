@@ -666,14 +666,8 @@ def _train(args: argparse.Namespace, distributed: bool) -> int:
             f"{len(data.test_x)} test examples -> {run_dir}; {threads.threads} "
             f"thread{'s' if threads.threads > 1 else ''} ({threads.why}; --threads N to choose)"
         )
-        advice = model.likelihood.advice(data)
-        if advice:
-            say(f"vaekit: note: {advice}")
-        if data.train_scale is not None and config.draw_codes:
-            say(
-                "vaekit: note: the training codes come with their scales: each batch is a "
-                "fresh draw x ~ N(mean, scale²) (--no-draw-codes: the means)"
-            )
+        for note in _run_notes(model, data, config):
+            say(f"vaekit: note: {note}")
     start = time.perf_counter()
     try:
         with _stopped_in(RunDirectory(run_dir).resume_hint):
@@ -685,6 +679,24 @@ def _train(args: argparse.Namespace, distributed: bool) -> int:
         world = f" on {rank_and_size()[1]} ranks" if distributed else ""
         _report(run_dir, history, time.perf_counter() - start, world)
     return 0
+
+
+def _run_notes(model: torch.nn.Module, data: Dataset, config: TrainConfig) -> list[str]:
+    """What a new run's header says of its data beyond their size."""
+    notes = [model.likelihood.advice(data) or ""]
+    if data.train_scale is not None and config.draw_codes:
+        notes.append(
+            "the training codes come with their scales: each batch is a fresh draw "
+            "x ~ N(mean, scale²) (--no-draw-codes: the means)"
+        )
+    if model.infers_labels and config.labelled is not None:
+        notes.append(
+            f"{config.labelled} of the {len(data.train_x)} training examples keep their "
+            "labels, repeated to fill about half of every batch and weighted so that an epoch "
+            "counts each one's bound once and its log q(y|x) α N/N_l times (Kingma et al.'s "
+            f"J^α, α = {model.classification_weight:g})"
+        )
+    return [note for note in notes if note]
 
 
 def _resume(args: argparse.Namespace) -> int:
