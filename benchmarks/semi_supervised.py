@@ -48,7 +48,7 @@ def main() -> None:
     torch.manual_seed(0)
     data = mnist_or_synthetic(20_000)
     x = (data.train_x > 0.5).float()  # one fixed binarisation
-    train, rows = semi_supervised_set(vaekit.Batch(x, data.train_y), 100, 10, seed=0)
+    train, rows, _ = semi_supervised_set(vaekit.Batch(x, data.train_y), 100, 10, seed=0)
     assert rows is not None
     batch = train.select(rows[torch.randperm(len(rows))[: args.batch]])
     model = SemiSupervisedVAE(
