@@ -692,9 +692,9 @@ def _run_notes(model: torch.nn.Module, data: Dataset, config: TrainConfig) -> li
     if model.infers_labels and config.labelled is not None:
         notes.append(
             f"{config.labelled} of the {len(data.train_x)} training examples keep their "
-            "labels, repeated to fill about half of every batch and weighted so that an epoch "
-            "counts each one's bound once and its log q(y|x) α N/N_l times (Kingma et al.'s "
-            f"J^α, α = {model.classification_weight:g})"
+            "labels (fewer than half: repeated to fill about half of every batch), weighted so "
+            "that an epoch counts each one's bound once and its log q(y|x) α N/N_l times "
+            f"(Kingma et al.'s J^α, α = {model.classification_weight:g})"
         )
     return [note for note in notes if note]
 

@@ -627,7 +627,7 @@ class _Objective(torch.nn.Module):
         self,
         model: torch.nn.Module,
         config: TrainConfig,
-        labelled: LabelledWeights = ONCE_EACH,
+        labelled: LabelledWeights,
     ) -> None:
         super().__init__()
         self.model = model
