@@ -153,8 +153,9 @@ def test_semi_supervised_set_hides_labels_and_repeats_the_labelled() -> None:
 
 def test_a_labelled_row_weighs_its_bound_and_classifier_term_as_told() -> None:
     """With labelled weights (b, c): objective = Σ_unlabelled U(x) + Σ_labelled [b L(x, y) +
-    c α log q(y|x)] at the same draws (1e-10); the reported sums stay unweighted. The IWAE
-    objective, which has no labelled term, refuses the weights."""
+    c α log q(y|x)] at the same draws (1e-10); the reported sums weigh the bounds alike
+    (Σ_unlabelled U(x) + b Σ_labelled L(x, y)). The IWAE objective, which has no labelled
+    term, refuses the weights."""
     model = _m2(weight=7.0)
     x, y = torch.randn(6, 5, dtype=torch.float64), torch.tensor([0, MISSING, 2, MISSING, 1, 0])
     batch, noise = vaekit.Batch(x, y), torch.randn(2, 6, model.noise_dim, dtype=torch.float64)
@@ -166,9 +167,39 @@ def test_a_labelled_row_weighs_its_bound_and_classifier_term_as_told() -> None:
     weights = LabelledWeights(bound=0.25, classification=3.0)
     total, sums = OBJECTIVES["elbo"].builder(labelled=weights)(model, batch, noise, 1.0)
     torch.testing.assert_close(total, expected, rtol=0, atol=1e-10)
-    torch.testing.assert_close(sums[0], terms.elbo.sum().detach(), rtol=0, atol=1e-10)
+    reported = terms.elbo[~labelled].sum() + 0.25 * terms.elbo[labelled].sum()
+    torch.testing.assert_close(sums[0], reported.detach(), rtol=0, atol=1e-10)
     with pytest.raises(ConfigError, match="no labelled term"):
         OBJECTIVES["iwae"].builder(labelled=weights)
+
+
+def test_an_epochs_train_elbo_counts_each_example_once(digits: vaekit.Dataset) -> None:
+    """With the labelled examples repeated to half of every row, an epoch's train ELBO is
+    still (Σ_labelled L(x, y) + Σ_unlabelled U(x)) / N over the N training examples: at a
+    learning rate too small to move the model, within 5 s.e. of that mean estimated from 40
+    fresh draws per example (s.e. from the draws' spread: the epoch's own one draw per row,
+    a repeated row weighing 1/R, and the estimate's). The rows' plain mean, where the
+    labelled are half, differs by more than 1 nat (L is below U by about log 10 here)."""
+    torch.manual_seed(0)
+    model = MODELS["semi-supervised"].builder(
+        digits.shape, 2, model="semi-supervised", classes=10, hidden=[8], likelihood="gaussian"
+    )  # Gaussian: no binarised draws, the same x in both
+    trainer = Trainer(model, digits, TrainConfig(labelled=30, lr=1e-12), progress=False)
+    record = trainer.run()[0]
+    draws = 40
+    with torch.no_grad():
+        bounds = torch.stack(
+            [semi_supervised_elbo(model, trainer.train)[0].elbo for _ in range(draws)]
+        ).double()  # (draws, N)
+    repeats = torch.bincount(trainer.rows, minlength=len(bounds.T)).double()
+    per_example = bounds.mean(0)
+    expected = float(per_example.mean())
+    variance = bounds.var(0)  # of one draw
+    epoch_variance = (variance / repeats).sum() / len(per_example) ** 2  # R draws, each 1/R
+    stderr = float((epoch_variance + variance.sum() / draws / len(per_example) ** 2) ** 0.5)
+    assert abs(record["train_elbo"] - expected) < Z_TOL * stderr, (record, expected, stderr)
+    rows_mean = float((per_example * repeats).sum() / repeats.sum())
+    assert abs(rows_mean - expected) > 1.0
 
 
 def test_a_semi_supervised_run_says_how_its_labels_weigh(digits: vaekit.Dataset) -> None:

@@ -72,7 +72,9 @@ class ELBOObjective(_Objective):
     labels, Kingma et al. (2014)'s M2 objective: each example's bound (see
     :func:`~vaekit.objectives.elbo.semi_supervised_elbo`) plus α log q(y|x) of each given
     label, α the model's ``classification_weight``, a labelled row's two terms weighted by
-    ``labelled`` (see :class:`~vaekit.data.labelled.LabelledWeights`)."""
+    ``labelled`` (see :class:`~vaekit.data.labelled.LabelledWeights`); the sums it reports
+    weigh a labelled row's bound as the objective does, so an epoch's sums count each
+    training example's bound once: Σ_labelled L(x, y) + Σ_unlabelled U(x)."""
 
     takes_beta = True
     takes_labels = True
@@ -89,7 +91,7 @@ class ELBOObjective(_Objective):
             bound = 1.0 if y is None else torch.where(y >= 0, self.labelled.bound, 1.0)
             alpha = model.classification_weight * self.labelled.classification
             objective = (bound * terms.objective(beta)).sum() + alpha * log_q_y.sum()
-            return objective, torch.stack([t.sum() for t in terms]).detach()
+            return objective, torch.stack([(bound * t).sum() for t in terms]).detach()
         if self.free_bits or self.layer_betas:
             terms, penalised = elbo_per_layer(model, batch, noise, self.free_bits)
             objective = terms.reconstruction - (beta * penalised).sum()

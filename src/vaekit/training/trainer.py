@@ -204,8 +204,17 @@ class Trainer:
 
     @property
     def epoch_rows(self) -> int:
-        """The examples an epoch goes through (a semi-supervised run repeats its labelled)."""
+        """The rows an epoch goes through: its examples, and in a semi-supervised run the
+        labelled ones' repeats."""
         return len(self.train.x) if self.rows is None else len(self.rows)
+
+    @property
+    def rows_per_example(self) -> float:
+        """Rows an epoch goes through per training example (1 unless a semi-supervised run
+        repeats its labelled ones). The objective's sums weigh a repeated row so that an
+        epoch's sums count each example once (see :class:`LabelledWeights`): the progress
+        bar's means per example divide them by the rows seen over this."""
+        return self.epoch_rows / len(self.train.x)
 
     def _make_step(self, model: torch.nn.Module) -> None:
         """The step module (DDP-wrapped across ranks), autocast and the gradient scaler."""
@@ -437,7 +446,7 @@ class Trainer:
                 block = sums[checked : step + 1]
                 self._check_finite(block, checked)
                 totals += block.sum(0)
-                means = totals / seen
+                means = totals / (seen / self.rows_per_example)
                 bar.update(step + 1 - checked)
                 checked = step + 1
                 bar.set_postfix_str(
@@ -451,11 +460,12 @@ class Trainer:
         self, sums: torch.Tensor, lr: float, beta: float | torch.Tensor, seconds: float
     ) -> dict[str, float]:
         """An epoch's training record from its per-step term ``sums`` (steps, 3): the mean
-        terms per example, the learning rate, β (at the epoch's last step; under a warm-up per
-        layer, the configured β and each layer's ``beta_z1``, ...), the time, and the steps
-        clipped."""
+        terms per training example (in a semi-supervised run, each example's L(x, y) or U(x)
+        once, however often its row was repeated), the learning rate, β (at the epoch's last
+        step; under a warm-up per layer, the configured β and each layer's ``beta_z1``, ...),
+        the time, the rows per second, and the steps clipped."""
         n = self.epoch_rows
-        means = (all_reduce_sum(sums.sum(0)) / n).tolist()
+        means = (all_reduce_sum(sums.sum(0)) / len(self.train.x)).tolist()
         record = {f"train_{name}": value for name, value in zip(TERMS, means, strict=True)}
         if isinstance(beta, torch.Tensor):
             betas = (round(b, 6) for b in beta.tolist())  # float32: 6 decimals are its own
