@@ -20,7 +20,7 @@ import typing
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 import numpy as np
 import torch
@@ -869,7 +869,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     batch = evaluation_batch(model, data, split)
     index = data.index(split).numpy()
     columns = {
-        "z": _codes(model, batch, args.draw, generator)[0],
+        "z": _codes(model, batch, args.draw, generator).values,
         "labels": None if batch.y is None else batch.y.numpy(),
         "index": index,
         "files": None if data.sources is None else np.array([data.sources[i] for i in index]),
@@ -893,42 +893,52 @@ def _codes_as_data(
     > 0.01 over the training examples, Burda et al.'s: Kingma et al. 2014 kept those for
     M1+M2); and a note of the units kept ("" without ``active_only``)."""
     columns: dict[str, np.ndarray | None] = {}
-    scales = {}  # the test codes are evaluated at their means: only the training scales
+    codes = {}
     for split in ("train", "test"):
         batch = evaluation_batch(model, data, split)
-        columns[f"x_{split}"], scales[split] = _codes(model, batch, draw, generator)
+        codes[split] = _codes(model, batch, draw, generator)
+        columns[f"x_{split}"] = codes[split].values
         columns[f"y_{split}"] = None if batch.y is None else batch.y.numpy()
-    columns["x_train_scale"] = None if draw else scales["train"]
+    # the test codes are evaluated at their means: only the training scales
+    columns["x_train_scale"] = None if draw else codes["train"].scales
     if not active_only:
         return columns, ""
-    means = columns["x_train"]
-    if draw:
-        means = _codes(model, evaluation_batch(model, data, "train"), False, generator)[0]
-    active = active_units(torch.from_numpy(means)).numpy()
+    active = active_units(torch.from_numpy(codes["train"].means)).numpy()
     for name in ("x_train", "x_test", "x_train_scale"):
         if columns[name] is not None:
             columns[name] = columns[name][:, active]
     return columns, f"; kept the {active.sum()} active units of {len(active)}"
 
 
+class _Codes(NamedTuple):
+    """The codes ``encode`` writes (the means, or draws), the means E_q[z|x], and q's
+    standard deviations where q(z|x) is one diagonal Gaussian (else None); ``(N, latent)``."""
+
+    values: np.ndarray
+    means: np.ndarray
+    scales: np.ndarray | None
+
+
 @torch.no_grad()
-def _codes(
-    model: torch.nn.Module, batch: Batch, draw: bool, generator: torch.Generator
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """E_q[z|x] of every example of ``batch`` (or a draw z ~ q(z|x)), 1000 at a time, and
-    q's standard deviations where q(z|x) is one diagonal Gaussian (else None)."""
-    parts, scales = [], []
+def _codes(model: torch.nn.Module, batch: Batch, draw: bool, generator: torch.Generator) -> _Codes:
+    """The :class:`_Codes` of every example of ``batch``, 1000 at a time: the values are a
+    draw z ~ q(z|x) with ``draw``, else the means."""
+    means, draws, scales = [], [], []
     for begin in range(0, len(batch.x), 1000):
         params = model.posterior_parameters(batch.select(slice(begin, begin + 1000)))
+        means.append(model.posterior.representative(params))
         if draw:
             noise = standard_noise(model, 1, params[0], generator)
-            parts.append(model.posterior.rsample(params, noise)[0])
-        else:
-            parts.append(model.posterior.representative(params))
+            draws.append(model.posterior.rsample(params, noise)[0])
         layers = model.posterior.gaussian_layers(params)
         if layers is not None and len(layers) == 1:
             scales.append(layers[0][1])
-    return torch.cat(parts).numpy(), torch.cat(scales).numpy() if scales else None
+    mean = torch.cat(means).numpy()
+    return _Codes(
+        torch.cat(draws).numpy() if draw else mean,
+        mean,
+        torch.cat(scales).numpy() if scales else None,
+    )
 
 
 def _write_codes(out: Path, columns: dict[str, np.ndarray | None]) -> None:
