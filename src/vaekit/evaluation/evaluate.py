@@ -362,7 +362,26 @@ def evaluate(
         for group in k_sweep:
             groups = log_w[: (k // group) * group].reshape(k // group, group, -1)
             rows.at(begin)(f"sweep {group}", log_mean_exp(groups.transpose(0, 1)).mean(0))
-    per = rows.columns
+    result = _gathered(model, batch, k, rows.columns, k_sweep, generator, start_time)
+    if model.infers_labels:
+        result.classifier_error = classification_error(model, batch.to(device))
+    result.info = info
+    return result
+
+
+def _gathered(
+    model: torch.nn.Module,
+    batch: Batch,
+    k: int,
+    per: dict[str, torch.Tensor],
+    k_sweep: list[int] | tuple[int, ...],
+    generator: torch.Generator,
+    start_time: float,
+) -> Evaluation:
+    """The :class:`Evaluation` from the per-example columns ``per`` that the batches
+    gathered (L_K of each ``k_sweep`` K, each dimension's and layer's rate, q's parameters and
+    means, the largest log-weight): the tail indices k̂, the gaps, KL(q(z) || p(z)) and the
+    layers."""
     sweep = {group: per.pop(f"sweep {group}") for group in k_sweep}
     per_dim = per.pop("kl_per_dim", None)
     per_layer = per.pop("rate_per_layer", None)
@@ -376,9 +395,6 @@ def evaluate(
     result = _evaluation(model, batch.x, k, per, per_dim, means, marginal_kl, sweep, start_time)
     result.layers = _layers(model.layer_sizes, per_layer, result.active)
     result.conditional = model.uses_labels
-    if model.infers_labels:
-        result.classifier_error = classification_error(model, batch.to(device))
-    result.info = info
     return result
 
 
