@@ -347,6 +347,10 @@ def test_codes_of_the_active_units_only(
         np.testing.assert_array_equal(kept[name], full[name])
     drawn, _ = _codes_as_data(model, digits, True, generator, active_only=True)
     assert drawn["x_train"].shape == (len(digits.train_x), 3)
+    with torch.no_grad():  # no unit's mean depends on x: refused, not an empty dataset
+        model.encoder.layers[-1].weight[: model.latent_dim] = 0.0
+    with pytest.raises(DataError, match="none of the 4 latent units is active"):
+        _codes_as_data(model, digits, False, generator, active_only=True)
     active = tmp_path / "active.npz"
     assert main(["encode", str(trained_run), "--as-data", "--active-only", "-o", str(active)]) == 0
     assert "active units of 4" in capsys.readouterr().out

@@ -31,7 +31,7 @@ from vaekit.config_file import read_config_file, run_config_toml
 from vaekit.console import say, silence_stdout
 from vaekit.data import Dataset, load_dataset
 from vaekit.data.batch import Batch
-from vaekit.errors import ConfigError, VaekitError
+from vaekit.errors import ConfigError, DataError, VaekitError
 from vaekit.evaluation.diagnostics import active_units
 from vaekit.evaluation.evaluate import evaluate_split, evaluation_batch
 from vaekit.export import export_run, push_run
@@ -904,6 +904,11 @@ def _codes_as_data(
     if not active_only:
         return columns, ""
     active = active_units(torch.from_numpy(codes["train"].means)).numpy()
+    if not active.any():
+        raise DataError(
+            f"none of the {len(active)} latent units is active (Cov_x E_q[z_d] > 0.01): the "
+            "codes would be empty; leave out --active-only, or train the model longer"
+        )
     for name in ("x_train", "x_test", "x_train_scale"):
         if columns[name] is not None:
             columns[name] = columns[name][:, active]
