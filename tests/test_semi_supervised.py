@@ -184,7 +184,7 @@ def test_an_epochs_train_elbo_counts_each_example_once(digits: vaekit.Dataset) -
     model = MODELS["semi-supervised"].builder(
         digits.shape, 2, model="semi-supervised", classes=10, hidden=[8], likelihood="gaussian"
     )  # Gaussian: no binarised draws, the same x in both
-    trainer = Trainer(model, digits, TrainConfig(labelled=30, lr=1e-12), progress=False)
+    trainer = Trainer(model, digits, TrainConfig(labelled=30, lr=1e-12, epochs=1), progress=False)
     record = trainer.run()[0]
     draws = 40
     with torch.no_grad():
