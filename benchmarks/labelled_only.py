@@ -25,11 +25,20 @@ CLASSIFIERS = {
 }
 
 
+def label_count(text: str) -> int | None:
+    """``--labelled``'s value: a count of labelled examples, or ``all`` (None)."""
+    if text == "all":
+        return None
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count of labels or 'all'")
+    return int(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", help="a dataset with labels (.npz with x/y_train, x/y_test)")
     parser.add_argument(
-        "--labelled", nargs="+", default=["100", "1000"], help="label counts, or all"
+        "--labelled", type=label_count, nargs="+", default=[100, 1000], help="counts, or all"
     )
     parser.add_argument("--classifier", choices=sorted(CLASSIFIERS), default="logistic")
     parser.add_argument("--seed", type=int, default=0, help="the run's --seed")
@@ -39,10 +48,10 @@ def main() -> None:
     train_x, test_x = data.train_x.flatten(1).numpy(), data.test_x.flatten(1).numpy()
     name, make = CLASSIFIERS[args.classifier]
     for n in args.labelled:
-        if n == "all":
+        if n is None:
             index = torch.arange(len(data.train_y)).numpy()
         else:
-            index = labelled_subset(data.train_y, int(n), data.label_count(), args.seed).numpy()
+            index = labelled_subset(data.train_y, n, data.label_count(), args.seed).numpy()
         model: ClassifierMixin = make().fit(train_x[index], data.train_y[index])
         error = 1 - model.score(test_x, data.test_y.numpy())
         print(f"{data.name}: {len(index)} labels, {name}: {100 * error:.2f}% test error")
