@@ -7,6 +7,7 @@ same model and images, alternating, in this process; medians of several runs.
     python benchmarks/eval_throughput.py            # 784-400-20, 100 images x 3 runs
     python benchmarks/eval_throughput.py --quick    # 20 images x 2 runs, < 1 minute
     python benchmarks/eval_throughput.py --device cuda
+    python benchmarks/eval_throughput.py --device cuda --chunk-rows 1024 65536   # each size
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import math
 import resource
+import statistics
 import sys
 import time
 
@@ -25,6 +27,7 @@ from common import describe, matmul_peak, mnist_or_synthetic, synchronize
 
 import vaekit
 from vaekit.data import fixed_binarization
+from vaekit.evaluation.evaluate import rows_per_chunk
 
 
 @torch.no_grad()
@@ -53,6 +56,15 @@ def main() -> None:
     parser.add_argument("--run", help="a trained 784-400-20 run (default: train one, 2 epochs)")
     parser.add_argument("-k", type=int, default=5000)
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument(
+        "--chunk-rows",
+        type=int,
+        nargs="+",
+        help="decoder rows per chunk, each measured (default: the device's, rows_per_chunk)",
+    )
+    parser.add_argument(
+        "--all", action="store_true", help="then all 10,000 test images once, timed"
+    )
     args = parser.parse_args()
     n, repeats = (20, 2) if args.quick else (100, 3)
     data = mnist_or_synthetic()
@@ -66,9 +78,9 @@ def main() -> None:
     model.to(device)
     x = fixed_binarization(data.test_x[:n]).to(device)
 
-    def vaekit_rate() -> float:
+    def vaekit_rate(chunk_rows: int) -> float:
         start = time.perf_counter()
-        vaekit.evaluate(model, x, args.k)
+        vaekit.evaluate(model, x, args.k, chunk_rows=chunk_rows)
         synchronize(device)
         return n / (time.perf_counter() - start)
 
@@ -78,11 +90,14 @@ def main() -> None:
         synchronize(device)
         return n / (time.perf_counter() - start)
 
-    ours, bare = [], []
-    for _ in range(repeats):  # alternate, so both see the same machine state
-        ours.append(vaekit_rate())
+    sizes = args.chunk_rows or [rows_per_chunk(device)]
+    ours: dict[int, list[float]] = {size: [] for size in sizes}
+    bare = []
+    for _ in range(repeats):  # alternate, so all see the same machine state
+        for size in sizes:
+            ours[size].append(vaekit_rate(size))
         bare.append(bare_rate())
-    ours_median, bare_median = sorted(ours)[len(ours) // 2], sorted(bare)[len(bare) // 2]
+    bare_median = statistics.median(bare)
     peak = matmul_peak(device)
     flops = args.k * 2 * (20 * 400 + 400 * 784)  # decoder forward per image: the bulk
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -90,19 +105,22 @@ def main() -> None:
         f"{describe(device)}, matmul peak "
         f"{peak:.0f} GFLOP/s; K = {args.k}, {n} images, median of {repeats}"
     )
-    print(
-        f"  vaekit evaluate  {ours_median:7.1f} images/s   "
-        f"({ours_median * flops / 1e9:.0f} GFLOP/s of decoder arithmetic)"
-    )
     print(f"  bare loop        {bare_median:7.1f} images/s")
-    print(f"  vaekit/bare      {ours_median / bare_median:7.2f}")
+    for size, rates in ours.items():
+        rate = statistics.median(rates)
+        print(
+            f"  vaekit evaluate  {rate:7.1f} images/s with {size} rows per chunk "
+            f"({rate * flops / 1e9:.0f} GFLOP/s of decoder arithmetic); "
+            f"vaekit/bare {rate / bare_median:.2f}"
+        )
     print(f"  peak memory (process RSS) {peak_rss_mb:.0f} MB")
     if device.type == "cuda":
         print(f"  peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MB")
-    print(
-        f"  10,000 MNIST test images: vaekit {10_000 / ours_median / 60:.1f} min, "
-        f"bare {10_000 / bare_median / 60:.1f} min"
-    )
+    if args.all:
+        start = time.perf_counter()
+        vaekit.evaluate(model, fixed_binarization(data.test_x).to(device), args.k)
+        synchronize(device)
+        print(f"  all {len(data.test_x):,} test images: {time.perf_counter() - start:.1f} s")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@
   each image as torchvision's MNIST + ToTensor do (uint8 tensor -> PIL -> float tensor, with
   its label) and a DataLoader; sigmoid outputs and binary_cross_entropy; ``loss.item()`` every
   step and a log line every 10 batches; then its test pass over the 10,000 test images through
-  the same kind of loader. Same networks, batch and Adam. (Left out: its two PNGs per epoch,
+  the same kind of loader (on CUDA with its one worker process and pinned memory, as it
+  does there). Same networks, batch and Adam. (Left out: its two PNGs per epoch,
   torchvision's save_image, not installable beside the CPU torch here; a few ms.)
 - bare: tensors in memory, random batch indexing, Bernoulli draw of the batch, forward,
   backward and fused Adam; nothing else.
@@ -126,7 +127,8 @@ def peer_rate(
         images = (x.reshape(-1, 28, 28) * 255).round().to(torch.uint8)
         labels = y if y is not None else torch.zeros(len(images), dtype=torch.long)
         dataset = PerSampleMNIST(images, labels)
-        return torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=shuffle)
+        on_gpu = {"num_workers": 1, "pin_memory": True} if device.type == "cuda" else {}
+        return torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=shuffle, **on_gpu)
 
     train, test = loader(data.train_x, data.train_y, True), loader(data.test_x, data.test_y, False)
     log = io.StringIO()

@@ -19,6 +19,7 @@ import vaekit
 from vaekit.cli import main
 from vaekit.evaluation import linear_gaussian as lg
 from vaekit.evaluation.diagnostics import active_units, aggregate_posterior_kl
+from vaekit.evaluation.evaluate import ROWS_PER_CHUNK_ACCELERATOR
 from vaekit.evaluation.identity import identity_check
 from vaekit.model.gaussian import standard_log_density
 from vaekit.objectives.importance import iwae_bound, log_px
@@ -71,6 +72,22 @@ def test_true_posterior_closes_the_gap() -> None:
         assert (log_px(model, x, k=7) - truth).abs().max() < 1e-10
         result = vaekit.evaluate(model, x, k=50)
     assert abs(result.gap.value) < 5 * result.gap.stderr + 1e-9
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 7, 50, 400, ROWS_PER_CHUNK_ACCELERATOR])
+def test_evaluate_places_every_draw_and_example_whatever_the_chunk(chunk_rows: int) -> None:
+    """With q the exact posterior every weight is p(x): each example's log p̂_K is its own
+    log p(x) (to float64 round-off) and its ESS is exactly K, so no example's draws land in
+    another's row and none is dropped, from one row per chunk to the GPU's default."""
+    model, x = _linear_model(orthogonal=True)
+    lg.set_optimal_encoder(model)
+    result = vaekit.evaluate(model, x, k=50, chunk_rows=chunk_rows)
+    torch.testing.assert_close(
+        result.per_example["log_px"], lg.log_px(model, x), rtol=0, atol=1e-10
+    )
+    torch.testing.assert_close(
+        result.per_example["ess"], torch.full((len(x),), 50.0, dtype=torch.float64)
+    )
 
 
 def test_chunking_does_not_change_the_estimate() -> None:

@@ -314,14 +314,18 @@ def test_compile_flag_of_older_configs_is_read() -> None:
         TrainConfig(compile="sometimes")
 
 
-def _failing_compile(module: torch.nn.Module) -> Callable[..., Any]:
-    """A stand-in for torch.compile on a machine where compiling fails at the first call."""
+def _failing_compile(message: str) -> Callable[..., Any]:
+    """A stand-in for torch.compile on a machine where compiling fails at the first call,
+    raising ``message``."""
     from torch._dynamo.exc import TorchDynamoException
 
-    def compiled(*args: Any) -> Any:
-        raise TorchDynamoException("C++ compile error\nlong compiler output")
+    def compile(module: torch.nn.Module) -> Callable[..., Any]:
+        def compiled(*args: Any) -> Any:
+            raise TorchDynamoException(message)
 
-    return compiled
+        return compiled
+
+    return compile
 
 
 def test_failed_compile_falls_back_or_stops_with_one_line(
@@ -332,7 +336,9 @@ def test_failed_compile_falls_back_or_stops_with_one_line(
     import vaekit.training.trainer as trainer_module
 
     monkeypatch.setattr(trainer_module, "COMPILE_MIN_STEPS", 1)
-    monkeypatch.setattr(trainer_module.torch, "compile", _failing_compile)
+    monkeypatch.setattr(
+        trainer_module.torch, "compile", _failing_compile("C++ compile error\nlong output")
+    )
     history = vaekit.fit(_model(digits), digits, epochs=2, progress=False)
     assert len(history) == 2 and math.isfinite(history[-1]["test_elbo"])
     assert "vaekit: torch.compile failed (C++ compile error); training without it" in (
@@ -342,6 +348,26 @@ def test_failed_compile_falls_back_or_stops_with_one_line(
         ConfigError,
         match=r"^torch.compile failed \(C\+\+ compile error\); "
         r"train with --compile off$",
+    ):
+        vaekit.fit(_model(digits), digits, epochs=1, compile="on", progress=False)
+
+
+def test_failed_compile_quotes_the_cause_after_a_lead_in(
+    digits: vaekit.Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch 2.11's inductor failed on an H200 with a first line that names no cause; the
+    one-line error quotes the line after it (the message as torch wrote it, shortened)."""
+    import vaekit.training.trainer as trainer_module
+
+    message = (
+        "backend='inductor' raised:\nRuntimeError: Argument 'scale' of Node 'mul' was used "
+        "before it has been defined!\n\ngraph():\n    %scale : ..."
+    )
+    monkeypatch.setattr(trainer_module.torch, "compile", _failing_compile(message))
+    with pytest.raises(
+        ConfigError,
+        match=r"^torch.compile failed \(backend='inductor' raised: RuntimeError: Argument "
+        r"'scale' of Node 'mul' was used before it has been defined!\); train with --compile off$",
     ):
         vaekit.fit(_model(digits), digits, epochs=1, compile="on", progress=False)
 

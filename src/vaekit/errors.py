@@ -28,5 +28,12 @@ class TrainingDiverged(VaekitError):
 
 def first_line(err: BaseException) -> str:
     """The first line of an error's message (its type's name if it has none): how a foreign
-    error (torch's, MLflow's, the Hub's) is quoted inside vaekit's one-line messages."""
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+    error (torch's, MLflow's, the Hub's) is quoted inside vaekit's one-line messages. A first
+    line that only leads in to the cause (it ends in a colon, as torch.compile's
+    ``backend='inductor' raised:``) is quoted with the line after it."""
+    lines = [line.strip() for line in str(err).strip().splitlines()]
+    if not lines:
+        return type(err).__name__
+    if lines[0].endswith(":") and len(lines) > 1:
+        return f"{lines[0]} {lines[1]}"
+    return lines[0]

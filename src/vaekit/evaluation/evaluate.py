@@ -53,9 +53,23 @@ LAYER_DRAWS = 100
 estimate; the K draws give the total rate)."""
 
 ROWS_PER_CHUNK = 1024
-"""Decoder rows (samples x examples) per chunk. Small chunks keep the decoder's output in cache
-for the likelihood and logsumexp that read it: on 2 CPU cores (784-400-20, K = 5000) 1,024 rows
-ran at 47 images/s against 21 images/s for 32,768 rows (benchmarks/eval_throughput.py)."""
+"""Decoder rows (samples x examples) per chunk on a CPU. Small chunks keep the decoder's output
+in cache for the likelihood and logsumexp that read it: on 2 CPU cores (784-400-20,
+K = 5000) 1,024 rows ran at 47 images/s against 21 images/s for 32,768 rows
+(benchmarks/eval_throughput.py)."""
+
+ROWS_PER_CHUNK_ACCELERATOR = 65536
+"""Decoder rows per chunk on a GPU, where a small chunk leaves the device waiting for the host
+to launch its many small kernels: on an H200 (784-400-20, K = 5000, torch 2.11) 1,024 rows
+ran at 249 images/s, 8,192 at 482, 65,536 at 4,278 and 262,144 at 4,550, with a peak of 2.4 GB
+of GPU memory at the largest (benchmarks/results/eval-throughput-h200.log). 65,536 rows of
+784 float32 values are 205 MB a buffer: room on any GPU that trains these models."""
+
+
+def rows_per_chunk(device: torch.device) -> int:
+    """Decoder rows per chunk of an evaluation on ``device``: cache-sized on a CPU, large on
+    an accelerator (see ``ROWS_PER_CHUNK`` and ``ROWS_PER_CHUNK_ACCELERATOR``)."""
+    return ROWS_PER_CHUNK if device.type == "cpu" else ROWS_PER_CHUNK_ACCELERATOR
 
 
 @dataclass
@@ -325,6 +339,7 @@ def evaluate(
     split: str = "test",
     k_sweep: list[int] | tuple[int, ...] = (),
     chunk_size: int | None = None,
+    chunk_rows: int | None = None,
     seed: int = 0,
     progress: bool = False,
 ) -> Evaluation:
@@ -332,9 +347,9 @@ def evaluate(
     :class:`Batch`), or on the ``split`` of a :class:`Dataset` (see :func:`evaluation_batch`:
     the standard protocol).
 
-    Examples are processed in batches and samples in chunks of at most ``ROWS_PER_CHUNK``
-    decoder rows, so memory stays bounded whatever K. Random draws come from a generator
-    seeded with ``seed``.
+    Examples are processed in batches and samples in chunks of at most ``chunk_rows`` decoder rows
+    (samples x examples; default :func:`rows_per_chunk` of the model's device), so memory
+    stays bounded whatever K. Random draws come from a generator seeded with ``seed``.
     """
     if k < 1 or any(s < 1 or s > k for s in k_sweep):
         raise ConfigError(f"K must be >= 1 and every --k-sweep value within 1..{k}")
@@ -351,8 +366,9 @@ def evaluate(
     start_time = time.perf_counter()
     device = next(model.parameters()).device
     generator = torch.Generator(device).manual_seed(seed)
-    chunk = chunk_size or max(1, min(k, ROWS_PER_CHUNK))
-    size = max(1, min(len(batch.x), ROWS_PER_CHUNK // chunk))
+    chunk_rows = chunk_rows or rows_per_chunk(device)
+    chunk = chunk_size or max(1, min(k, chunk_rows))
+    size = max(1, min(len(batch.x), chunk_rows // chunk))
     rows = _Rows(len(batch.x))
     for begin in tqdm(
         range(0, len(batch.x), size), disable=not progress or None, unit="batch", leave=False
