@@ -90,7 +90,7 @@ def main() -> None:
         synchronize(device)
         return n / (time.perf_counter() - start)
 
-    sizes = args.chunk_rows or [rows_per_chunk(device)]
+    sizes = args.chunk_rows or [rows_per_chunk(device, x[0].numel())]
     ours: dict[int, list[float]] = {size: [] for size in sizes}
     bare = []
     for _ in range(repeats):  # alternate, so all see the same machine state

@@ -7,6 +7,7 @@ distributions whose KLs are known. Tolerances: 5 standard errors of the Monte Ca
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
 import math
@@ -17,15 +18,17 @@ import torch
 
 import vaekit
 from vaekit.cli import main
+from vaekit.errors import ConfigError
 from vaekit.evaluation import linear_gaussian as lg
 from vaekit.evaluation.diagnostics import active_units, aggregate_posterior_kl
-from vaekit.evaluation.evaluate import ROWS_PER_CHUNK_ACCELERATOR
+from vaekit.evaluation.evaluate import ROWS_PER_CHUNK, rows_per_chunk
 from vaekit.evaluation.identity import identity_check
 from vaekit.model.gaussian import standard_log_density
 from vaekit.objectives.importance import iwae_bound, log_px
 from vaekit.training.linear_gaussian import fit_linear_gaussian
 
 Z_TOL = 5.0
+evaluate_module = importlib.import_module("vaekit.evaluation.evaluate")  # not the function
 
 
 def _linear_model(seed: int = 0, orthogonal: bool = False) -> tuple[vaekit.VAE, torch.Tensor]:
@@ -74,7 +77,7 @@ def test_true_posterior_closes_the_gap() -> None:
     assert abs(result.gap.value) < 5 * result.gap.stderr + 1e-9
 
 
-@pytest.mark.parametrize("chunk_rows", [1, 7, 50, 400, ROWS_PER_CHUNK_ACCELERATOR])
+@pytest.mark.parametrize("chunk_rows", [1, 7, 50, 400, 65536])
 def test_evaluate_places_every_draw_and_example_whatever_the_chunk(chunk_rows: int) -> None:
     """With q the exact posterior every weight is p(x): each example's log p̂_K is its own
     log p(x) (to float64 round-off) and its ESS is exactly K, so no example's draws land in
@@ -88,6 +91,60 @@ def test_evaluate_places_every_draw_and_example_whatever_the_chunk(chunk_rows: i
     torch.testing.assert_close(
         result.per_example["ess"], torch.full((len(x),), 50.0, dtype=torch.float64)
     )
+
+
+def test_chunk_rows_by_device_and_data_size() -> None:
+    """A CPU chunk is cache-sized; a GPU chunk holds ACCELERATOR_VALUES decoder outputs, so
+    larger examples get fewer rows (65,536 for MNIST, 1,045 for 128x128 colour images)."""
+    assert rows_per_chunk(torch.device("cpu"), 784) == ROWS_PER_CHUNK
+    assert rows_per_chunk(torch.device("cuda"), 784) == 65536
+    assert rows_per_chunk(torch.device("cuda"), 3 * 128 * 128) == 1045
+    assert rows_per_chunk(torch.device("mps"), 10**9) == 1
+
+
+def _out_of_memory_above(monkeypatch: pytest.MonkeyPatch, limit: int, calls: list[int]) -> None:
+    """Make evaluation batches of more than ``limit`` decoder rows run out of GPU memory."""
+    evaluate_batch = evaluate_module._evaluate_batch
+
+    def batch_within_memory(model, batch, k, chunk, *args):  # type: ignore[no-untyped-def]
+        calls.append(len(batch.x) * min(chunk, k))
+        if calls[-1] > limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 9 GiB")
+        return evaluate_batch(model, batch, k, chunk, *args)
+
+    monkeypatch.setattr(evaluate_module, "_evaluate_batch", batch_within_memory)
+
+
+def test_out_of_gpu_memory_halves_the_chunk_and_loses_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch that runs out of memory is evaluated again in chunks half as large, until it
+    fits: every example still gets its own K draws (exact log p(x), ESS = K)."""
+    model, x = _linear_model(orthogonal=True)
+    lg.set_optimal_encoder(model)
+    calls: list[int] = []
+    _out_of_memory_above(monkeypatch, 100, calls)
+    result = vaekit.evaluate(model, x, k=50, chunk_rows=400)
+    assert calls[:4] == [400, 200, 100, 100]
+    torch.testing.assert_close(
+        result.per_example["log_px"], lg.log_px(model, x), rtol=0, atol=1e-10
+    )
+    torch.testing.assert_close(
+        result.per_example["ess"], torch.full((len(x),), 50.0, dtype=torch.float64)
+    )
+
+
+def test_out_of_gpu_memory_at_the_smallest_chunk_is_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model, x = _linear_model()
+    _out_of_memory_above(monkeypatch, 0, [])
+    with pytest.raises(
+        ConfigError,
+        match=r"^out of GPU memory evaluating one example's chunk of 1 draws \(CUDA out of "
+        r"memory\. Tried to allocate 9 GiB\); evaluate on the CPU \(--device cpu\)$",
+    ):
+        vaekit.evaluate(model, x, k=50)
 
 
 def test_chunking_does_not_change_the_estimate() -> None:

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from vaekit.data.batch import Batch, as_batch
 from vaekit.data.dataset import Dataset
-from vaekit.errors import ConfigError
+from vaekit.errors import ConfigError, first_line
 from vaekit.evaluation.diagnostics import ACTIVE_THRESHOLD, active_units, aggregate_posterior_kl
 from vaekit.evaluation.labels import classification_error
 from vaekit.evaluation.layers import layer_starts
@@ -58,18 +58,23 @@ in cache for the likelihood and logsumexp that read it: on 2 CPU cores (784-400-
 K = 5000) 1,024 rows ran at 47 images/s against 21 images/s for 32,768 rows
 (benchmarks/eval_throughput.py)."""
 
-ROWS_PER_CHUNK_ACCELERATOR = 65536
-"""Decoder rows per chunk on a GPU, where a small chunk leaves the device waiting for the host
-to launch its many small kernels: on an H200 (784-400-20, K = 5000, torch 2.11) 1,024 rows
-ran at 249 images/s, 8,192 at 482, 65,536 at 4,278 and 262,144 at 4,550, with a peak of 2.4 GB
-of GPU memory at the largest (benchmarks/results/eval-throughput-h200.log). 65,536 rows of
-784 float32 values are 205 MB a buffer: room on any GPU that trains these models."""
+ACCELERATOR_VALUES = 65536 * 784
+"""Decoder output values per chunk on a GPU, where a small chunk leaves the device waiting for
+the host to launch its many small kernels: on an H200 (784-400-20, K = 5000, torch 2.11) chunks
+of 1,024 MNIST rows ran at 249 images/s, 8,192 at 482, 65,536 at 4,278 and 262,144 at 4,550,
+with a peak of 2.4 GB of GPU memory at the largest (benchmarks/results/eval-throughput-h200.log).
+So 65,536 rows of MNIST's 784 values, ~205 MB a float32 buffer of the decoder's output; data
+of more values an example gets proportionally fewer rows. Should the GPU still run out of
+memory, the evaluation halves the chunk and evaluates the batch again."""
 
 
-def rows_per_chunk(device: torch.device) -> int:
-    """Decoder rows per chunk of an evaluation on ``device``: cache-sized on a CPU, large on
-    an accelerator (see ``ROWS_PER_CHUNK`` and ``ROWS_PER_CHUNK_ACCELERATOR``)."""
-    return ROWS_PER_CHUNK if device.type == "cpu" else ROWS_PER_CHUNK_ACCELERATOR
+def rows_per_chunk(device: torch.device, data_dim: int) -> int:
+    """Decoder rows per chunk of an evaluation on ``device`` of examples of ``data_dim``
+    values: cache-sized on a CPU (``ROWS_PER_CHUNK``), ``ACCELERATOR_VALUES`` values on an
+    accelerator."""
+    if device.type == "cpu":
+        return ROWS_PER_CHUNK
+    return max(1, ACCELERATOR_VALUES // data_dim)
 
 
 @dataclass
@@ -347,8 +352,8 @@ def evaluate(
     :class:`Batch`), or on the ``split`` of a :class:`Dataset` (see :func:`evaluation_batch`:
     the standard protocol).
 
-    Examples are processed in batches and samples in chunks of at most ``chunk_rows`` decoder rows
-    (samples x examples; default :func:`rows_per_chunk` of the model's device), so memory
+    Examples are processed in batches and samples in chunks of at most ``chunk_rows`` decoder
+    rows (samples x examples; default :func:`rows_per_chunk` of the model's device), so memory
     stays bounded whatever K. Random draws come from a generator seeded with ``seed``.
     """
     if k < 1 or any(s < 1 or s > k for s in k_sweep):
@@ -366,23 +371,59 @@ def evaluate(
     start_time = time.perf_counter()
     device = next(model.parameters()).device
     generator = torch.Generator(device).manual_seed(seed)
-    chunk_rows = chunk_rows or rows_per_chunk(device)
-    chunk = chunk_size or max(1, min(k, chunk_rows))
-    size = max(1, min(len(batch.x), chunk_rows // chunk))
-    rows = _Rows(len(batch.x))
-    for begin in tqdm(
-        range(0, len(batch.x), size), disable=not progress or None, unit="batch", leave=False
-    ):
-        part = batch.select(slice(begin, begin + size)).to(device)
-        log_w = _evaluate_batch(model, part, k, chunk, generator, rows.at(begin))
-        for group in k_sweep:
-            groups = log_w[: (k // group) * group].reshape(k // group, group, -1)
-            rows.at(begin)(f"sweep {group}", log_mean_exp(groups.transpose(0, 1)).mean(0))
-    result = _gathered(model, batch, k, rows.columns, k_sweep, generator, start_time)
+    chunk_rows = chunk_rows or rows_per_chunk(device, batch.x[0].numel())
+    per = _evaluate_batches(model, batch, k, k_sweep, (chunk_size, chunk_rows), generator, progress)
+    result = _gathered(model, batch, k, per, k_sweep, generator, start_time)
     if model.infers_labels:
         result.classifier_error = classification_error(model, batch.to(device))
     result.info = info
     return result
+
+
+def _evaluate_batches(
+    model: torch.nn.Module,
+    batch: Batch,
+    k: int,
+    k_sweep: list[int] | tuple[int, ...],
+    chunks: tuple[int | None, int],
+    generator: torch.Generator,
+    progress: bool,
+) -> dict[str, torch.Tensor]:
+    """The per-example columns of every batch's terms (see :func:`_evaluate_batch`) and of
+    L_K at each ``k_sweep`` K; ``chunks``: (draws per chunk or None, decoder rows per chunk).
+    A batch that runs the GPU out of memory is evaluated again in chunks half as large."""
+    chunk_size, chunk_rows = chunks
+    device = next(model.parameters()).device
+    rows = _Rows(len(batch.x))
+    bar = tqdm(total=len(batch.x), disable=not progress or None, unit="example", leave=False)
+    begin = 0
+    while begin < len(batch.x):
+        chunk = chunk_size or max(1, min(k, chunk_rows))
+        part = batch.select(slice(begin, begin + max(1, chunk_rows // chunk))).to(device)
+        try:
+            log_w = _evaluate_batch(model, part, k, chunk, generator, rows.at(begin))
+        except torch.cuda.OutOfMemoryError as err:
+            chunk_rows = _smaller_chunk(chunk, len(part.x), chunk_size is not None, err)
+            continue
+        for group in k_sweep:
+            groups = log_w[: (k // group) * group].reshape(k // group, group, -1)
+            rows.at(begin)(f"sweep {group}", log_mean_exp(groups.transpose(0, 1)).mean(0))
+        begin += len(part.x)
+        bar.update(len(part.x))
+    bar.close()
+    return rows.columns
+
+
+def _smaller_chunk(chunk: int, examples: int, fixed: bool, err: BaseException) -> int:
+    """Half the decoder rows of a chunk of ``chunk`` draws for ``examples`` examples that ran
+    the GPU out of memory; a one-line error where it cannot shrink (one example, and one draw
+    or ``fixed`` draws per chunk)."""
+    if examples == 1 and (chunk == 1 or fixed):
+        raise ConfigError(
+            f"out of GPU memory evaluating one example's chunk of {chunk} draws "
+            f"({first_line(err)}); evaluate on the CPU (--device cpu)"
+        ) from err
+    return max(1, chunk * examples // 2)
 
 
 def _gathered(
