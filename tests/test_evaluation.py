@@ -115,6 +115,13 @@ def _out_of_memory_above(monkeypatch: pytest.MonkeyPatch, limit: int, calls: lis
     monkeypatch.setattr(evaluate_module, "_evaluate_batch", batch_within_memory)
 
 
+def test_chunks_of_no_rows_are_refused() -> None:
+    model, x = _linear_model()
+    for option in ("chunk_rows", "chunk_size"):
+        with pytest.raises(ConfigError, match=r"^chunk_size and chunk_rows must be >= 1"):
+            vaekit.evaluate(model, x, k=5, **{option: 0})
+
+
 def test_out_of_gpu_memory_halves_the_chunk_and_loses_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

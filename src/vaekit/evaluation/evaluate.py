@@ -358,6 +358,8 @@ def evaluate(
     """
     if k < 1 or any(s < 1 or s > k for s in k_sweep):
         raise ConfigError(f"K must be >= 1 and every --k-sweep value within 1..{k}")
+    if any(size is not None and size < 1 for size in (chunk_size, chunk_rows)):
+        raise ConfigError("chunk_size and chunk_rows must be >= 1 (or None: by the device)")
     batch = evaluation_batch(model, data, split) if isinstance(data, Dataset) else as_batch(data)
     info = {
         "split": split if isinstance(data, Dataset) else "given examples",
