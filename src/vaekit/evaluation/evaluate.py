@@ -373,8 +373,7 @@ def evaluate(
     start_time = time.perf_counter()
     device = next(model.parameters()).device
     generator = torch.Generator(device).manual_seed(seed)
-    chunk_rows = chunk_rows or rows_per_chunk(device, batch.x[0].numel())
-    per = _evaluate_batches(model, batch, k, k_sweep, (chunk_size, chunk_rows), generator, progress)
+    per = _evaluate_batches(model, batch, k, k_sweep, chunk_size, chunk_rows, generator, progress)
     result = _gathered(model, batch, k, per, k_sweep, generator, start_time)
     if model.infers_labels:
         result.classifier_error = classification_error(model, batch.to(device))
@@ -387,15 +386,17 @@ def _evaluate_batches(
     batch: Batch,
     k: int,
     k_sweep: list[int] | tuple[int, ...],
-    chunks: tuple[int | None, int],
+    chunk_size: int | None,
+    chunk_rows: int | None,
     generator: torch.Generator,
     progress: bool,
 ) -> dict[str, torch.Tensor]:
     """The per-example columns of every batch's terms (see :func:`_evaluate_batch`) and of
-    L_K at each ``k_sweep`` K; ``chunks``: (draws per chunk or None, decoder rows per chunk).
-    A batch that runs the GPU out of memory is evaluated again in chunks half as large."""
-    chunk_size, chunk_rows = chunks
+    L_K at each ``k_sweep`` K, in chunks of ``chunk_size`` draws and ``chunk_rows`` decoder
+    rows (None: by the device, see :func:`evaluate`). A batch that runs the GPU out of memory
+    is evaluated again in chunks half as large."""
     device = next(model.parameters()).device
+    chunk_rows = chunk_rows or rows_per_chunk(device, batch.x[0].numel())
     rows = _Rows(len(batch.x))
     bar = tqdm(total=len(batch.x), disable=not progress or None, unit="example", leave=False)
     begin = 0
