@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import describe, synchronize
 
 import vaekit
+from vaekit.evaluation.statistics import Mean
 
 
 def main() -> None:
@@ -48,9 +49,10 @@ def main() -> None:
         )
     first, second = (results[rows].per_example["log_px"] for rows in args.chunk_rows[:2])
     difference = first - second
+    mean = Mean.of(difference)
     print(
-        f"per-image difference: mean {difference.mean():.4f}, sd {difference.std():.4f}, "
-        f"s.e. of the mean {difference.std() / len(difference) ** 0.5:.4f} nats"
+        f"per-image difference: mean {mean.value:.4f}, sd {difference.std():.4f}, "
+        f"s.e. of the mean {mean.stderr:.4f} nats"
     )
 
 

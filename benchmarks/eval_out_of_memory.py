@@ -17,6 +17,7 @@ import torch
 
 import vaekit
 from vaekit.data import fixed_binarization
+from vaekit.evaluation.statistics import Mean
 
 
 def capped(megabytes: float) -> None:
@@ -47,9 +48,8 @@ def main() -> None:
         f"capped at {args.cap_mb:.0f} MB: {small.log_px.value:.3f} +- {small.log_px.stderr:.3f};"
         f" peak {peak:.0f} MB; {time.perf_counter() - start:.1f} s"
     )
-    difference = small.per_example["log_px"] - free.per_example["log_px"]
-    stderr = difference.std() / len(difference) ** 0.5
-    print(f"per-image difference {difference.mean():.4f} +- {stderr:.4f}")
+    difference = Mean.of(small.per_example["log_px"] - free.per_example["log_px"])
+    print(f"per-image difference {difference.value:.4f} +- {difference.stderr:.4f}")
     capped(0.001)
     try:
         vaekit.evaluate(model, x, 5000)
