@@ -47,7 +47,7 @@ def array_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Binary vectors, large enough that an epoch takes a noticeable fraction of a second."""
     path = tmp_path_factory.mktemp("data") / "binary.npy"
     rng = np.random.default_rng(0)
-    np.save(path, (rng.random((12_000, 64)) < 0.3).astype(np.float32))
+    np.save(path, (rng.random((6_000, 64)) < 0.3).astype(np.float32))
     return path
 
 
