@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import one_line_error
 
 import vaekit
 from vaekit.cli import main
@@ -280,4 +281,6 @@ def test_cli_evaluate_and_identity(
     assert json.loads(saved.read_text())["n"] == 30  # kept beside any fuller evaluation
     assert main(["identity", "--epochs", "5", "-k", "1,10", "--latent-dim", "3"]) == 0
     assert "ELBO + KL − log p(x)" in capsys.readouterr().out
-    assert main(["evaluate", str(trained_run), "-k", "0"]) == 2
+    one_line_error(capsys, main(["evaluate", str(trained_run), "-k", "0"]), "at least 1, not 0")
+    status = main(["evaluate", str(trained_run), "-k", "10", "--k-sweep", "1,20"])
+    one_line_error(capsys, status, "--k-sweep value must be within 1..10")

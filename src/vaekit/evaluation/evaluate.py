@@ -356,8 +356,10 @@ def evaluate(
     rows (samples x examples; default :func:`rows_per_chunk` of the model's device), so memory
     stays bounded whatever K. Random draws come from a generator seeded with ``seed``.
     """
-    if k < 1 or any(s < 1 or s > k for s in k_sweep):
-        raise ConfigError(f"K must be >= 1 and every --k-sweep value within 1..{k}")
+    if k < 1:
+        raise ConfigError(f"K (-k) must be at least 1, not {k}")
+    if any(s < 1 or s > k for s in k_sweep):
+        raise ConfigError(f"every --k-sweep value must be within 1..{k} (K, -k)")
     if any(size is not None and size < 1 for size in (chunk_size, chunk_rows)):
         raise ConfigError("chunk_size and chunk_rows must be >= 1 (or None: by the device)")
     batch = evaluation_batch(model, data, split) if isinstance(data, Dataset) else as_batch(data)
