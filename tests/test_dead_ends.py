@@ -377,7 +377,10 @@ def test_full_disk_in_evaluate_isone_line_error(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["sample", "{run}", "--temperature", "nan"], "--temperature non-negative numbers"),
+        (
+            ["sample", "{run}", "--temperature", "nan"],
+            "--temperature must be a non-negative finite number",
+        ),
         (["sample", "{run}", "-n", "100000000000"], "more than this machine's"),
         (["sample", "{run}", "--seed", str(2**64)], "--seed must be an integer from 0"),
         (["train", "--seed", str(2**64)], "seed must be an integer from 0"),

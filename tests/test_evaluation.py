@@ -281,6 +281,10 @@ def test_cli_evaluate_and_identity(
     assert json.loads(saved.read_text())["n"] == 30  # kept beside any fuller evaluation
     assert main(["identity", "--epochs", "5", "-k", "1,10", "--latent-dim", "3"]) == 0
     assert "ELBO + KL − log p(x)" in capsys.readouterr().out
-    one_line_error(capsys, main(["evaluate", str(trained_run), "-k", "0"]), "at least 1, not 0")
+    one_line_error(
+        capsys,
+        main(["evaluate", str(trained_run), "-k", "0"]),
+        "K (-k) must be a positive integer, got 0",
+    )
     status = main(["evaluate", str(trained_run), "-k", "10", "--k-sweep", "1,20"])
     one_line_error(capsys, status, "--k-sweep value must be within 1..10")

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple, NoReturn
 import numpy as np
 import torch
 
-from vaekit.checks import fits_in_memory, seed
+from vaekit.checks import fits_in_memory, positive_float, positive_int, seed
 from vaekit.compare import check_claim, comparison_table, read_evaluations
 from vaekit.config_file import read_config_file, run_config_toml
 from vaekit.console import say, silence_stdout
@@ -809,8 +809,9 @@ def _check_writable(path: str) -> None:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     temperatures = args.temperature if isinstance(args.temperature, list) else [args.temperature]
-    if args.n <= 0 or not all(math.isfinite(t) and t >= 0 for t in temperatures):
-        raise ConfigError("-n must be positive and --temperature non-negative numbers")
+    positive_int("-n", args.n)
+    for t in temperatures:
+        positive_float("--temperature", t, allow_zero=True)
     temperature = temperatures[0] if len(temperatures) == 1 else temperatures
     shown = ",".join(f"{t:g}" for t in temperatures)
     seed("--seed", args.seed)
@@ -1128,8 +1129,8 @@ def _point_latest_at(run: Path) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     from vaekit.report import build_report
 
-    if args.k <= 0 or args.limit < 0:
-        raise ConfigError("-k must be positive and --limit non-negative")
+    positive_int("-k", args.k)
+    positive_int("--limit", args.limit, allow_zero=True)
     if args.hub_id is not None:
         raise ConfigError(
             f"the report is written into the run's folder, and {args.hub_id} is in the Hugging "

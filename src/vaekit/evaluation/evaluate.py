@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from vaekit.checks import positive_int
 from vaekit.data.batch import Batch, as_batch
 from vaekit.data.dataset import Dataset
 from vaekit.errors import ConfigError, first_line
@@ -356,8 +357,7 @@ def evaluate(
     rows (samples x examples; default :func:`rows_per_chunk` of the model's device), so memory
     stays bounded whatever K. Random draws come from a generator seeded with ``seed``.
     """
-    if k < 1:
-        raise ConfigError(f"K (-k) must be at least 1, not {k}")
+    positive_int("K (-k)", k)
     if any(s < 1 or s > k for s in k_sweep):
         raise ConfigError(f"every --k-sweep value must be within 1..{k} (K, -k)")
     if any(size is not None and size < 1 for size in (chunk_size, chunk_rows)):
