@@ -539,3 +539,38 @@ def test_a_damaged_evaluation_or_a_lost_metrics_file_is_no_dead_end(
     assert main(["train", "--resume", str(run), "--epochs", "4", "--no-progress"]) == 0
     assert [json.loads(line)["epoch"] for line in (run / METRICS).read_text().splitlines()] == [4]
     capsys.readouterr()
+
+
+# 13. another device -----------------------------------------------------------------------
+def _as_if_saved_on_cuda(run: Path) -> None:
+    """The checkpoint as a CUDA run writes it: its noise generator's state is a CUDA one
+    (16 bytes: seed and offset), which no CPU generator can take."""
+    path = run / CHECKPOINT
+    with safe_open(str(path), "pt") as saved:
+        metadata = saved.metadata()
+        tensors = {key: saved.get_tensor(key) for key in saved.keys()}  # noqa: SIM118
+    tensors["rng.noise"] = torch.arange(16, dtype=torch.uint8)
+    save_file(tensors, str(path), metadata=metadata)
+
+
+def test_a_run_resumes_on_another_type_of_device(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run that trained on a GPU goes on on a CPU (or back): its generators' states do not
+    fit there, so they are seeded from the saved ones: it continues, the same way from the
+    same checkpoint, and says it is not bit for bit. ``--device`` may change on resume."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    argv = ["train", "--hidden", "8", "--latent-dim", "2", "--epochs", "2", "--no-progress"]
+    assert main([*argv, "--run-dir", str(first)]) == 0
+    _as_if_saved_on_cuda(first)
+    shutil.copytree(first, second)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(first), "--epochs", "4", "--device", "cpu"]) == 0
+    note = capsys.readouterr().out
+    assert "random state of its noise draws on another type of device than cpu" in note
+    assert main(["train", "--resume", str(second), "--epochs", "4", "--no-progress"]) == 0
+    same_run(first, second)
+    assert json.loads((first / "config.json").read_text())["train"]["device"] == "cpu"
+    if not torch.cuda.is_available():
+        status = main(["train", "--resume", str(first), "--epochs", "5", "--device", "cuda"])
+        one_line_error(capsys, status, "no CUDA device")

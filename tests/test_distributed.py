@@ -106,6 +106,22 @@ def test_cuda_training_with_data_on_device(
 
 
 @cuda
+def test_a_run_moves_to_cuda_and_back(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--resume --device moves a run between a CPU and a GPU, whose generators' states differ:
+    each move says so in a note, and the run goes on."""
+    run = tmp_path / "run"
+    assert main([*COMMON, "--epochs", "1", "--device", "cpu", "--run-dir", str(run)]) == 0
+    for epochs, device in ((2, "cuda"), (3, "cpu")):
+        capsys.readouterr()
+        argv = ["train", "--resume", str(run), "--epochs", str(epochs), "--device", device]
+        assert main([*argv, "--no-progress"]) == 0
+        assert f"on another type of device than {device}" in capsys.readouterr().out
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2, 3]
+    assert all(np.isfinite(row["test_elbo"]) for row in rows)
+
+
+@cuda
 def test_cuda_evaluation_matches_cpu(trained_run: Path, digits: vaekit.Dataset) -> None:
     model = vaekit.load(trained_run)
     on_cpu = vaekit.evaluate(model, digits, k=500)

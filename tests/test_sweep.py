@@ -143,7 +143,8 @@ def test_a_sweep_stops_resumes_and_catches_up(
     assert main(_sweep(binary, stopped, "--epochs", "4")) == 130
     assert f"continue with 'vaekit sweep --resume {stopped}'" in capsys.readouterr().err
     monkeypatch.setattr(StackedStep, "step", step)
-    assert main(["sweep", "--resume", str(stopped), "--no-progress"]) == 0
+    resumed = ["sweep", "--resume", str(stopped), "--device", "cpu", "--no-progress"]
+    assert main(resumed) == 0  # --device may be given again
     _same(reference, stopped)
     # a kill between the members' checkpoints: one member an epoch behind catches up alone
     behind = tmp_path / "behind"
@@ -197,7 +198,7 @@ def test_sweep_refusals(binary: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     capsys.readouterr()
     one_line_error(capsys, main(_sweep(binary, folder, "--epochs", "1")), "already holds a sweep")
     status = main(["sweep", "--resume", str(folder), "--lr", "0.1"])
-    one_line_error(capsys, status, "only --epochs, --dataset and --data-dir may change")
+    one_line_error(capsys, status, "only --epochs, --device, and --dataset or --data-dir")
     status = main(_sweep(binary, tmp_path / "b", "--on-nan", "rollback"))
     one_line_error(capsys, status, "not in a sweep")
     iwae = ["--objective", "iwae", "--samples", "2", "--gradient", "dreg", "--beta", "1"]

@@ -103,8 +103,9 @@ def _number_list(kind: type, what: str) -> Callable[[str], list[Any]]:
     return parse
 
 
-RESUMABLE = ("epochs", "data_dir", "dataset")
-"""The options a resumed run (or sweep) may change: the length, and where the same data are."""
+RESUMABLE = ("epochs", "data_dir", "dataset", "device")
+"""The options a resumed run (or sweep) may change: the length, where the same data are, and
+the device it goes on training on."""
 
 _int_list = _number_list(int, "integers")
 _float_list = _number_list(float, "numbers")
@@ -571,8 +572,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         planned = (args.betas, args.seeds, args.warmups, args.recipe, args.config, args.run_dir)
         if given or any(planned):
             raise ConfigError(
-                "--resume continues the sweep as planned; only --epochs, --dataset and "
-                "--data-dir may change (the data must be the same)"
+                "--resume continues the sweep as planned; only --epochs, --device, and "
+                "--dataset or --data-dir for the same data may change"
             )
         folder = Path(args.resume)
         plan = SweepPlan.read(folder)
@@ -701,13 +702,12 @@ def _run_notes(model: torch.nn.Module, data: Dataset, config: TrainConfig) -> li
 
 def _resume(args: argparse.Namespace) -> int:
     given = {**_given(args, _model_option_names()), **_given(args, _train_option_names())}
-    for may_change in RESUMABLE:
-        given.pop(may_change, None)
+    changes = {name: given.pop(name) for name in RESUMABLE if name in given}
     if given or args.recipe or args.run_dir:
         option = next(iter(given), "recipe" if args.recipe else "run_dir")
         raise ConfigError(
             f"--resume continues the run as configured; drop --{option.replace('_', '-')} "
-            "(only --epochs, --dataset and --data-dir may change: the data must be the same)"
+            "(only --epochs, --device, and --dataset or --data-dir for the same data may change)"
         )
     run = RunDirectory(args.resume)
     data = None
@@ -722,6 +722,7 @@ def _resume(args: argparse.Namespace) -> int:
             progress=not args.no_progress and rank_and_size()[0] == 0,
             verify=not args.no_verify,
             accept_changed_data=args.accept_changed_data,
+            device=changes.get("device"),
         )
     if rank_and_size()[0] == 0:
         _report(run.path, history, time.perf_counter() - start)

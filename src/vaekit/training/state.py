@@ -1,10 +1,12 @@
 """The resumable state of a run beyond its weights and optimizer: counters, the learning-rate
 scale, the random-number generators, and the position inside an interrupted epoch. All of it
-is kept in the checkpoint (JSON scalars and tensors), so a resumed run continues exactly."""
+is kept in the checkpoint (JSON scalars and tensors), so a resumed run continues exactly
+(on a device of the same type: see :meth:`TrainingState.set_generators`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -43,6 +45,9 @@ class TrainingState:
     elapsed_s: float = 0.0
     lr_scale: float = 1.0
     partial: EpochState | None = None
+    moved: list[str] = field(default_factory=list)
+    """The generators (``data``, ``noise``) whose saved state was of another type of device
+    (a run that trained on a CPU resumed on a GPU, or back): they were seeded from it."""
 
     def snapshot(self, partial: EpochState | None = None) -> dict[str, Any]:
         """Everything the checkpoint holds beyond weights and optimizer: ``{"state": JSON
@@ -102,6 +107,18 @@ class TrainingState:
             )
 
     def set_generators(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Set the generators to their saved states. A state saved on another type of device
+        does not fit (a CPU generator's state is 5,056 bytes, a CUDA one's 16): that
+        generator is seeded from the saved state's SHA-256 instead, so the same checkpoint
+        continues the same way on the new device, though not as it would have on the old
+        one; its name is added to ``moved``."""
         torch.set_rng_state(tensors["rng.torch"])
-        self.data.set_state(tensors["rng.data"])
-        self.noise.set_state(tensors["rng.noise"])
+        self.moved = []
+        for name, generator in (("data", self.data), ("noise", self.noise)):
+            saved = tensors[f"rng.{name}"]
+            if saved.shape == generator.get_state().shape:
+                generator.set_state(saved)
+            else:
+                digest = hashlib.sha256(saved.contiguous().numpy().tobytes()).digest()
+                generator.manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+                self.moved.append(name)

@@ -240,6 +240,14 @@ class Trainer:
         state, tensors = self.run_dir.load_checkpoint(self.model, self.optimizer)
         self.state.restore(state, tensors, self.run_dir)
         self.state.check_position(self.epoch_rows, self.config.batch_size, self.run_dir)
+        if self.state.moved and self.rank == 0:
+            devices = {getattr(self.state, name).device.type for name in self.state.moved}
+            say(
+                f"vaekit: note: {self.run_dir} saved the random state of its "
+                f"{' and '.join(self.state.moved)} draws on another type of device than "
+                f"{'/'.join(sorted(devices))}: they go on from a seed derived from it, so the "
+                "run continues, though not bit for bit as on its first device"
+            )
         self.history = [r for r in self.run_dir.read_metrics() if r["epoch"] <= self.state.epoch]
         if self.writes:
             with self._writing():
@@ -724,17 +732,23 @@ def resume(
     progress: bool = True,
     verify: bool = True,
     accept_changed_data: bool = False,
+    device: str | None = None,
 ) -> tuple[torch.nn.Module, list[dict[str, Any]]]:
     """Continue the run in ``run_dir`` from its last checkpoint (to ``epochs`` in all, if
     given), or start it again from epoch 0 if it was stopped before its first checkpoint;
     return the model and all metrics. The data are reloaded from the run's config unless
     passed (needed for data that are not a file or standard dataset), and must be the data
-    the run trained on (their SHA-256), unless ``accept_changed_data``."""
+    the run trained on (their SHA-256), unless ``accept_changed_data``. ``device`` moves the
+    run to another device (recorded in its config from then on); on another type of device
+    than it trained on, it continues, though not bit for bit (see
+    :meth:`TrainingState.set_generators`)."""
     run = RunDirectory(run_dir)
     saved = run.config
     if saved.custom_networks:
         raise ConfigError(f"{run}: resume a run with custom networks from Python (vaekit.fit)")
     config = saved.train if epochs is None else replace(saved.train, epochs=epochs)
+    if device is not None:
+        config = replace(config, device=device)
     if data is None:
         data = run.load_dataset(verify=verify)
     summary = data.summary()  # hashes the data once, for the check and for config.json
