@@ -40,6 +40,7 @@ from vaekit import files
 from vaekit.cli import main
 from vaekit.errors import CheckpointError, DataError, TrainingDiverged
 from vaekit.files import run_lock
+from vaekit.training.config import TrainConfig
 from vaekit.training.run_dir import CHECKPOINT, METRICS, WEIGHTS
 from vaekit.training.trainer import Trainer
 
@@ -574,3 +575,62 @@ def test_a_run_resumes_on_another_type_of_device(
     if not torch.cuda.is_available():
         status = main(["train", "--resume", str(first), "--epochs", "5", "--device", "cuda"])
         one_line_error(capsys, status, "no CUDA device")
+
+
+# 14. past a divergence ---------------------------------------------------------------------
+def test_a_diverged_run_goes_on_with_on_nan_rollback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run stopped by a divergence says how to get past it: resumed as it was it would
+    diverge again where it did (the draws are the same), so the way on is the resume command
+    it names, with --on-nan rollback, which that resume accepts."""
+    run = tmp_path / "run"
+    argv = ["train", "--hidden", "8", "--latent-dim", "2", "--no-progress", "--run-dir", str(run)]
+    assert main([*argv, "--epochs", "2"]) == 0
+    real = Trainer._train_epoch
+    tries = {"n": 0}
+
+    def diverge_once(self: Trainer, bar: object) -> dict:
+        tries["n"] += 1
+        if tries["n"] == 1:
+            self._check_finite(torch.tensor([[0.0, math.nan, 1.0]]), 0)
+        return real(self, bar)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", diverge_once)
+    capsys.readouterr()
+    status = main(["train", "--resume", str(run), "--epochs", "3", "--no-progress"])
+    err = capsys.readouterr().err
+    assert status != 0 and len(err.strip().splitlines()) == 1, err
+    command = f"vaekit train --resume {run} --on-nan rollback"
+    assert f"continue with '{command}' (a divergence then returns to the last good" in err
+    tries["n"] = 0
+    assert main([*command.split()[1:], "--epochs", "3", "--no-progress"]) == 0
+    assert "rolled back to epoch 2 with learning rate x0.5" in capsys.readouterr().err
+    rows = [json.loads(line) for line in (run / METRICS).read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2, 3] and rows[2]["lr"] == pytest.approx(5e-4)
+
+
+@pytest.mark.parametrize(
+    ("on_nan", "in_sweep", "advice"),
+    [
+        ("stop", False, "continue with 'vaekit train --resume {run} --on-nan rollback' (a"),
+        ("rollback", False, "continue with 'vaekit train --resume {run}', or train anew"),
+        ("stop", True, "'vaekit sweep --resume S', though resumed as it was it diverges again"),
+    ],
+)
+def test_a_divergence_names_a_way_past_it_that_works(
+    tmp_path: Path, digits: vaekit.Dataset, on_nan: str, in_sweep: bool, advice: str
+) -> None:
+    """Only a resume of a single run takes --on-nan rollback: a sweep's does not, and a run
+    that rolls back already has spent its tries."""
+    run = tmp_path / "run"
+    model = vaekit.VAE(digits.shape, 2, hidden=[8])
+    vaekit.fit(model, digits, run_dir=run, epochs=1, progress=False)  # a checkpoint is kept
+    trainer = Trainer(model, digits, TrainConfig(epochs=2, on_nan=on_nan), run, False)
+    if in_sweep:
+        trainer.run_dir.resume_command = "vaekit sweep --resume S"
+        trainer.run_dir.resume_rolls_back = False
+    with pytest.raises(TrainingDiverged) as error:
+        trainer._check_finite(torch.tensor([[0.0, 1.0, math.inf]]), 0)
+    assert advice.format(run=run) in str(error.value)
+    assert "the rate term became inf at epoch 1, step 1" in str(error.value)

@@ -56,8 +56,10 @@ class RunDirectory:
 
     def __init__(self, path: str | Path | RunDirectory) -> None:
         self.path = path.path if isinstance(path, RunDirectory) else Path(path)
-        # the command that continues this run (a sweep's member: the sweep's)
+        # the command that continues this run (a sweep's member: the sweep's), and whether it
+        # takes --on-nan rollback (a sweep's does not: one Adam steps all its members)
         self.resume_command = f"vaekit train --resume {self.path}"
+        self.resume_rolls_back = True
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
@@ -94,16 +96,15 @@ class RunDirectory:
     def has_checkpoint(self) -> bool:
         return (self.path / CHECKPOINT).is_file()
 
-    def resume_hint(self) -> str:
-        """What the run directory offers now: the last checkpoint, or a start from epoch 0."""
+    def resume_hint(self, options: str = "") -> str:
+        """What the run directory offers now: the last checkpoint, or a start from epoch 0
+        (by the resume command, with ``options`` added)."""
         if not self.is_run():
             return "nothing was written"
+        command = f"{self.resume_command}{options}"
         if self.has_checkpoint():
-            return f"the last checkpoint is kept: continue with '{self.resume_command}'"
-        return (
-            f"no checkpoint was written yet: '{self.resume_command}' starts the run again "
-            "from epoch 0"
-        )
+            return f"the last checkpoint is kept: continue with '{command}'"
+        return f"no checkpoint was written yet: '{command}' starts the run again from epoch 0"
 
     @cached_property
     def config(self) -> RunConfig:

@@ -301,6 +301,7 @@ class Sweep:
             model = build_model(ModelConfig.from_options(data.shape, **plan.model))
             member = Trainer(model, data, config, folder / name, progress=False)
             member.run_dir.resume_command = f"vaekit sweep --resume {folder}"  # type: ignore[union-attr]
+            member.run_dir.resume_rolls_back = False  # type: ignore[union-attr]
             if self.members:  # the same examples: held once (on a GPU, too)
                 member.train, member.test = self.members[0].train, self.members[0].test
             self.members.append(member)

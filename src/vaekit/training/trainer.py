@@ -288,7 +288,7 @@ class Trainer:
         if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
             raise TrainingDiverged(
                 f"the weights became NaN/Inf in epoch {self.state.epoch}; not saved: "
-                f"{self.run_dir.resume_hint()}; lower --lr or use --on-nan rollback"
+                f"{self._ways_on()}"
             )
         snapshot = self.state.snapshot(partial)
         with self._writing():
@@ -495,11 +495,29 @@ class Trainer:
         bad = [name for name, ok in zip(TERMS[1:], finite[row, 1:].tolist(), strict=True) if not ok]
         value = sums[row, TERMS.index(bad[0])].item() if bad else math.nan
         step = first_step + row
-        where = f"; {self.run_dir.resume_hint()}" if self.run_dir else ""
         raise TrainingDiverged(
             f"training diverged: the {'/'.join(bad) or 'ELBO'} term became {value} at epoch "
-            f"{self.state.epoch + 1}, step {step + 1}{where}; lower --lr, add --warmup-epochs "
-            "or use --on-nan rollback"
+            f"{self.state.epoch + 1}, step {step + 1}; {self._ways_on()}"
+        )
+
+    def _ways_on(self) -> str:
+        """After a divergence: what the run directory offers, and how to get past the step
+        where it diverged (a resume as it was repeats it: the draws are the same)."""
+        anew = "a lower --lr or --warmup-epochs"
+        rolls_back = self.config.on_nan == "rollback"
+        if self.run_dir is None:
+            return f"try {anew}" + ("" if rolls_back else " or --on-nan rollback")
+        if rolls_back:  # its rollbacks were spent: a resume tries again from its checkpoint
+            return f"{self.run_dir.resume_hint()}, or train anew with {anew}"
+        if not self.run_dir.resume_rolls_back:
+            return (
+                f"{self.run_dir.resume_hint()}, though resumed as it was it diverges again at "
+                f"the same step: train anew with {anew}"
+            )
+        return (
+            f"{self.run_dir.resume_hint(' --on-nan rollback')} (a divergence then returns to "
+            "the last good epoch at half the learning rate; resumed as it was, the run diverges "
+            f"again at the same step), or train anew with {anew}"
         )
 
     def _evaluate(self) -> dict[str, float]:
@@ -733,22 +751,27 @@ def resume(
     verify: bool = True,
     accept_changed_data: bool = False,
     device: str | None = None,
+    on_nan: str | None = None,
 ) -> tuple[torch.nn.Module, list[dict[str, Any]]]:
     """Continue the run in ``run_dir`` from its last checkpoint (to ``epochs`` in all, if
     given), or start it again from epoch 0 if it was stopped before its first checkpoint;
     return the model and all metrics. The data are reloaded from the run's config unless
     passed (needed for data that are not a file or standard dataset), and must be the data
     the run trained on (their SHA-256), unless ``accept_changed_data``. ``device`` moves the
-    run to another device (recorded in its config from then on); on another type of device
-    than it trained on, it continues, though not bit for bit (see
-    :meth:`TrainingState.set_generators`)."""
+    run to another device, on another type of device than it trained on not bit for bit (see
+    :meth:`TrainingState.set_generators`); ``on_nan="rollback"`` takes a diverged run past
+    the step where it diverged. Both are recorded in its config from then on."""
     run = RunDirectory(run_dir)
     saved = run.config
     if saved.custom_networks:
         raise ConfigError(f"{run}: resume a run with custom networks from Python (vaekit.fit)")
-    config = saved.train if epochs is None else replace(saved.train, epochs=epochs)
-    if device is not None:
-        config = replace(config, device=device)
+    train = saved.train
+    config = replace(
+        train,
+        epochs=train.epochs if epochs is None else epochs,
+        device=train.device if device is None else device,
+        on_nan=train.on_nan if on_nan is None else on_nan,
+    )
     if data is None:
         data = run.load_dataset(verify=verify)
     summary = data.summary()  # hashes the data once, for the check and for config.json
