@@ -575,6 +575,11 @@ def test_a_run_resumes_on_another_type_of_device(
     if not torch.cuda.is_available():
         status = main(["train", "--resume", str(first), "--epochs", "5", "--device", "cuda"])
         one_line_error(capsys, status, "no CUDA device")
+    # how the steps are computed may change too (a GPU's fp16 has no CPU kernels)
+    how = ["--precision", "bf16", "--compile", "off", "--no-progress"]
+    assert main(["train", "--resume", str(first), "--epochs", "5", *how]) == 0
+    train = json.loads((first / "config.json").read_text())["train"]
+    assert (train["precision"], train["compile"], train["epochs"]) == ("bf16", "off", 5)
 
 
 # 14. past a divergence ---------------------------------------------------------------------

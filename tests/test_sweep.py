@@ -198,7 +198,7 @@ def test_sweep_refusals(binary: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     capsys.readouterr()
     one_line_error(capsys, main(_sweep(binary, folder, "--epochs", "1")), "already holds a sweep")
     status = main(["sweep", "--resume", str(folder), "--lr", "0.1"])
-    one_line_error(capsys, status, "only --epochs, --device, --on-nan, and --dataset or --data-dir")
+    one_line_error(capsys, status, "only --epochs, --device, --precision,")
     status = main(_sweep(binary, tmp_path / "b", "--on-nan", "rollback"))
     one_line_error(capsys, status, "not in a sweep")
     iwae = ["--objective", "iwae", "--samples", "2", "--gradient", "dreg", "--beta", "1"]

@@ -347,7 +347,7 @@ def test_failed_compile_falls_back_or_stops_with_one_line(
     with pytest.raises(
         ConfigError,
         match=r"^torch.compile failed \(C\+\+ compile error\); "
-        r"train with --compile off$",
+        r"train \(or resume\) with --compile off$",
     ):
         vaekit.fit(_model(digits), digits, epochs=1, compile="on", progress=False)
 
@@ -367,7 +367,8 @@ def test_failed_compile_quotes_the_cause_after_a_lead_in(
     with pytest.raises(
         ConfigError,
         match=r"^torch.compile failed \(backend='inductor' raised: RuntimeError: Argument "
-        r"'scale' of Node 'mul' was used before it has been defined!\); train with --compile off$",
+        r"'scale' of Node 'mul' was used before it has been defined!\); "
+        r"train \(or resume\) with --compile off$",
     ):
         vaekit.fit(_model(digits), digits, epochs=1, compile="on", progress=False)
 

@@ -103,9 +103,9 @@ def _number_list(kind: type, what: str) -> Callable[[str], list[Any]]:
     return parse
 
 
-RESUMABLE = ("epochs", "data_dir", "dataset", "device", "on_nan")
-"""The options a resumed run (or sweep) may change: the length, where the same data are, the
-device it goes on training on, and what it does if it diverges."""
+RESUMABLE = ("epochs", "data_dir", "dataset", "device", "precision", "compile", "on_nan")
+"""The options a resumed run (or sweep) may change: the length, where the same data are, how
+its steps are computed, and what it does if it diverges."""
 
 _int_list = _number_list(int, "integers")
 _float_list = _number_list(float, "numbers")
@@ -572,8 +572,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         planned = (args.betas, args.seeds, args.warmups, args.recipe, args.config, args.run_dir)
         if given or any(planned):
             raise ConfigError(
-                "--resume continues the sweep as planned; only --epochs, --device, --on-nan, "
-                "and --dataset or --data-dir for the same data may change"
+                "--resume continues the sweep as planned; only --epochs, --device, --precision, "
+                "--compile, --on-nan, and --dataset or --data-dir for the same data may change"
             )
         folder = Path(args.resume)
         plan = SweepPlan.read(folder)
@@ -707,8 +707,8 @@ def _resume(args: argparse.Namespace) -> int:
         option = next(iter(given), "recipe" if args.recipe else "run_dir")
         raise ConfigError(
             f"--resume continues the run as configured; drop --{option.replace('_', '-')} "
-            "(only --epochs, --device, --on-nan, and --dataset or --data-dir for the same data "
-            "may change)"
+            "(only --epochs, --device, --precision, --compile, --on-nan, and --dataset or "
+            "--data-dir for the same data may change)"
         )
     run = RunDirectory(args.resume)
     data = None
@@ -723,8 +723,7 @@ def _resume(args: argparse.Namespace) -> int:
             progress=not args.no_progress and rank_and_size()[0] == 0,
             verify=not args.no_verify,
             accept_changed_data=args.accept_changed_data,
-            device=changes.get("device"),
-            on_nan=changes.get("on_nan"),
+            **{name: changes.get(name) for name in ("device", "precision", "compile", "on_nan")},
         )
     if rank_and_size()[0] == 0:
         _report(run.path, history, time.perf_counter() - start)

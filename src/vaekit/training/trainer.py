@@ -340,7 +340,7 @@ class Trainer:
             reason = first_line(err)
             if self.config.compile == "on":
                 raise ConfigError(
-                    f"torch.compile failed ({reason}); train with --compile off"
+                    f"torch.compile failed ({reason}); train (or resume) with --compile off"
                 ) from err
             tqdm.write(f"vaekit: torch.compile failed ({reason}); training without it")
             self.step_module = self.eager_module
@@ -751,27 +751,31 @@ def resume(
     verify: bool = True,
     accept_changed_data: bool = False,
     device: str | None = None,
+    precision: str | None = None,
+    compile: str | None = None,
     on_nan: str | None = None,
 ) -> tuple[torch.nn.Module, list[dict[str, Any]]]:
     """Continue the run in ``run_dir`` from its last checkpoint (to ``epochs`` in all, if
     given), or start it again from epoch 0 if it was stopped before its first checkpoint;
     return the model and all metrics. The data are reloaded from the run's config unless
     passed (needed for data that are not a file or standard dataset), and must be the data
-    the run trained on (their SHA-256), unless ``accept_changed_data``. ``device`` moves the
-    run to another device, on another type of device than it trained on not bit for bit (see
+    the run trained on (their SHA-256), unless ``accept_changed_data``. ``device``,
+    ``precision`` and ``compile`` change how the steps are computed (a run moved to another
+    type of device goes on, though not bit for bit: see
     :meth:`TrainingState.set_generators`); ``on_nan="rollback"`` takes a diverged run past
-    the step where it diverged. Both are recorded in its config from then on."""
+    the step where it diverged. What is given is recorded in its config from then on."""
     run = RunDirectory(run_dir)
     saved = run.config
     if saved.custom_networks:
         raise ConfigError(f"{run}: resume a run with custom networks from Python (vaekit.fit)")
-    train = saved.train
-    config = replace(
-        train,
-        epochs=train.epochs if epochs is None else epochs,
-        device=train.device if device is None else device,
-        on_nan=train.on_nan if on_nan is None else on_nan,
-    )
+    changes = {
+        "epochs": epochs,
+        "device": device,
+        "precision": precision,
+        "compile": compile,
+        "on_nan": on_nan,
+    }
+    config = replace(saved.train, **{k: v for k, v in changes.items() if v is not None})
     if data is None:
         data = run.load_dataset(verify=verify)
     summary = data.summary()  # hashes the data once, for the check and for config.json
