@@ -575,6 +575,14 @@ def test_a_run_resumes_on_another_type_of_device(
     if not torch.cuda.is_available():
         status = main(["train", "--resume", str(first), "--epochs", "5", "--device", "cuda"])
         one_line_error(capsys, status, "no CUDA device")
+    # a state that is no generator's is damage, not another device
+    tensors = load_file(second / CHECKPOINT)
+    for forged in (torch.zeros(0, dtype=torch.uint8), torch.zeros(16, dtype=torch.float32)):
+        with safe_open(str(second / CHECKPOINT), "pt") as saved:
+            metadata = saved.metadata()
+        save_file({**tensors, "rng.noise": forged}, str(second / CHECKPOINT), metadata=metadata)
+        status = main(["train", "--resume", str(second), "--epochs", "5"])
+        one_line_error(capsys, status, "incomplete training state (rng.noise is not a generator")
     # how the steps are computed may change too (a GPU's fp16 has no CPU kernels)
     how = ["--precision", "bf16", "--compile", "off", "--no-progress"]
     assert main(["train", "--resume", str(first), "--epochs", "5", *how]) == 0

@@ -116,6 +116,8 @@ class TrainingState:
         self.moved = []
         for name, generator in (("data", self.data), ("noise", self.noise)):
             saved = tensors[f"rng.{name}"]
+            if saved.dtype != torch.uint8 or saved.dim() != 1 or saved.numel() == 0:
+                raise ValueError(f"rng.{name} is not a generator's state")
             if saved.shape == generator.get_state().shape:
                 generator.set_state(saved)
             else:
