@@ -103,9 +103,12 @@ def _number_list(kind: type, what: str) -> Callable[[str], list[Any]]:
     return parse
 
 
-RESUMABLE = ("epochs", "data_dir", "dataset", "device", "precision", "compile", "on_nan")
-"""The options a resumed run (or sweep) may change: the length, where the same data are, how
-its steps are computed, and what it does if it diverges."""
+SWEEP_RESUMABLE = ("epochs", "data_dir", "dataset", "device", "precision", "compile")
+"""The options a resumed sweep may change: the length, where the same data are, and how its
+steps are computed."""
+RESUMABLE = (*SWEEP_RESUMABLE, "on_nan")
+"""The options a resumed run may change: a sweep's, and what it does if it diverges (a sweep
+cannot roll back)."""
 
 _int_list = _number_list(int, "integers")
 _float_list = _number_list(float, "numbers")
@@ -568,12 +571,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise ConfigError("--evaluate K and --evaluate-limit N must be positive")
     if args.resume:
         given = {**_given(args, _model_option_names()), **_given(args, _train_option_names())}
-        may_change = {name: given.pop(name) for name in RESUMABLE if name in given}
+        may_change = {name: given.pop(name) for name in SWEEP_RESUMABLE if name in given}
         planned = (args.betas, args.seeds, args.warmups, args.recipe, args.config, args.run_dir)
         if given or any(planned):
             raise ConfigError(
                 "--resume continues the sweep as planned; only --epochs, --device, --precision, "
-                "--compile, --on-nan, and --dataset or --data-dir for the same data may change"
+                "--compile, and --dataset or --data-dir for the same data may change"
             )
         folder = Path(args.resume)
         plan = SweepPlan.read(folder)
