@@ -6,7 +6,7 @@ is kept in the checkpoint (JSON scalars and tensors), so a resumed run continues
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -45,9 +45,6 @@ class TrainingState:
     elapsed_s: float = 0.0
     lr_scale: float = 1.0
     partial: EpochState | None = None
-    moved: list[str] = field(default_factory=list)
-    """The generators (``data``, ``noise``) whose saved state was of another type of device
-    (a run that trained on a CPU resumed on a GPU, or back): they were seeded from it."""
 
     def snapshot(self, partial: EpochState | None = None) -> dict[str, Any]:
         """Everything the checkpoint holds beyond weights and optimizer: ``{"state": JSON
@@ -68,13 +65,16 @@ class TrainingState:
             tensors.update({"epoch.order": partial.order, "epoch.sums": partial.sums})
         return {"state": state, "tensors": tensors}
 
-    def restore(self, state: dict[str, Any], tensors: dict[str, torch.Tensor], where: Any) -> None:
-        """Set the counters and generators from a checkpoint's ``state`` and ``tensors``."""
+    def restore(
+        self, state: dict[str, Any], tensors: dict[str, torch.Tensor], where: Any
+    ) -> list[str]:
+        """Set the counters and generators from a checkpoint's ``state`` and ``tensors``;
+        return the generators seeded afresh (see :meth:`set_generators`)."""
         try:
             self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
             self.elapsed_s = float(state["elapsed_s"])
             self.lr_scale = float(state.get("lr_scale", 1.0))
-            self.set_generators(tensors)
+            moved = self.set_generators(tensors)
             self.partial = None
             if "epoch.order" in tensors:
                 self.partial = EpochState(
@@ -85,6 +85,7 @@ class TrainingState:
                 )
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             raise CheckpointError(f"{where}: incomplete training state ({err})") from err
+        return moved
 
     def check_position(self, n: int, batch_size: int, where: Any) -> None:
         """Refuse a position inside an epoch that does not fit ``n`` examples (a damaged or
@@ -106,14 +107,14 @@ class TrainingState:
                 f"these {n} examples; it is damaged, or the data changed"
             )
 
-    def set_generators(self, tensors: dict[str, torch.Tensor]) -> None:
+    def set_generators(self, tensors: dict[str, torch.Tensor]) -> list[str]:
         """Set the generators to their saved states. A state saved on another type of device
         does not fit (a CPU generator's state is 5,056 bytes, a CUDA one's 16): that
         generator is seeded from the saved state's SHA-256 instead, so the same checkpoint
         continues the same way on the new device, though not as it would have on the old
-        one; its name is added to ``moved``."""
+        one. Returns the names (``data``, ``noise``) of the generators seeded so."""
         torch.set_rng_state(tensors["rng.torch"])
-        self.moved = []
+        moved = []
         for name, generator in (("data", self.data), ("noise", self.noise)):
             saved = tensors[f"rng.{name}"]
             if saved.dtype != torch.uint8 or saved.dim() != 1 or saved.numel() == 0:
@@ -123,4 +124,5 @@ class TrainingState:
             else:
                 digest = hashlib.sha256(saved.contiguous().numpy().tobytes()).digest()
                 generator.manual_seed(int.from_bytes(digest[:8], "little") >> 1)
-                self.moved.append(name)
+                moved.append(name)
+        return moved

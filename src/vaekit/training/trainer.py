@@ -238,13 +238,13 @@ class Trainer:
         the position inside an epoch when the run was stopped there (Ctrl-C)."""
         assert self.run_dir is not None
         state, tensors = self.run_dir.load_checkpoint(self.model, self.optimizer)
-        self.state.restore(state, tensors, self.run_dir)
+        moved = self.state.restore(state, tensors, self.run_dir)
         self.state.check_position(self.epoch_rows, self.config.batch_size, self.run_dir)
-        if self.state.moved and self.rank == 0:
-            devices = {getattr(self.state, name).device.type for name in self.state.moved}
+        if moved and self.rank == 0:
+            devices = {getattr(self.state, name).device.type for name in moved}
             say(
                 f"vaekit: note: {self.run_dir} saved the random state of its "
-                f"{' and '.join(self.state.moved)} draws on another type of device than "
+                f"{' and '.join(moved)} draws on another type of device than "
                 f"{'/'.join(sorted(devices))}: they go on from a seed derived from it, so the "
                 "run continues, though not bit for bit as on its first device"
             )
