@@ -543,15 +543,17 @@ def test_a_damaged_evaluation_or_a_lost_metrics_file_is_no_dead_end(
 
 
 # 13. another device -----------------------------------------------------------------------
-def _as_if_saved_on_cuda(run: Path) -> None:
-    """The checkpoint as a CUDA run writes it: its noise generator's state is a CUDA one
-    (16 bytes: seed and offset), which no CPU generator can take."""
+CUDA_STATE = torch.arange(16, dtype=torch.uint8)
+"""A CUDA generator's state as a checkpoint holds it (16 bytes: seed and offset), which no
+CPU generator can take."""
+
+
+def _with_noise_state(run: Path, state: torch.Tensor) -> None:
+    """The run's checkpoint, its noise generator's state replaced by ``state``."""
     path = run / CHECKPOINT
     with safe_open(str(path), "pt") as saved:
         metadata = saved.metadata()
-        tensors = {key: saved.get_tensor(key) for key in saved.keys()}  # noqa: SIM118
-    tensors["rng.noise"] = torch.arange(16, dtype=torch.uint8)
-    save_file(tensors, str(path), metadata=metadata)
+    save_file({**load_file(path), "rng.noise": state}, str(path), metadata=metadata)
 
 
 def test_a_run_resumes_on_another_type_of_device(
@@ -563,7 +565,7 @@ def test_a_run_resumes_on_another_type_of_device(
     first, second = tmp_path / "first", tmp_path / "second"
     argv = ["train", "--hidden", "8", "--latent-dim", "2", "--epochs", "2", "--no-progress"]
     assert main([*argv, "--run-dir", str(first)]) == 0
-    _as_if_saved_on_cuda(first)
+    _with_noise_state(first, CUDA_STATE)  # as a run on a GPU saved it
     shutil.copytree(first, second)
     capsys.readouterr()
     assert main(["train", "--resume", str(first), "--epochs", "4", "--device", "cpu"]) == 0
@@ -576,11 +578,8 @@ def test_a_run_resumes_on_another_type_of_device(
         status = main(["train", "--resume", str(first), "--epochs", "5", "--device", "cuda"])
         one_line_error(capsys, status, "no CUDA device")
     # a state that is no generator's is damage, not another device
-    tensors = load_file(second / CHECKPOINT)
     for forged in (torch.zeros(0, dtype=torch.uint8), torch.zeros(16, dtype=torch.float32)):
-        with safe_open(str(second / CHECKPOINT), "pt") as saved:
-            metadata = saved.metadata()
-        save_file({**tensors, "rng.noise": forged}, str(second / CHECKPOINT), metadata=metadata)
+        _with_noise_state(second, forged)
         status = main(["train", "--resume", str(second), "--epochs", "5"])
         one_line_error(capsys, status, "incomplete training state (rng.noise is not a generator")
     # how the steps are computed may change too (a GPU's fp16 has no CPU kernels)
