@@ -15,12 +15,13 @@ from helpers import for_class, linear_conditional, one_line_error
 from torch.distributions import Categorical, kl_divergence
 
 import vaekit
-from vaekit.cli import _codes_as_data, _run_notes, main
+from vaekit.cli import _run_notes, main
 from vaekit.data.labelled import MISSING, LabelledWeights, labelled_subset, semi_supervised_set
 from vaekit.errors import ConfigError, DataError
 from vaekit.evaluation import linear_gaussian as lg
+from vaekit.evaluation.codes import CodeOptions, codes_as_data, latent_codes
 from vaekit.evaluation.evaluate import evaluation_batch
-from vaekit.model import ConditionalVAE
+from vaekit.model import ConditionalVAE, HierarchicalVAE
 from vaekit.model.contract import MODELS
 from vaekit.objectives.elbo import elbo, semi_supervised_elbo
 from vaekit.objectives.training import OBJECTIVES
@@ -336,8 +337,8 @@ def test_codes_of_the_active_units_only(
     with torch.no_grad():  # unit 1's mean no longer depends on x
         model.encoder.layers[-1].weight[1] = 0.0
     generator = torch.Generator().manual_seed(0)
-    full, _ = _codes_as_data(model, digits, False, generator, active_only=False)
-    kept, note = _codes_as_data(model, digits, False, generator, active_only=True)
+    full, _ = codes_as_data(model, digits, CodeOptions(), generator)
+    kept, note = codes_as_data(model, digits, CodeOptions(active_only=True), generator)
     keep = full["x_train"].astype(np.float64).var(0, ddof=1) > 0.01
     assert not keep[1] and keep.sum() == 3, keep
     assert note == "; kept the 3 active units of 4"
@@ -345,14 +346,82 @@ def test_codes_of_the_active_units_only(
         np.testing.assert_array_equal(kept[name], full[name][:, keep])
     for name in ("y_train", "y_test"):
         np.testing.assert_array_equal(kept[name], full[name])
-    drawn, _ = _codes_as_data(model, digits, True, generator, active_only=True)
+    drawn, _ = codes_as_data(model, digits, CodeOptions(draw=True, active_only=True), generator)
     assert drawn["x_train"].shape == (len(digits.train_x), 3)
     with torch.no_grad():  # no unit's mean depends on x: refused, not an empty dataset
         model.encoder.layers[-1].weight[: model.latent_dim] = 0.0
     with pytest.raises(DataError, match="none of the 4 latent units is active"):
-        _codes_as_data(model, digits, False, generator, active_only=True)
+        codes_as_data(model, digits, CodeOptions(active_only=True), generator)
     active = tmp_path / "active.npz"
     assert main(["encode", str(trained_run), "--as-data", "--active-only", "-o", str(active)]) == 0
     assert "active units of 4" in capsys.readouterr().out
     status = main(["encode", str(trained_run), "--active-only", "-o", str(tmp_path / "z.npy")])
     one_line_error(capsys, status, "add --as-data")
+
+
+@pytest.mark.parametrize("inference", ["top-down", "x-and-above", "bottom-up"])
+def test_codes_of_one_layer_of_a_hierarchy(inference: str, digits: vaekit.Dataset) -> None:
+    """``encode --layer N`` writes z_N's columns of the codes. The layer that q draws first,
+    given x alone (z_L of top-down and x-and-above inference, z_1 of bottom-up), comes with
+    q's scales, checked against 400 draws of it: (z − mean) / scale has mean 0 and variance 1
+    within 5 s.e. (1/√n and √(2/n)); a layer that depends on a draw of another has none."""
+    torch.manual_seed(0)
+    model = HierarchicalVAE(
+        digits.shape, 3, model="hierarchy", upper_layers=[2], hidden=[16], inference=inference
+    )
+    batch = evaluation_batch(model, digits, "test")
+    generator = torch.Generator().manual_seed(0)
+    every = latent_codes(model, batch, CodeOptions(), generator)
+    assert every.scales is None  # q of all of z is no diagonal Gaussian
+    first = 0 if inference == "bottom-up" else 1
+    for layer, columns in ((0, slice(0, 3)), (1, slice(3, 5))):
+        codes = latent_codes(model, batch, CodeOptions(layer=layer), generator)
+        np.testing.assert_array_equal(codes.means, every.means[:, columns])
+        assert (codes.scales is not None) == (layer == first)
+    codes = latent_codes(model, batch, CodeOptions(layer=first), generator)
+    drawn = CodeOptions(draw=True, layer=first)
+    draws = np.stack([latent_codes(model, batch, drawn, generator).values for _ in range(400)])
+    standardised = torch.from_numpy((draws - codes.means) / codes.scales).double()
+    n = standardised.numel()
+    assert abs(float(standardised.mean())) < Z_TOL / n**0.5
+    assert abs(float(standardised.var()) - 1) < Z_TOL * (2 / n) ** 0.5
+
+
+def test_standardized_codes(
+    tmp_path: Path,
+    trained_run: Path,
+    digits: vaekit.Dataset,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``encode --as-data --standardize``: every unit of the training codes at mean 0 and
+    standard deviation 1 (to float32's rounding), the test codes and the scales mapped by the
+    ``x_mean`` and ``x_std`` the file keeps; a unit the same for every example is refused in one
+    line, as are --standardize without --as-data and a --layer the model does not have."""
+    raw, standard = tmp_path / "raw.npz", tmp_path / "standard.npz"
+    as_data = ["encode", str(trained_run), "--as-data"]
+    assert main([*as_data, "-o", str(raw)]) == 0
+    assert main([*as_data, "--standardize", "-o", str(standard)]) == 0
+    assert "standardised" in capsys.readouterr().out
+    a, b = np.load(raw), np.load(standard)
+    np.testing.assert_allclose(b["x_train"].astype(np.float64).mean(0), 0, atol=1e-6)
+    np.testing.assert_allclose(b["x_train"].astype(np.float64).std(0), 1, rtol=1e-6)
+    mapped = (a["x_test"] - b["x_mean"]) / b["x_std"]
+    np.testing.assert_allclose(b["x_test"], mapped, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(b["x_train_scale"], a["x_train_scale"] / b["x_std"], rtol=1e-6)
+    assert vaekit.load_dataset(str(standard)).train_scale is not None
+    model = vaekit.load(trained_run)
+    with torch.no_grad():  # unit 1's mean no longer depends on x
+        model.encoder.layers[-1].weight[1] = 0.0
+    generator = torch.Generator().manual_seed(0)
+    with pytest.raises(DataError, match="unit 1 of the codes is the same"):
+        codes_as_data(model, digits, CodeOptions(standardize=True), generator)
+    both = CodeOptions(active_only=True, standardize=True)
+    kept, _ = codes_as_data(model, digits, both, generator)
+    assert kept["x_train"].shape[1] == 3
+    out = str(tmp_path / "z.npy")
+    one_line_error(capsys, main(["encode", str(trained_run), "--standardize", "-o", out]),
+                   "--standardize changes --as-data's codes")  # fmt: skip
+    one_line_error(capsys, main(["encode", str(trained_run), "--layer", "2", "-o", out]),
+                   "--layer 2: the model has 1 latent layer;")  # fmt: skip
+    one_line_error(capsys, main(["encode", str(trained_run), "--layer", "0", "-o", out]),
+                   "--layer must be")  # fmt: skip

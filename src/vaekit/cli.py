@@ -20,7 +20,7 @@ import typing
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -31,15 +31,14 @@ from vaekit.config_file import read_config_file, run_config_toml
 from vaekit.console import say, silence_stdout
 from vaekit.data import Dataset, load_dataset
 from vaekit.data.batch import Batch
-from vaekit.errors import ConfigError, DataError, VaekitError
-from vaekit.evaluation.diagnostics import active_units
+from vaekit.errors import ConfigError, VaekitError
+from vaekit.evaluation.codes import CodeOptions, codes_as_data, latent_codes
 from vaekit.evaluation.evaluate import evaluate_split, evaluation_batch
 from vaekit.export import export_run, push_run
 from vaekit.files import atomic_write_bytes
 from vaekit.hub import hub_folder, is_hub_id
 from vaekit.model import COMPONENTS, build_model
 from vaekit.model.config import DEFAULTS, ModelConfig
-from vaekit.objectives.elbo import standard_noise
 from vaekit.recipes import available as available_recipes
 from vaekit.recipes import load_recipe
 from vaekit.report import PLOTS, DataSource
@@ -372,6 +371,20 @@ def _add_encode_command(commands: Any) -> None:
         action="store_true",
         help="with --as-data: keep only the active units, Cov_x E_q[z_d|x] > 0.01 over the "
         "training examples (Kingma et al. 2014 kept those of M1 for M1+M2)",
+    )
+    encode.add_argument(
+        "--layer",
+        type=int,
+        help="one latent layer of a hierarchy: 1 is z_1, the layer the decoder reads (default: "
+        "every layer, bottom to top); with --as-data the top layer of top-down inference comes "
+        "with q(z_L|x)'s scales",
+    )
+    encode.add_argument(
+        "--standardize",
+        action="store_true",
+        help="with --as-data: each unit at mean 0 and standard deviation 1 over the training "
+        "codes (the scales too; x_mean and x_std say how), for codes far from unit scale, "
+        "e.g. under a VampPrior",
     )
     encode.add_argument(
         "-o",
@@ -857,25 +870,32 @@ def cmd_encode(args: argparse.Namespace) -> int:
     seed("--seed", args.seed)
     if args.as_data and args.split:
         raise ConfigError("--as-data writes both splits: leave out --split")
-    if args.active_only and not args.as_data:
-        raise ConfigError("--active-only chooses the units of --as-data's codes: add --as-data")
+    for flag, given in (("--active-only", args.active_only), ("--standardize", args.standardize)):
+        if given and not args.as_data:
+            raise ConfigError(f"{flag} changes --as-data's codes: add --as-data")
+    if args.layer is not None:
+        positive_int("--layer", args.layer)
+    layer = None if args.layer is None else args.layer - 1  # 0 is z_1
+    options = CodeOptions(args.draw, layer, args.active_only, args.standardize)
     output = args.output or ("codes.npz" if args.as_data else "z.npy")
     out = _check_output(output, (".npz",) if args.as_data else (".npy", ".npz"))
     model, data = _model_and_data(args)
     generator = torch.Generator().manual_seed(args.seed)
     what = "draws z ~ q(z|x)" if args.draw else "means"
+    if options.layer is not None:
+        what += f" of z_{options.layer + 1}"
     if args.as_data:
-        columns, kept = _codes_as_data(model, data, args.draw, generator, args.active_only)
+        columns, note = codes_as_data(model, data, options, generator)
         _write_codes(out, columns)
         shape = columns["x_train"].shape[1:]
         also = "" if columns["x_train_scale"] is None else " (the training codes' scales too)"
-        print(f"wrote latent {what} {shape} of both splits as a dataset to {out}{also}{kept}")
+        print(f"wrote latent {what} {shape} of both splits as a dataset to {out}{also}{note}")
         return 0
     split = args.split or "test"
     batch = evaluation_batch(model, data, split)
     index = data.index(split).numpy()
     columns = {
-        "z": _codes(model, batch, args.draw, generator).values,
+        "z": latent_codes(model, batch, options, generator).values,
         "labels": None if batch.y is None else batch.y.numpy(),
         "index": index,
         "files": None if data.sources is None else np.array([data.sources[i] for i in index]),
@@ -885,71 +905,6 @@ def cmd_encode(args: argparse.Namespace) -> int:
     given = ", ".join(name for name, value in columns.items() if value is not None)
     print(f"wrote latent {what} {columns['z'].shape} of the {split} split ({given}) to {out}")
     return 0
-
-
-def _codes_as_data(
-    model: torch.nn.Module,
-    data: Dataset,
-    draw: bool,
-    generator: torch.Generator,
-    active_only: bool,
-) -> tuple[dict[str, np.ndarray | None], str]:
-    """``encode --as-data``'s columns: both splits' codes and labels, the training codes'
-    scales (with the means), and with ``active_only`` only the active units (Cov_x E_q[z_d]
-    > 0.01 over the training examples, Burda et al.'s: Kingma et al. 2014 kept those for
-    M1+M2); and a note of the units kept ("" without ``active_only``)."""
-    columns: dict[str, np.ndarray | None] = {}
-    codes = {}
-    for split in ("train", "test"):
-        batch = evaluation_batch(model, data, split)
-        codes[split] = _codes(model, batch, draw, generator)
-        columns[f"x_{split}"] = codes[split].values
-        columns[f"y_{split}"] = None if batch.y is None else batch.y.numpy()
-    # the test codes are evaluated at their means: only the training scales
-    columns["x_train_scale"] = None if draw else codes["train"].scales
-    if not active_only:
-        return columns, ""
-    active = active_units(torch.from_numpy(codes["train"].means)).numpy()
-    if not active.any():
-        raise DataError(
-            f"none of the {len(active)} latent units is active (Cov_x E_q[z_d] > 0.01): the "
-            "codes would be empty; leave out --active-only, or train the model longer"
-        )
-    for name in ("x_train", "x_test", "x_train_scale"):
-        if columns[name] is not None:
-            columns[name] = columns[name][:, active]
-    return columns, f"; kept the {active.sum()} active units of {len(active)}"
-
-
-class _Codes(NamedTuple):
-    """The codes ``encode`` writes (the means, or draws), the means E_q[z|x], and q's
-    standard deviations where q(z|x) is one diagonal Gaussian (else None); ``(N, latent)``."""
-
-    values: np.ndarray
-    means: np.ndarray
-    scales: np.ndarray | None
-
-
-@torch.no_grad()
-def _codes(model: torch.nn.Module, batch: Batch, draw: bool, generator: torch.Generator) -> _Codes:
-    """The :class:`_Codes` of every example of ``batch``, 1000 at a time: the values are a
-    draw z ~ q(z|x) with ``draw``, else the means."""
-    means, draws, scales = [], [], []
-    for begin in range(0, len(batch.x), 1000):
-        params = model.posterior_parameters(batch.select(slice(begin, begin + 1000)))
-        means.append(model.posterior.representative(params))
-        if draw:
-            noise = standard_noise(model, 1, params[0], generator)
-            draws.append(model.posterior.rsample(params, noise)[0])
-        layers = model.posterior.gaussian_layers(params)
-        if layers is not None and len(layers) == 1:
-            scales.append(layers[0][1])
-    mean = torch.cat(means).numpy()
-    return _Codes(
-        torch.cat(draws).numpy() if draw else mean,
-        mean,
-        torch.cat(scales).numpy() if scales else None,
-    )
 
 
 def _write_codes(out: Path, columns: dict[str, np.ndarray | None]) -> None:

@@ -103,6 +103,12 @@ class Posterior(nn.Module):
         q is one (for the per-dimension diagnostics and ELBO surgery); ``None`` otherwise."""
         return None
 
+    def layer_given_x(self, params: PosteriorParameters, level: int) -> PosteriorParameters | None:
+        """q(z_level|x) as one diagonal Gaussian ``(loc, scale)``, each ``(B, D_level)``, where
+        it depends on x alone and not on a draw of another layer (``level`` 0 is z_1, the
+        layer the decoder reads); ``None`` otherwise (for the scales of ``encode --as-data``)."""
+        return None
+
     def distribution(self, params: PosteriorParameters) -> Distribution:
         """q(z|x) as a torch distribution, batch ``(B,)``, event ``(D,)`` (for users; never
         in the training step)."""

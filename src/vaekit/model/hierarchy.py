@@ -311,6 +311,13 @@ class HierarchicalPosterior(Posterior):
             return params[-2], params[-1]
         raise ConfigError("bottom-up inference has no q(z_L|x): z_L depends on the layers below")
 
+    def layer_given_x(self, params: PosteriorParameters, level: int) -> Gaussian | None:
+        """z_1 of bottom-up inference and z_L of top-down or x-and-above inference: the
+        layer q draws first, given x alone (every other layer depends on a draw of another)."""
+        if self.inference == "bottom-up":
+            return (params[0], params[1]) if level == 0 else None
+        return self.top_parameters(params) if level == len(self.sizes) - 1 else None
+
     def sample_and_log_prob(
         self, params: PosteriorParameters, noise: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:

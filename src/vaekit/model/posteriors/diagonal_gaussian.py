@@ -74,6 +74,9 @@ class DiagonalGaussianPosterior(Posterior):
     def gaussian_layers(self, params: PosteriorParameters) -> list[PosteriorParameters]:
         return [params]
 
+    def layer_given_x(self, params: PosteriorParameters, level: int) -> PosteriorParameters:
+        return params
+
     def distribution(self, params: PosteriorParameters) -> Independent:
         loc, scale = params
         return Independent(Normal(loc, scale, validate_args=False), 1)
