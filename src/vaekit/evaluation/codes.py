@@ -67,17 +67,17 @@ def latent_codes(
     """The :class:`Codes` of every example of ``batch``, :data:`CHUNK` at a time."""
     check_layer(model, options.layer)
     sizes = model.layer_sizes
-    start = sum(sizes[: options.layer or 0])
-    columns = slice(start, start + sizes[options.layer]) if options.layer is not None else None
-    # q of one layer given x alone is one diagonal Gaussian: its scales go with the means
-    level = options.layer if options.layer is not None else (0 if len(sizes) == 1 else None)
+    # one layer (the chosen one, or a model's only one), whose scales go with its means where
+    # q of it is one diagonal Gaussian given x alone; or every layer (None), with none
+    level = 0 if options.layer is None and len(sizes) == 1 else options.layer
+    columns = slice(None) if level is None else slice(sum(sizes[:level]), sum(sizes[: level + 1]))
     means, draws, scales = [], [], []
     for begin in range(0, len(batch.x), CHUNK):
         params = model.posterior_parameters(batch.select(slice(begin, begin + CHUNK)))
-        means.append(_columns(model.posterior.representative(params), columns))
+        means.append(model.posterior.representative(params)[:, columns])
         if options.draw:
             noise = standard_noise(model, 1, params[0], generator)
-            draws.append(_columns(model.posterior.rsample(params, noise)[0], columns))
+            draws.append(model.posterior.rsample(params, noise)[0][:, columns])
         gaussian = None if level is None else model.posterior.layer_given_x(params, level)
         if gaussian is not None:
             scales.append(gaussian[1])
@@ -87,10 +87,6 @@ def latent_codes(
         mean,
         torch.cat(scales).numpy() if scales else None,
     )
-
-
-def _columns(z: torch.Tensor, columns: slice | None) -> torch.Tensor:
-    return z if columns is None else z[..., columns]
 
 
 def codes_as_data(
