@@ -376,8 +376,8 @@ def _add_encode_command(commands: Any) -> None:
         "--layer",
         type=int,
         help="one latent layer of a hierarchy: 1 is z_1, the layer the decoder reads (default: "
-        "every layer, bottom to top); with --as-data the top layer of top-down inference comes "
-        "with q(z_L|x)'s scales",
+        "every layer, bottom to top); with --as-data, the layer q draws first, given x alone "
+        "(z_L of top-down or x-and-above inference, z_1 of bottom-up), comes with its scales",
     )
     encode.add_argument(
         "--standardize",
