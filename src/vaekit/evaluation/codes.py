@@ -130,9 +130,9 @@ def _keep_active(columns: dict[str, np.ndarray | None], means: np.ndarray) -> st
 def _standardize(columns: dict[str, np.ndarray | None]) -> str:
     """Each unit minus its training mean, over its training standard deviation (the scales
     too); the two are written as ``x_mean`` and ``x_std`` (float64)."""
-    train = columns["x_train"]
-    assert train is not None
-    mean, std = train.astype(np.float64).mean(0), train.astype(np.float64).std(0)
+    assert columns["x_train"] is not None
+    train = columns["x_train"].astype(np.float64)
+    mean, std = train.mean(0), train.std(0)
     constant = np.flatnonzero(std == 0)
     if constant.size:
         raise DataError(
