@@ -113,7 +113,8 @@ def test_sample_and_encode_outputs_are_written_whole(
     capsys: pytest.CaptureFixture[str],
     command: list[str],
 ) -> None:
-    """On a full disk the user's previous file stays as it was, and the error is one line."""
+    """On a full disk the user's previous file stays as it was, and the error is one line
+    that names the file not written."""
     argv = [command[0], str(trained_run), *(a.format(out=tmp_path / "out") for a in command[1:])]
     assert main(argv) == 0
     output = Path(argv[-1])
@@ -121,7 +122,10 @@ def test_sample_and_encode_outputs_are_written_whole(
     _full_disk(monkeypatch)
     status = main([*argv, "--seed", "1"])
     monkeypatch.undo()
-    one_line_error(capsys, status, "No space left on device")
+    err = capsys.readouterr().err
+    one_line = f"vaekit: error: {tmp_path / 'out'}."  # out.npy, out.npz, or out.labels.npy
+    assert status == 2 and err.startswith(one_line) and err.count("\n") == 1, err
+    assert err.rstrip().endswith(": No space left on device"), err
     assert output.read_bytes() == before
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
