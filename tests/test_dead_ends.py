@@ -130,6 +130,24 @@ def test_sample_and_encode_outputs_are_written_whole(
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_an_output_in_a_read_only_folder_is_named_in_one_line(
+    tmp_path: Path,
+    trained_run: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The temporary file that could not be made is vaekit's; the line names the user's."""
+
+    def read_only_folder(dir: str, prefix: str, suffix: str) -> tuple[int, str]:
+        tmp = os.path.join(dir, f"{prefix}x1y2z3{suffix}")
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), tmp)
+
+    monkeypatch.setattr(files.tempfile, "mkstemp", read_only_folder)
+    out = tmp_path / "samples.npy"
+    status = main(["sample", str(trained_run), "-n", "4", "-o", str(out)])
+    one_line_error(capsys, status, f"{out}: {os.strerror(errno.EROFS)}")
+
+
 def test_encode_removes_the_labels_of_an_earlier_output(
     tmp_path: Path, trained_run: Path, digits: vaekit.Dataset
 ) -> None:
@@ -516,7 +534,10 @@ def test_warnings_areone_line_error() -> None:
 
 
 def test_a_read_only_run_is_refused_before_minutes_of_work(
-    trained_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    trained_run: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """(Tests run as root, which any folder lets write: the probe's failure is simulated.)"""
 
@@ -526,10 +547,16 @@ def test_a_read_only_run_is_refused_before_minutes_of_work(
     def never(*args: object, **kwargs: object) -> None:
         raise AssertionError("computed before finding it could not save the result")
 
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
     monkeypatch.setattr("vaekit.cli.tempfile.TemporaryFile", read_only)
     monkeypatch.setattr("vaekit.cli.evaluate_split", never)
-    for command in (["evaluate", str(trained_run)], ["report", str(trained_run)]):
+    monkeypatch.setattr("vaekit.cli.resume", never)
+    resume = ["train", "--resume", str(run), "--epochs", "5", "--no-progress"]
+    for command in (["evaluate", str(run)], ["report", str(run)], resume):
         one_line_error(capsys, main(command), "cannot be written")
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
 
 
 def test_a_damaged_evaluation_or_a_lost_metrics_file_is_no_dead_end(

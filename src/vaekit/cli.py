@@ -591,6 +591,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                 "--resume continues the sweep as planned; only --epochs, --device, --precision, "
                 "--compile, and --dataset or --data-dir for the same data may change"
             )
+        _check_writable(args.resume)
         folder = Path(args.resume)
         plan = SweepPlan.read(folder)
         plan.train = dataclasses.replace(plan.train, **may_change)
@@ -726,6 +727,7 @@ def _resume(args: argparse.Namespace) -> int:
             "(only --epochs, --device, --precision, --compile, --on-nan, and --dataset or "
             "--data-dir for the same data may change)"
         )
+    _check_writable(args.resume)
     run = RunDirectory(args.resume)
     data = None
     if args.data_dir or args.dataset:

@@ -25,8 +25,16 @@ os.umask(_UMASK)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` whole or not at all (a temporary file beside it, renamed).
+
+    Any ``OSError`` names ``path``, the file the user asked for, never the temporary one.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:  # a read-only folder: name the file asked for, not the temporary one
+        err.filename = str(path)
+        raise
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
         with os.fdopen(fd, "wb") as f:
@@ -37,7 +45,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        if isinstance(err, OSError) and err.filename is None:
+        if isinstance(err, OSError) and err.filename in (None, tmp):
             err.filename = str(path)  # a full disk's error names no file: name the one not written
         raise
     _fsync_dir(path.parent)
