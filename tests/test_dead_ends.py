@@ -383,7 +383,7 @@ def test_training_goes_on_when_its_output_goes(tmp_path: Path, array_data: Path)
 
 
 # 11. one line where one line is promised ---------------------------------------------------
-def test_full_disk_in_evaluate_isone_line_error(
+def test_full_disk_in_evaluate_is_one_line(
     tmp_path: Path,
     trained_run: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -413,7 +413,7 @@ def test_full_disk_in_evaluate_isone_line_error(
         (["identity", "--dataset", "{tmp}/two.npy", "--latent-dim", "1"], "at least 2 held-out"),
     ],
 )
-def test_impossible_requests_areone_line_error(
+def test_impossible_requests_are_one_line(
     tmp_path: Path,
     trained_run: Path,
     capsys: pytest.CaptureFixture[str],
@@ -426,7 +426,7 @@ def test_impossible_requests_areone_line_error(
     one_line_error(capsys, main(argv), message)
 
 
-def test_damaged_run_files_areone_line_error(
+def test_damaged_run_files_are_one_line(
     tmp_path: Path, trained_run: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = tmp_path / "run"
@@ -442,7 +442,7 @@ def test_damaged_run_files_areone_line_error(
     one_line_error(capsys, main(["sample", str(run)]), "unreadable or corrupt")
 
 
-def test_a_checkpoint_position_that_does_not_fit_isone_line_error(
+def test_a_checkpoint_position_that_does_not_fit_is_one_line(
     tmp_path: Path, array_data: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = tmp_path / "forged"
@@ -456,7 +456,7 @@ def test_a_checkpoint_position_that_does_not_fit_isone_line_error(
     one_line_error(capsys, main(["train", "--resume", str(run)]), "does not fit these")
 
 
-def test_a_cache_that_is_a_file_and_huge_images_areone_line_error(
+def test_a_cache_that_is_a_file_and_huge_images_are_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (tmp_path / "cache").write_text("not a folder")
@@ -526,7 +526,7 @@ def test_resuming_with_more_epochs_says_the_schedule_is_stretched(
     )
 
 
-def test_warnings_areone_line_error() -> None:
+def test_warnings_are_one_line() -> None:
     from vaekit.cli import _one_line_warning
 
     text = _one_line_warning(UserWarning("first line\n  second line"), UserWarning)

@@ -53,7 +53,7 @@ def test_version_and_defaults_in_help(capsys: pytest.CaptureFixture[str]) -> Non
         assert "(default: None)" not in text
 
 
-def test_a_pattern_matching_two_runs_isone_line_error(
+def test_a_pattern_matching_two_runs_is_one_line(
     tmp_path: Path, trained_run: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     status = main(["sample", str(trained_run), str(trained_run)])
