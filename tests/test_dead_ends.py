@@ -554,7 +554,8 @@ def test_a_read_only_run_is_refused_before_minutes_of_work(
     monkeypatch.setattr("vaekit.cli.evaluate_split", never)
     monkeypatch.setattr("vaekit.cli.resume", never)
     resume = ["train", "--resume", str(run), "--epochs", "5", "--no-progress"]
-    for command in (["evaluate", str(run)], ["report", str(run)], resume):
+    sweep = ["sweep", "--resume", str(run), "--epochs", "5"]  # refused before reading a plan
+    for command in (["evaluate", str(run)], ["report", str(run)], resume, sweep):
         one_line_error(capsys, main(command), "cannot be written")
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before
 
