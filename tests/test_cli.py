@@ -167,6 +167,8 @@ def test_bad_checkpoints(
     _fails_cleanly(capsys, ["sample", str(copy), *out], "corrupt")
     _fails_cleanly(capsys, ["sample", str(trained_run), "-o", str(tmp_path / "x.gif")], ".png")
     _fails_cleanly(capsys, ["train", "--resume", str(tmp_path / "nothing")], "config.json")
+    weights_only = str(tmp_path / "broken.safetensors")  # a file where the run's folder goes
+    _fails_cleanly(capsys, ["train", "--resume", weights_only], "is this a vaekit run directory")
 
 
 def test_real_process_prints_one_line_and_exits_2(tmp_path: Path) -> None:

@@ -112,7 +112,7 @@ class RunDirectory:
         path = self.path / CONFIG
         try:
             raw = json.loads(path.read_text())
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # no such folder, or a file
             raise CheckpointError(
                 f"{self.path}: no {CONFIG}; is this a vaekit run directory?"
             ) from None
