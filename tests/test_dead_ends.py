@@ -513,6 +513,17 @@ def test_temporary_files_of_a_killed_write_are_removed(tmp_path: Path, trained_r
     assert not list(run.glob(".*.tmp"))
 
 
+def test_a_resume_that_would_change_the_run_names_what_may_change(
+    trained_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = main(["train", "--resume", str(trained_run), "--lr", "0.1"])
+    may_change = (
+        "drop --lr (only --epochs, --device, --precision, --compile, --on-nan, and --dataset or "
+        "--data-dir for the same data may change)"
+    )
+    one_line_error(capsys, status, may_change)
+
+
 def test_resuming_with_more_epochs_says_the_schedule_is_stretched(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

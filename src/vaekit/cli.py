@@ -109,6 +109,13 @@ RESUMABLE = (*SWEEP_RESUMABLE, "on_nan")
 """The options a resumed run may change: a sweep's, and what it does if it diverges (a sweep
 cannot roll back)."""
 
+
+def _may_change(names: tuple[str, ...]) -> str:
+    """``names`` (RESUMABLE or SWEEP_RESUMABLE) as the error line of a resume says them."""
+    flags = [f"--{name.replace('_', '-')}" for name in names if name not in ("dataset", "data_dir")]
+    return f"only {', '.join(flags)}, and --dataset or --data-dir for the same data may change"
+
+
 _int_list = _number_list(int, "integers")
 _float_list = _number_list(float, "numbers")
 
@@ -588,8 +595,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         planned = (args.betas, args.seeds, args.warmups, args.recipe, args.config, args.run_dir)
         if given or any(planned):
             raise ConfigError(
-                "--resume continues the sweep as planned; only --epochs, --device, --precision, "
-                "--compile, and --dataset or --data-dir for the same data may change"
+                f"--resume continues the sweep as planned; {_may_change(SWEEP_RESUMABLE)}"
             )
         _check_writable(args.resume)
         folder = Path(args.resume)
@@ -724,8 +730,7 @@ def _resume(args: argparse.Namespace) -> int:
         option = next(iter(given), "recipe" if args.recipe else "run_dir")
         raise ConfigError(
             f"--resume continues the run as configured; drop --{option.replace('_', '-')} "
-            "(only --epochs, --device, --precision, --compile, --on-nan, and --dataset or "
-            "--data-dir for the same data may change)"
+            f"({_may_change(RESUMABLE)})"
         )
     _check_writable(args.resume)
     run = RunDirectory(args.resume)
