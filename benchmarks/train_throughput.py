@@ -252,36 +252,64 @@ def table_row(
     )
 
 
+TWO_LAYERS = {  # z_1 as the row's latent layer, and 10 units above it
+    "model": "hierarchy",
+    "upper_layers": [10],
+    "layer_hidden": [100],
+}
 GRADIENT_ROWS = [
-    # (architecture, batch, objective, samples, estimators: the plain one first)
-    ("784-400-20 relu", 128, "elbo", 1, ("reparam", "stl")),
-    ("784-200-200-50 tanh", 20, "iwae", 5, ("reparam", "dreg")),
+    # (architecture, batch, objective, samples, estimators: the plain one first, model options)
+    ("784-400-20 relu", 128, "elbo", 1, ("reparam", "stl"), {}),
+    ("784-200-200-50 tanh", 20, "iwae", 5, ("reparam", "dreg"), {}),
+    (
+        "784-400-20 relu",
+        128,
+        "elbo",
+        1,
+        ("reparam", "stl"),
+        {**TWO_LAYERS, "inference": "top-down"},
+    ),
+    (
+        "784-200-200-50 tanh",
+        20,
+        "iwae",
+        5,
+        ("reparam", "dreg"),
+        {**TWO_LAYERS, "inference": "bottom-up"},
+    ),
 ]
-"""The gradient estimators' rows: ``fast``'s ELBO and ``burda-iwae-k5``'s IWAE setting."""
+"""The gradient estimators' rows: ``fast``'s ELBO and ``burda-iwae-k5``'s IWAE setting, and each
+with a second latent layer (a ladder, and a stacked VAE): there log q at stopped parameters runs
+the layers' networks a second time."""
 
 
 def gradient_rows(data: vaekit.Dataset, repeats: int, device: torch.device) -> None:
     """Each estimator's training loop against the plain reparameterised one, alternated,
     eager and compiled: the cost of STL and DReG per step."""
     print(
-        "\n| architecture | batch | objective | gradient | eager loop ex/s | compiled loop ex/s "
-        "| eager / reparam | compiled / reparam |"
+        "\n| architecture | layers | batch | objective | gradient | eager loop ex/s | "
+        "compiled loop ex/s | eager / reparam | compiled / reparam |"
     )
-    print("|---|---|---|---|---|---|---|---|")
-    for name, batch, objective, samples, estimators in GRADIENT_ROWS:
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, batch, objective, samples, estimators, model_options in GRADIENT_ROWS:
+        layers = model_options.get("inference", "one")
         loops: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
         for _ in range(repeats):
             for gradient, compile in itertools.product(estimators, ("off", "on")):
                 options = {"objective": objective, "samples": samples, "gradient": gradient}
-                rate = vaekit_rates(data, *ARCHITECTURES[name], batch, compile, device, **options)
+                network = ARCHITECTURES[name]
+                rate = vaekit_rates(
+                    data, *network, batch, compile, device, model_options, **options
+                )
                 loops[gradient, compile].append(rate[1])
         median = {key: statistics.median(values) for key, values in loops.items()}
         for gradient in estimators:
             eager, compiled = median[gradient, "off"], median[gradient, "on"]
             plain_eager, plain_compiled = median[estimators[0], "off"], median[estimators[0], "on"]
             print(
-                f"| {name} | {batch} | {objective} K={samples} | {gradient} | {eager:,.0f} | "
-                f"{compiled:,.0f} | {eager / plain_eager:.2f} | {compiled / plain_compiled:.2f} |",
+                f"| {name} | {layers} | {batch} | {objective} K={samples} | {gradient} | "
+                f"{eager:,.0f} | {compiled:,.0f} | {eager / plain_eager:.2f} | "
+                f"{compiled / plain_compiled:.2f} |",
                 flush=True,
             )
 

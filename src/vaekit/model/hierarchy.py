@@ -109,6 +109,15 @@ class GaussianLayer(nn.Module):
         return gaussian_parameters(self.net(h))
 
 
+def _apply(network: nn.Module, inputs: torch.Tensor, stopped: bool) -> Gaussian:
+    """``network(inputs)``; ``stopped``: with the network's weights detached, so that the
+    gradient reaches them only through ``inputs`` (log q at stopped parameters)."""
+    if not stopped:
+        return network(inputs)
+    weights = {name: weight.detach() for name, weight in network.named_parameters()}
+    return torch.func.functional_call(network, weights, (inputs,))
+
+
 def _precision_weighted(estimate: Gaussian, prior: Gaussian) -> Gaussian:
     """The product of two Gaussians, normalised: σ⁻² = σ̂⁻² + σ_p⁻², μ = σ² (μ̂ σ̂⁻² + μ_p σ_p⁻²)."""
     precision_hat, precision_p = estimate[1].pow(-2), prior[1].pow(-2)
@@ -262,19 +271,22 @@ class HierarchicalPosterior(Posterior):
             log_q[level] = reparameterised_log_density(noises[level], scale)
         return torch.cat(layers, dim=-1), torch.stack(log_q, dim=-1)
 
-    def log_prob_layers(self, params: PosteriorParameters, z: torch.Tensor) -> torch.Tensor:
-        """log q of each layer of ``z (..., B, D)`` given its parents; ``(..., B, L)``."""
-        terms = self.conditional_log_prob_dims(params, z).split(self.sizes, dim=-1)
+    def log_prob_layers(
+        self, params: PosteriorParameters, z: torch.Tensor, stopped: bool = False
+    ) -> torch.Tensor:
+        """log q of each layer of ``z (..., B, D)`` given its parents; ``(..., B, L)``
+        (``stopped``: with every network's weights detached)."""
+        terms = self.conditional_log_prob_dims(params, z, stopped).split(self.sizes, dim=-1)
         return torch.stack([layer.sum(-1) for layer in terms], dim=-1)
 
     def conditional_log_prob_dims(
-        self, params: PosteriorParameters, z: torch.Tensor
+        self, params: PosteriorParameters, z: torch.Tensor, stopped: bool = False
     ) -> torch.Tensor:
         """log q(z_{l,d}|the parents of z_l) of each dimension (q is a diagonal Gaussian given
-        them); ``(..., B, D)``."""
+        them); ``(..., B, D)`` (``stopped``: with every network's weights detached)."""
         layers = self._prior.split(z)
         terms = [
-            log_density_dims(layers[level], *self._layer(params, layers, level))
+            log_density_dims(layers[level], *self._layer(params, layers, level, stopped))
             for level in range(len(self.sizes))
         ]
         return torch.cat(terms, dim=-1)
@@ -286,27 +298,34 @@ class HierarchicalPosterior(Posterior):
         return range(len(self.sizes) - 1, -1, -1)
 
     def _layer(
-        self, params: PosteriorParameters, layers: list[torch.Tensor], level: int
+        self,
+        params: PosteriorParameters,
+        layers: list[torch.Tensor],
+        level: int,
+        stopped: bool = False,
     ) -> Gaussian:
-        """q(z_level | its parents) given the layers drawn before it."""
+        """q(z_level | its parents) given the layers drawn before it (``stopped``: with every
+        network's weights detached, the generative ones that top-down inference shares too)."""
         if self.inference == "bottom-up":
-            return (
-                (params[0], params[1]) if level == 0 else self.upward[level - 1](layers[level - 1])
-            )
+            if level == 0:
+                return params[0], params[1]
+            return _apply(self.upward[level - 1], layers[level - 1], stopped)
         if level == len(self.sizes) - 1:
-            return self.top_parameters(params)
+            return self.top_parameters(params, stopped)
         above = layers[level + 1]
         if self.inference == "x-and-above":
             features = params[0].expand(*above.shape[:-1], params[0].shape[-1])
-            return self.given_above[level](torch.cat([features, above], dim=-1))
+            return _apply(self.given_above[level], torch.cat([features, above], dim=-1), stopped)
         estimate = (params[2 * level], params[2 * level + 1])
-        return _precision_weighted(estimate, self._prior.conditionals[level](above))
+        return _precision_weighted(
+            estimate, _apply(self._prior.conditionals[level], above, stopped)
+        )
 
-    def top_parameters(self, params: PosteriorParameters) -> Gaussian:
+    def top_parameters(self, params: PosteriorParameters, stopped: bool = False) -> Gaussian:
         """q(z_L|x) of top-down or x-and-above inference (bottom-up has none: z_L depends on
-        the layers below it)."""
+        the layers below it); ``stopped``: with the network's weights detached."""
         if self.inference == "x-and-above":
-            return self.top(params[0])
+            return _apply(self.top, params[0], stopped)
         if self.inference == "top-down":
             return params[-2], params[-1]
         raise ConfigError("bottom-up inference has no q(z_L|x): z_L depends on the layers below")
@@ -326,6 +345,22 @@ class HierarchicalPosterior(Posterior):
 
     def log_prob(self, params: PosteriorParameters, z: torch.Tensor) -> torch.Tensor:
         return self.log_prob_layers(params, z).sum(-1)
+
+    @property
+    def has_stopped_log_prob(self) -> bool:
+        return True  # its networks' weights are detached for it (see _apply)
+
+    def sample_and_stopped_log_prob(
+        self, params: PosteriorParameters, noise: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """z drawn layer by layer as :meth:`sample_and_log_prob` draws it, and log q(z|x) =
+        Σ_l log q(z_l|its parents) at stopped parameters: the encoder's output and every
+        network's weights detached, the layers that a layer's density reads left live. Its
+        gradient reaches the parameters only through z; the score term that STL and DReG drop
+        is E_q of each layer's ∂ log q(z_l|parents)/∂φ at fixed z, zero in expectation."""
+        z, _ = self.draw_layers(params, noise)
+        stopped = tuple(p.detach() for p in params)
+        return z, self.log_prob_layers(stopped, z, stopped=True).sum(-1)
 
     def representative(self, params: PosteriorParameters) -> torch.Tensor:
         """The means along the chain: each layer's mean given its parents at their means (the

@@ -149,8 +149,12 @@ class TrainConfig:
             self._refuse_rate_weights()
         if self.track_uri is not None and self.track is None:
             raise ConfigError("--track-uri names a tracker's store: give --track too")
-        if self.free_bits and self.gradient != "reparam":
-            raise ConfigError("--free-bits takes the plain gradient: use --gradient reparam")
+        for flag, given in (
+            ("--free-bits", self.free_bits),
+            ("--layer-warmup-epochs", self.layer_warmup_epochs),
+        ):  # each weighs the rate of each layer (objectives.elbo.elbo_per_layer): no STL there
+            if given and self.gradient != "reparam":
+                raise ConfigError(f"{flag} takes the plain gradient: use --gradient reparam")
 
         gradients = OBJECTIVES[self.objective].builder.gradients
         if self.gradient not in gradients:
