@@ -560,7 +560,11 @@ def test_a_read_only_run_is_refused_before_minutes_of_work(
 
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
-    before = {p.name: p.read_bytes() for p in run.iterdir()}
+
+    def files() -> dict[Path, bytes]:
+        return {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+
+    before = files()
     monkeypatch.setattr("vaekit.cli.tempfile.TemporaryFile", read_only)
     monkeypatch.setattr("vaekit.cli.evaluate_split", never)
     monkeypatch.setattr("vaekit.cli.resume", never)
@@ -568,7 +572,7 @@ def test_a_read_only_run_is_refused_before_minutes_of_work(
     sweep = ["sweep", "--resume", str(run), "--epochs", "5"]  # refused before reading a plan
     for command in (["evaluate", str(run)], ["report", str(run)], resume, sweep):
         one_line_error(capsys, main(command), "cannot be written")
-    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    assert files() == before
 
 
 def test_a_damaged_evaluation_or_a_lost_metrics_file_is_no_dead_end(
