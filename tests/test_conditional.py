@@ -16,7 +16,7 @@ from vaekit.cli import main
 from vaekit.errors import ConfigError, DataError
 from vaekit.evaluation import linear_gaussian as lg
 from vaekit.evaluation.labels import class_evidence, label_worth
-from vaekit.model import ConditionalVAE
+from vaekit.model import ConditionalVAE, ModelConfig, build_model
 from vaekit.objectives.elbo import elbo
 from vaekit.objectives.importance import log_px
 
@@ -67,8 +67,14 @@ def test_labels_are_required_and_checked() -> None:
         model.sample(3, labels=torch.tensor([0, 1]))
     with pytest.raises(ConfigError, match="reads no labels"):
         vaekit.VAE((4,), 2, likelihood="gaussian").sample(2, labels=1)
-    with pytest.raises(ConfigError, match="the vamp prior encodes inputs without labels"):
-        ConditionalVAE((4,), 2, model="conditional", prior="vamp", likelihood="gaussian")
+    for model_name in ("conditional", "semi-supervised"):
+        refusal = f"without labels: a {model_name} model takes --prior standard-normal or mog"
+        with pytest.raises(ConfigError, match=refusal):
+            build_model(
+                ModelConfig.from_options(
+                    (4,), 2, model=model_name, prior="vamp", likelihood="gaussian"
+                )
+            )
 
 
 def test_samples_follow_the_given_class() -> None:

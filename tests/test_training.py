@@ -19,7 +19,7 @@ from vaekit.files import run_lock
 from vaekit.training.config import TrainConfig
 from vaekit.training.run_dir import CHECKPOINT, WEIGHTS
 from vaekit.training.schedule import kl_weight, learning_rate
-from vaekit.training.trainer import COMPILE_MIN_STEPS, Trainer
+from vaekit.training.trainer import COMPILE_MIN_STEPS, ISOLATES_RECOMPILES, Trainer
 
 
 def _model(data: vaekit.Dataset, seed: int = 0) -> vaekit.VAE:
@@ -305,6 +305,27 @@ def test_compile_setting(
     assert (trainer.step_module is not trainer.eager_module) == compiled
 
 
+@pytest.mark.skipif(not ISOLATES_RECOMPILES, reason="torch < 2.13 has no isolate_recompiles")
+def test_each_trainer_compiles_within_a_budget_of_its_own(
+    digits: vaekit.Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every trainer compiles the same code, and torch keeps a limited number of compiled
+    versions of a code object per process: with that limit at 1, a second model of other
+    shapes is still compiled (a new graph), not run eager."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
+    x = digits.train_x[:16].bernoulli(generator=torch.Generator().manual_seed(0))
+    for latent in (2, 3):
+        model = vaekit.VAE(digits.shape, latent, hidden=[8])
+        trainer = Trainer(model, digits, TrainConfig(compile="on"), progress=False)
+        trainer._compile_if_worth_it(steps_ahead=1)
+        graphs = counters["stats"]["unique_graphs"]
+        trainer._objective(x, torch.randn(1, 16, latent), 1.0, 16)
+        assert counters["stats"]["unique_graphs"] == graphs + 1
+
+
 def test_compile_flag_of_older_configs_is_read() -> None:
     """config.json files written before ``compile`` had three settings stored a boolean, false
     by default: it now means the default, ``auto``."""
@@ -319,7 +340,7 @@ def _failing_compile(message: str) -> Callable[..., Any]:
     raising ``message``."""
     from torch._dynamo.exc import TorchDynamoException
 
-    def compile(module: torch.nn.Module) -> Callable[..., Any]:
+    def compile(module: torch.nn.Module, **options: Any) -> Callable[..., Any]:
         def compiled(*args: Any) -> Any:
             raise TorchDynamoException(message)
 

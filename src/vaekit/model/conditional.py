@@ -52,7 +52,7 @@ class ConditionalVAE(VAE):
         if self.prior.reads_the_model:
             raise ConfigError(
                 f"the {self.config.prior.name} prior encodes inputs without labels: a "
-                "conditional model takes --prior standard-normal or mog"
+                f"{self.config.model.name} model takes --prior standard-normal or mog"
             )
         width = self.posterior.encoder_width(self.config.latent_dim, self.config.posterior.options)
         self.label_embedding = nn.Linear(self.classes, width, bias=False)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import inspect
 import math
 import sys
 import time
@@ -68,6 +69,14 @@ COMPILE_MIN_STEPS = 50_000
 cores the compiled step is ~10% faster (from -4% to +22% over train_throughput.py's six
 settings; 0.15-0.3 ms a step at batch 20-128), which repays the ~7 s cold start-up after
 25,000-50,000 steps (benchmarks/results/train-throughput.log, options.log)."""
+ISOLATES_RECOMPILES = "isolate_recompiles" in inspect.signature(torch.compile).parameters
+"""Whether this torch can give each ``torch.compile`` call a budget of compiled versions of its
+own (torch 2.13 can). Every trainer compiles the same code, the step's ``forward``, and torch
+keeps 8 compiled versions of a code object per process by default. A run makes 2 or 3 (β = 0
+during warm-up, then any β; an epoch's last, smaller batch), so without a budget of its own the
+third or fourth model that a process trained ran eager, with no more than torch's warning. The
+last row of ``train_throughput.py --gradients`` (the 11th model of its process) ran so
+(benchmarks/results/gradients.log)."""
 FIGURE_INTERVAL_S = 60.0
 # what a tracker keeps of a finished run: its figures and its model folder
 TRACKED_FILES = ("samples.png", "reconstructions.png", "config.json", "model.safetensors")
@@ -322,7 +331,8 @@ class Trainer:
             and self.world == 1
             and not self.model.infers_labels
         ):
-            self.step_module = torch.compile(self.eager_module)
+            options = {"isolate_recompiles": True} if ISOLATES_RECOMPILES else {}
+            self.step_module = torch.compile(self.eager_module, **options)
 
     def _objective(self, *args: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """The step module's ``(loss, sums)``; if torch.compile fails (no C++ compiler, no
