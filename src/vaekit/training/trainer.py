@@ -75,8 +75,8 @@ own (torch 2.13 can). Every trainer compiles the same code, the step's ``forward
 keeps 8 compiled versions of a code object per process by default. A run makes 2 or 3 (β = 0
 during warm-up, then any β; an epoch's last, smaller batch), so without a budget of its own the
 third or fourth model that a process trained ran eager, with no more than torch's warning. The
-last row of ``train_throughput.py --gradients`` (the 11th model of its process) ran so
-(benchmarks/results/gradients.log)."""
+last row of ``train_throughput.py --gradients`` (its 8th configuration) ran so
+(benchmarks/results/gradients-before-isolate-recompiles.log)."""
 FIGURE_INTERVAL_S = 60.0
 # what a tracker keeps of a finished run: its figures and its model folder
 TRACKED_FILES = ("samples.png", "reconstructions.png", "config.json", "model.safetensors")
