@@ -13,9 +13,13 @@ from helpers import TRAIN
 import vaekit
 from vaekit.cli import main
 
-# the suite's own commands run on the machine's two cores, without looking for busy ones
-# (0.2 s a command); tests/test_newcomer.py tests the default
-os.environ.setdefault("VAEKIT_THREADS", "2")
+# pytest-xdist runs one worker per core (addopts in pyproject.toml): each worker, and each
+# command it runs, takes one thread, without looking for busy ones (0.2 s a command;
+# tests/test_newcomer.py tests the default). Two threads per worker oversubscribe the
+# cores: beside busy processes, 2 epochs of a 64-32-4 VAE took 20.0 s with two threads,
+# 4.9 s with one (on a quiet machine one thread is as fast: 1.7-2.0 s against 2.1 s).
+os.environ.setdefault("VAEKIT_THREADS", "1")
+torch.set_num_threads(1)
 
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
