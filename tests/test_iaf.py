@@ -11,11 +11,11 @@ exact expectation, so the fitted objective is the exact ELBO.)
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import one_line_error
 from torch import nn
 from torch.distributions import MultivariateNormal
 
@@ -23,6 +23,7 @@ import vaekit
 from vaekit.cli import main
 from vaekit.errors import ConfigError
 from vaekit.evaluation import linear_gaussian as lg
+from vaekit.model.posteriors.diagonal_gaussian import MIN_SCALE
 from vaekit.objectives.elbo import elbo
 
 DATA_DIM, LATENT_DIM = 5, 3
@@ -120,6 +121,88 @@ def test_one_affine_autoregressive_step_closes_the_mean_field_gap() -> None:
     assert gap.abs().max() < 1e-8
 
 
+@torch.no_grad()
+def _set_to_the_true_posterior(model: vaekit.VAE) -> None:
+    """One affine step (gate 0: s = 1/2, context unused) and the encoder set so that
+    q(z|x) = N(m(x), Σ) = p(z|x): z_1 = A z_0 with A = (I + W_d)/2 and A diag(σ) = chol(Σ),
+    z_0's mean A⁻¹ m(x)."""
+    weight, bias, sigma = lg.linear_decoder(model)
+    precision = torch.eye(LATENT_DIM, dtype=torch.float64) + weight.T @ weight / sigma**2
+    covariance = torch.linalg.inv(precision)
+    factor = torch.linalg.cholesky(covariance)
+    scale = 2 * factor.diagonal()
+    step = model.posterior.steps[0]
+    for layer in (step.direct, step.from_context):
+        layer.weight.zero_()
+        layer.bias.zero_()
+    step.direct.weight[:LATENT_DIM] = 2 * factor.tril(-1) / scale
+    flow = (torch.eye(LATENT_DIM, dtype=torch.float64) + step.direct.weight[:LATENT_DIM]) / 2
+    gain = torch.linalg.solve(flow, covariance @ weight.T) / sigma**2  # A⁻¹ Σ Wᵀ / σ²
+    raw_scale = scale - MIN_SCALE
+    encoder = model.encoder
+    encoder.weight.zero_()
+    encoder.bias.zero_()
+    encoder.weight[:LATENT_DIM] = gain
+    encoder.bias[:LATENT_DIM] = -gain @ bias
+    encoder.bias[LATENT_DIM : 2 * LATENT_DIM] = raw_scale + torch.log(-torch.expm1(-raw_scale))
+
+
+def test_stl_gradient_of_the_flow_vanishes_for_every_draw_at_the_true_posterior() -> None:
+    """With q(z|x) = p(z|x) every draw's log weight is log p(x): the STL gradient of the
+    encoder and the flow is zero for every draw (float64 round-off), the plain one is not."""
+    model = _linear_gaussian("iaf", flow_steps=1, flow_hidden=0, flow_context=1)
+    _set_to_the_true_posterior(model)
+    x = torch.randn(4, DATA_DIM, dtype=torch.float64) * 2
+    noise = torch.randn(64, len(x), LATENT_DIM, dtype=torch.float64)
+    _, log_q = model.posterior.sample_and_log_prob(model.posterior_parameters(x), noise)
+    torch.testing.assert_close(
+        log_q,
+        lg.posterior(model, x).log_prob(
+            model.posterior.rsample(model.posterior_parameters(x), noise)
+        ),
+        rtol=0,
+        atol=1e-10,
+    )
+    encoder_and_flow = [*model.encoder.parameters(), *model.posterior.parameters()]
+    for draw in noise.split(1):
+        stl = _grads(elbo(model, x, noise=draw, gradient="stl").elbo.sum(), encoder_and_flow)
+        plain = _grads(elbo(model, x, noise=draw).elbo.sum(), encoder_and_flow)
+        assert stl.abs().max() < 1e-10
+        assert plain.abs().max() > 1e-3  # zero only in expectation
+
+
+def _grads(output: torch.Tensor, weights: list[torch.Tensor]) -> torch.Tensor:
+    grads = torch.autograd.grad(output, weights, allow_unused=True, retain_graph=True)
+    return torch.cat(
+        [
+            (torch.zeros_like(w) if g is None else g).flatten()
+            for w, g in zip(weights, grads, strict=True)
+        ]
+    )
+
+
+@pytest.mark.parametrize("hidden", [0, 8])
+def test_stopped_log_q_is_a_frozen_copy_s_log_q_by_inversion(hidden: int) -> None:
+    """log q at stopped parameters equals log q found by inverting the flow of a copy whose
+    weights take no gradient, at the same draws: the same values, and the same gradients for
+    every weight (they reach the encoder and the steps through z only); the plain log q's
+    differ (its score term)."""
+    model = _randomised(_linear_gaussian("iaf", flow_steps=2, flow_hidden=hidden, flow_context=2))
+    frozen = copy.deepcopy(model.posterior).requires_grad_(False)
+    x = torch.randn(4, DATA_DIM, dtype=torch.float64)
+    noise = torch.randn(3, 4, LATENT_DIM, dtype=torch.float64)
+    params = model.posterior_parameters(x)
+    z, stopped = model.posterior.sample_and_stopped_log_prob(params, noise)
+    reference = frozen.log_prob(tuple(p.detach() for p in params), z)
+    torch.testing.assert_close(stopped, reference, rtol=0, atol=1e-10)
+    weights = list(model.parameters())
+    expected = _grads((reference * torch.arange(12.0).reshape(3, 4)).sum(), weights)
+    actual = _grads((stopped * torch.arange(12.0).reshape(3, 4)).sum(), weights)
+    torch.testing.assert_close(actual, expected, rtol=1e-9, atol=1e-11)
+    _, plain = model.posterior.sample_and_log_prob(params, noise)
+    assert not torch.allclose(_grads(plain.sum(), weights), _grads(stopped.sum(), weights))
+
+
 def test_iaf_trains_evaluates_and_reports_through_the_cli(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -136,9 +219,13 @@ def test_iaf_trains_evaluates_and_reports_through_the_cli(
     assert main(["encode", str(run), "-o", str(tmp_path / "z.npy")]) == 0
     assert main(["sample", str(run), "-n", "4", "-o", str(tmp_path / "s.png")]) == 0
     assert main(["train", "--resume", str(run), "--epochs", "3", "--no-progress"]) == 0
-    capsys.readouterr()
-    status = main([*argv, "--run-dir", str(tmp_path / "stl"), "--gradient", "stl"])
-    one_line_error(capsys, status, "the iaf posterior does not have: use --gradient reparam")
-    assert not (tmp_path / "stl").exists()  # refused before anything was written
+    for gradient in (
+        ["--gradient", "stl"],
+        ["--objective", "iwae", "--samples", "3", "--gradient", "dreg"],
+    ):
+        assert (
+            main([*argv, "--run-dir", str(tmp_path / gradient[1]), *gradient, "--no-progress"]) == 0
+        )
+        assert vaekit.load(tmp_path / gradient[1]).posterior.steps[1].hidden == 16
     with pytest.raises(ConfigError, match="use --posterior diagonal-gaussian with --prior vamp"):
         vaekit.VAE((4,), 2, posterior="iaf", prior="vamp")

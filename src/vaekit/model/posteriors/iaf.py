@@ -14,6 +14,12 @@ any full-covariance Gaussian: the linear-Gaussian test closes the mean-field gap
 Draws and their log q need one pass per step. log q at another z (:meth:`log_prob`) inverts
 the flow one dimension at a time: D network passes per step, for tests and users, never in
 the training step. The rate is the Monte Carlo one (no closed form exists).
+
+log q at stopped parameters (``--gradient stl|dreg``) is a function of z_T through the
+inverse flow, z_{t−1} = f_t⁻¹(z_t): its value is the draw's log q, and its gradient needs
+only the inverse's Jacobian, J_t⁻¹ (J_t = ∂z_t/∂z_{t−1}, triangular). Each step's J_t is built
+from its MADE's weights (a ``(…, D, D)`` matrix) and applied by a triangular solve: one more
+network pass per step and no D-fold inversion.
 """
 
 from __future__ import annotations
@@ -93,6 +99,37 @@ class _Step(nn.Module):
             out = out + self.out(F.elu(self.into(z) + self.context(context)))
         return out.chunk(2, dim=-1)
 
+    def stopped(self, z: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``(m, gate)`` with the weights detached: a gradient through ``z`` only."""
+        out = F.linear(z, *_detached(self.direct)) + F.linear(
+            context, *_detached(self.from_context)
+        )
+        if self.hidden:
+            out = out + F.linear(F.elu(self._pre_activation(z, context)), *_detached(self.out))
+        return out.chunk(2, dim=-1)
+
+    @torch.no_grad()
+    def jacobian(self, z: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """∂(m, gate)/∂z at ``z``: ``(…, 2D, D)``, strictly lower triangular in each half."""
+        direct = _detached(self.direct)[0]
+        jacobian = direct.expand(*z.shape[:-1], *direct.shape)
+        if self.hidden:
+            pre = self._pre_activation(z, context)
+            slope = torch.where(pre > 0, 1.0, pre.exp())  # elu'
+            into, outward = _detached(self.into)[0], _detached(self.out)[0]
+            jacobian = jacobian + torch.einsum("oh,...h,hd->...od", outward, slope, into)
+        return jacobian
+
+    def _pre_activation(self, z: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        return F.linear(z, *_detached(self.into)) + F.linear(context, *_detached(self.context))
+
+
+def _detached(layer: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
+    """A layer's (masked) weight and bias, detached."""
+    mask = getattr(layer, "mask", None)
+    weight = layer.weight.detach()
+    return weight if mask is None else weight * mask, layer.bias.detach()
+
 
 @POSTERIORS.register("iaf", IAFOptions)
 class IAFPosterior(Posterior):
@@ -122,16 +159,53 @@ class IAFPosterior(Posterior):
     def sample_and_log_prob(
         self, params: PosteriorParameters, noise: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        z, log_q, _ = self._flow(params, noise)
+        return z, log_q
+
+    def _flow(
+        self, params: PosteriorParameters, noise: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, ...]]]:
+        """``(z_T, log q(z_T|x), [(z_{t−1} in step t's order, m_t, gate_t) for each t])``."""
         loc, scale, context = params
         z = loc + scale * noise
         log_q = reparameterised_log_density(noise, scale)
+        inputs = []
         for t, step in enumerate(self.steps):
             z = _reorder(z, t)
             shift, gate = step(z, context)
+            inputs.append((z, shift, gate))
             z = torch.sigmoid(gate) * z + torch.sigmoid(-gate) * shift
             log_q = log_q - F.logsigmoid(gate).sum(-1)
             z = _reorder(z, t)
-        return z, log_q
+        return z, log_q, inputs
+
+    @property
+    def has_stopped_log_prob(self) -> bool:
+        return True
+
+    def sample_and_stopped_log_prob(
+        self, params: PosteriorParameters, noise: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """z_T and log q(z_T|x) at stopped parameters (μ, σ, h and every step's weights):
+        z_{t−1} = z̄_{t−1} + J_t⁻¹ (z_t − z̄_t), with z̄ the draw's detached values, has the
+        inverse flow's value and first derivative in z_t, so log q's gradient reaches the
+        encoder and the steps through z_T only (tested against the flow inverted dimension
+        by dimension on a frozen copy, in float64)."""
+        z, _, inputs = self._flow(params, noise)
+        loc, scale, context = (p.detach() for p in params)
+        context = context.expand(*z.shape[:-1], context.shape[-1])
+        current, log_det = z, torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)
+        for t in reversed(range(len(self.steps))):
+            output = _reorder(current, t)
+            drawn, shift, gate = (value.detach() for value in inputs[t])
+            jacobian = _step_jacobian(drawn, shift, gate, self.steps[t].jacobian(drawn, context))
+            previous = drawn + _solve_lower(jacobian, output - output.detach())
+            _, gate = self.steps[t].stopped(previous, context)
+            log_det = log_det + F.logsigmoid(gate).sum(-1)
+            current = _reorder(previous, t)
+        standard = (current - loc) / scale
+        base = -(0.5 * standard.square() + scale.log()).sum(-1) - z.shape[-1] * HALF_LOG_2PI
+        return z, base - log_det
 
     def log_prob(self, params: PosteriorParameters, z: torch.Tensor) -> torch.Tensor:
         """log q(z|x) at any ``z (..., B, D)``: the flow inverted dimension by dimension (each
@@ -177,3 +251,22 @@ class IAFPosterior(Posterior):
 def _reorder(z: torch.Tensor, step: int) -> torch.Tensor:
     """The dimensions reversed on odd steps (its own inverse)."""
     return z.flip(-1) if step % 2 else z
+
+
+def _step_jacobian(
+    z: torch.Tensor, shift: torch.Tensor, gate: torch.Tensor, made: torch.Tensor
+) -> torch.Tensor:
+    """J = ∂z_t/∂z_{t−1} ``(…, D, D)`` of z_t = s ⊙ z + (1 − s) ⊙ m, s = sigmoid(gate), from
+    the MADE's Jacobian ``made = ∂(m, gate)/∂z (…, 2D, D)``: lower triangular (in the step's
+    order), diagonal s."""
+    by_shift, by_gate = made.chunk(2, dim=-2)
+    keep, forget = torch.sigmoid(gate), torch.sigmoid(-gate)
+    jacobian = forget.unsqueeze(-1) * by_shift
+    jacobian = jacobian + (keep * forget * (z - shift)).unsqueeze(-1) * by_gate
+    return jacobian + torch.diag_embed(keep)
+
+
+def _solve_lower(matrix: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
+    """``matrix⁻¹ vector`` for lower-triangular ``matrix (…, D, D)`` and ``vector (…, D)``."""
+    solved = torch.linalg.solve_triangular(matrix, vector.unsqueeze(-1), upper=False)
+    return solved.squeeze(-1)
