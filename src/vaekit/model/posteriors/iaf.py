@@ -34,7 +34,7 @@ from torch.distributions import Distribution
 
 from vaekit.checks import option, positive_int
 from vaekit.model.contract import POSTERIORS, Posterior, PosteriorParameters
-from vaekit.model.gaussian import HALF_LOG_2PI, reparameterised_log_density
+from vaekit.model.gaussian import log_density, reparameterised_log_density
 from vaekit.model.posteriors.as_distribution import PosteriorDistribution
 from vaekit.model.posteriors.diagonal_gaussian import MIN_SCALE
 
@@ -203,9 +203,7 @@ class IAFPosterior(Posterior):
             _, gate = self.steps[t].stopped(previous, context)
             log_det = log_det + F.logsigmoid(gate).sum(-1)
             current = _reorder(previous, t)
-        standard = (current - loc) / scale
-        base = -(0.5 * standard.square() + scale.log()).sum(-1) - z.shape[-1] * HALF_LOG_2PI
-        return z, base - log_det
+        return z, log_density(current, loc, scale) - log_det
 
     def log_prob(self, params: PosteriorParameters, z: torch.Tensor) -> torch.Tensor:
         """log q(z|x) at any ``z (..., B, D)``: the flow inverted dimension by dimension (each
@@ -217,9 +215,7 @@ class IAFPosterior(Posterior):
             z, step_log_det = self._invert_step(t, _reorder(z, t), context)
             z = _reorder(z, t)
             log_det = log_det + step_log_det
-        standard = (z - loc) / scale
-        base = -(0.5 * standard.square() + scale.log()).sum(-1) - z.shape[-1] * HALF_LOG_2PI
-        return base - log_det
+        return log_density(z, loc, scale) - log_det
 
     def _invert_step(
         self, t: int, z: torch.Tensor, context: torch.Tensor
