@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,15 @@ def for_class(model: VAE, label: int) -> VAE:
         plain.decoder.weight.copy_(model.decoder.weight[:, :latent])
         plain.decoder.bias.copy_(model.decoder.bias + model.decoder.weight[:, latent + label])
     return plain
+
+
+def flat_grads(output: torch.Tensor, weights: Iterable[torch.Tensor]) -> torch.Tensor:
+    """d output / d each of ``weights``, flat (zero where it does not reach)."""
+    weights = list(weights)
+    grads = torch.autograd.grad(output, weights, allow_unused=True, retain_graph=True)
+    return torch.cat(
+        [
+            (torch.zeros_like(w) if g is None else g).flatten()
+            for w, g in zip(weights, grads, strict=True)
+        ]
+    )

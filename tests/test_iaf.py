@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import flat_grads
 from torch import nn
 from torch.distributions import MultivariateNormal
 
@@ -165,20 +166,10 @@ def test_stl_gradient_of_the_flow_vanishes_for_every_draw_at_the_true_posterior(
     )
     encoder_and_flow = [*model.encoder.parameters(), *model.posterior.parameters()]
     for draw in noise.split(1):
-        stl = _grads(elbo(model, x, noise=draw, gradient="stl").elbo.sum(), encoder_and_flow)
-        plain = _grads(elbo(model, x, noise=draw).elbo.sum(), encoder_and_flow)
+        stl = flat_grads(elbo(model, x, noise=draw, gradient="stl").elbo.sum(), encoder_and_flow)
+        plain = flat_grads(elbo(model, x, noise=draw).elbo.sum(), encoder_and_flow)
         assert stl.abs().max() < 1e-10
         assert plain.abs().max() > 1e-3  # zero only in expectation
-
-
-def _grads(output: torch.Tensor, weights: list[torch.Tensor]) -> torch.Tensor:
-    grads = torch.autograd.grad(output, weights, allow_unused=True, retain_graph=True)
-    return torch.cat(
-        [
-            (torch.zeros_like(w) if g is None else g).flatten()
-            for w, g in zip(weights, grads, strict=True)
-        ]
-    )
 
 
 @pytest.mark.parametrize("hidden", [0, 8])
@@ -196,11 +187,11 @@ def test_stopped_log_q_is_a_frozen_copy_s_log_q_by_inversion(hidden: int) -> Non
     reference = frozen.log_prob(tuple(p.detach() for p in params), z)
     torch.testing.assert_close(stopped, reference, rtol=0, atol=1e-10)
     weights = list(model.parameters())
-    expected = _grads((reference * torch.arange(12.0).reshape(3, 4)).sum(), weights)
-    actual = _grads((stopped * torch.arange(12.0).reshape(3, 4)).sum(), weights)
+    expected = flat_grads((reference * torch.arange(12.0).reshape(3, 4)).sum(), weights)
+    actual = flat_grads((stopped * torch.arange(12.0).reshape(3, 4)).sum(), weights)
     torch.testing.assert_close(actual, expected, rtol=1e-9, atol=1e-11)
     _, plain = model.posterior.sample_and_log_prob(params, noise)
-    assert not torch.allclose(_grads(plain.sum(), weights), _grads(stopped.sum(), weights))
+    assert not torch.allclose(flat_grads(plain.sum(), weights), flat_grads(stopped.sum(), weights))
 
 
 def test_iaf_trains_evaluates_and_reports_through_the_cli(

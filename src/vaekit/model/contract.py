@@ -28,6 +28,13 @@ PosteriorParameters = tuple[torch.Tensor, ...]
 """What a posterior computes from the encoder's output, e.g. ``(loc, scale)``, each ``(B, ·)``."""
 
 
+def call_stopped(module: nn.Module, *inputs: torch.Tensor) -> Any:
+    """``module(*inputs)`` with the module's weights detached (its buffers as they are), so that
+    the gradient reaches them only through ``inputs``: log q at stopped parameters."""
+    weights = {name: weight.detach() for name, weight in module.named_parameters()}
+    return torch.func.functional_call(module, weights, inputs)
+
+
 class Posterior(nn.Module):
     """The approximate posterior q(z|x) on top of the encoder.
 

@@ -45,7 +45,13 @@ from torch.distributions import Distribution
 from vaekit.checks import choice, option, sizes
 from vaekit.errors import ConfigError
 from vaekit.model.config import COMPONENTS, ModelConfig
-from vaekit.model.contract import MODELS, Posterior, PosteriorParameters, Prior
+from vaekit.model.contract import (
+    MODELS,
+    Posterior,
+    PosteriorParameters,
+    Prior,
+    call_stopped,
+)
 from vaekit.model.draws import random_like
 from vaekit.model.gaussian import log_density_dims, reparameterised_log_density
 from vaekit.model.posteriors.as_distribution import PosteriorDistribution
@@ -112,10 +118,7 @@ class GaussianLayer(nn.Module):
 def _apply(network: nn.Module, inputs: torch.Tensor, stopped: bool) -> Gaussian:
     """``network(inputs)``; ``stopped``: with the network's weights detached, so that the
     gradient reaches them only through ``inputs`` (log q at stopped parameters)."""
-    if not stopped:
-        return network(inputs)
-    weights = {name: weight.detach() for name, weight in network.named_parameters()}
-    return torch.func.functional_call(network, weights, (inputs,))
+    return call_stopped(network, inputs) if stopped else network(inputs)
 
 
 def _precision_weighted(estimate: Gaussian, prior: Gaussian) -> Gaussian:

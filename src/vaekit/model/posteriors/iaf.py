@@ -33,7 +33,7 @@ from torch import nn
 from torch.distributions import Distribution
 
 from vaekit.checks import option, positive_int
-from vaekit.model.contract import POSTERIORS, Posterior, PosteriorParameters
+from vaekit.model.contract import POSTERIORS, Posterior, PosteriorParameters, call_stopped
 from vaekit.model.gaussian import log_density, reparameterised_log_density
 from vaekit.model.posteriors.as_distribution import PosteriorDistribution
 from vaekit.model.posteriors.diagonal_gaussian import MIN_SCALE
@@ -99,36 +99,17 @@ class _Step(nn.Module):
             out = out + self.out(F.elu(self.into(z) + self.context(context)))
         return out.chunk(2, dim=-1)
 
-    def stopped(self, z: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """``(m, gate)`` with the weights detached: a gradient through ``z`` only."""
-        out = F.linear(z, *_detached(self.direct)) + F.linear(
-            context, *_detached(self.from_context)
-        )
-        if self.hidden:
-            out = out + F.linear(F.elu(self._pre_activation(z, context)), *_detached(self.out))
-        return out.chunk(2, dim=-1)
-
     @torch.no_grad()
     def jacobian(self, z: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """∂(m, gate)/∂z at ``z``: ``(…, 2D, D)``, strictly lower triangular in each half."""
-        direct = _detached(self.direct)[0]
+        direct = self.direct.weight * self.direct.mask
         jacobian = direct.expand(*z.shape[:-1], *direct.shape)
         if self.hidden:
-            pre = self._pre_activation(z, context)
+            pre = self.into(z) + self.context(context)
             slope = torch.where(pre > 0, 1.0, pre.exp())  # elu'
-            into, outward = _detached(self.into)[0], _detached(self.out)[0]
+            into, outward = self.into.weight * self.into.mask, self.out.weight * self.out.mask
             jacobian = jacobian + torch.einsum("oh,...h,hd->...od", outward, slope, into)
         return jacobian
-
-    def _pre_activation(self, z: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        return F.linear(z, *_detached(self.into)) + F.linear(context, *_detached(self.context))
-
-
-def _detached(layer: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
-    """A layer's (masked) weight and bias, detached."""
-    mask = getattr(layer, "mask", None)
-    weight = layer.weight.detach()
-    return weight if mask is None else weight * mask, layer.bias.detach()
 
 
 @POSTERIORS.register("iaf", IAFOptions)
@@ -200,7 +181,7 @@ class IAFPosterior(Posterior):
             drawn, shift, gate = (value.detach() for value in inputs[t])
             jacobian = _step_jacobian(drawn, shift, gate, self.steps[t].jacobian(drawn, context))
             previous = drawn + _solve_lower(jacobian, output - output.detach())
-            _, gate = self.steps[t].stopped(previous, context)
+            _, gate = call_stopped(self.steps[t], previous, context)
             log_det = log_det + F.logsigmoid(gate).sum(-1)
             current = _reorder(previous, t)
         return z, log_density(current, loc, scale) - log_det
