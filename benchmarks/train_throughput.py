@@ -24,6 +24,7 @@ achieved GFLOP/s against a measured matmul peak.
     python benchmarks/train_throughput.py --quick    # 784-400-20, batch 128, < 1 minute
     python benchmarks/train_throughput.py --device cuda   # on a GPU, the data on it
     python benchmarks/train_throughput.py --gradients     # STL and DReG against reparam
+    python benchmarks/train_throughput.py --gradients --rows 5 6   # only the IAF's rows
 """
 
 from __future__ import annotations
@@ -257,12 +258,15 @@ TWO_LAYERS = {  # z_1 as the row's latent layer, and 10 units above it
     "upper_layers": [10],
     "layer_hidden": [100],
 }
+IAF = {"posterior": "iaf", "flow_steps": 2, "flow_hidden": 320}  # ``fast`` + IAF's flow
 GRADIENT_ROWS = [
-    # (architecture, batch, objective, samples, estimators: the plain one first, model options)
-    ("784-400-20 relu", 128, "elbo", 1, ("reparam", "stl"), {}),
-    ("784-200-200-50 tanh", 20, "iwae", 5, ("reparam", "dreg"), {}),
+    # (architecture, latent variables, batch, objective, samples, estimators: the plain one
+    # first, model options)
+    ("784-400-20 relu", "one", 128, "elbo", 1, ("reparam", "stl"), {}),
+    ("784-200-200-50 tanh", "one", 20, "iwae", 5, ("reparam", "dreg"), {}),
     (
         "784-400-20 relu",
+        "two, top-down",
         128,
         "elbo",
         1,
@@ -271,28 +275,35 @@ GRADIENT_ROWS = [
     ),
     (
         "784-200-200-50 tanh",
+        "two, bottom-up",
         20,
         "iwae",
         5,
         ("reparam", "dreg"),
         {**TWO_LAYERS, "inference": "bottom-up"},
     ),
+    ("784-400-20 relu", "one, IAF 2×320", 128, "elbo", 1, ("reparam", "stl"), IAF),
+    ("784-200-200-50 tanh", "one, IAF 2×320", 20, "iwae", 5, ("reparam", "dreg"), IAF),
 ]
-"""The gradient estimators' rows: ``fast``'s ELBO and ``burda-iwae-k5``'s IWAE setting, and each
-with a second latent layer (a ladder, and a stacked VAE): there log q at stopped parameters runs
-the layers' networks a second time."""
+"""The gradient estimators' rows: ``fast``'s ELBO and ``burda-iwae-k5``'s IWAE setting; each
+with a second latent layer (a ladder, and a stacked VAE), where log q at stopped parameters runs
+the layers' networks a second time; and each with ``fast`` + IAF's flow (2 steps of 320 hidden
+units), where it runs the flow backwards: one triangular solve and one MADE pass per step."""
 
 
-def gradient_rows(data: vaekit.Dataset, repeats: int, device: torch.device) -> None:
+def gradient_rows(
+    data: vaekit.Dataset, repeats: int, device: torch.device, rows: list[int]
+) -> None:
     """Each estimator's training loop against the plain reparameterised one, alternated,
-    eager and compiled: the cost of STL and DReG per step."""
+    eager and compiled: the cost of STL and DReG per step (``rows``: GRADIENT_ROWS' numbers,
+    from 1)."""
     print(
-        "\n| architecture | layers | batch | objective | gradient | eager loop ex/s | "
+        "\n| architecture | latent variables | batch | objective | gradient | eager loop ex/s | "
         "compiled loop ex/s | eager / reparam | compiled / reparam |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
-    for name, batch, objective, samples, estimators, model_options in GRADIENT_ROWS:
-        layers = model_options.get("inference", "one")
+    for row in rows:
+        name, latent, batch, objective, samples, estimators, model_options = GRADIENT_ROWS[row - 1]
         loops: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
         for _ in range(repeats):
             for gradient, compile in itertools.product(estimators, ("off", "on")):
@@ -307,7 +318,7 @@ def gradient_rows(data: vaekit.Dataset, repeats: int, device: torch.device) -> N
             eager, compiled = median[gradient, "off"], median[gradient, "on"]
             plain_eager, plain_compiled = median[estimators[0], "off"], median[estimators[0], "on"]
             print(
-                f"| {name} | {layers} | {batch} | {objective} K={samples} | {gradient} | "
+                f"| {name} | {latent} | {batch} | {objective} K={samples} | {gradient} | "
                 f"{eager:,.0f} | {compiled:,.0f} | {eager / plain_eager:.2f} | "
                 f"{compiled / plain_compiled:.2f} |",
                 flush=True,
@@ -322,6 +333,15 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument(
         "--gradients", action="store_true", help="only the gradient estimators' table"
+    )
+    parser.add_argument(
+        "--rows",
+        type=int,
+        nargs="+",
+        choices=range(1, len(GRADIENT_ROWS) + 1),
+        default=range(1, len(GRADIENT_ROWS) + 1),
+        metavar="N",
+        help=f"the gradient table's rows to run (1 to {len(GRADIENT_ROWS)}; default: all)",
     )
     parser.add_argument(
         "--pythae-python",
@@ -341,7 +361,7 @@ def main() -> None:
         "GFLOP/s"
     )
     if args.gradients:
-        gradient_rows(data, repeats, device)
+        gradient_rows(data, repeats, device, list(args.rows))
         return
     if args.pythae_python is None:
         print("pythae: not installed here (pip install pythae, or pass --pythae-python)")
@@ -366,7 +386,7 @@ def main() -> None:
                 table_row(data, name, batch, repeats, peak, args.pythae_python, data_dir, device),
                 flush=True,
             )
-    gradient_rows(data, repeats, device)
+    gradient_rows(data, repeats, device, list(args.rows))
 
 
 if __name__ == "__main__":
