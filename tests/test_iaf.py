@@ -25,6 +25,7 @@ from vaekit.cli import main
 from vaekit.errors import ConfigError
 from vaekit.evaluation import linear_gaussian as lg
 from vaekit.model.posteriors.diagonal_gaussian import MIN_SCALE
+from vaekit.model.posteriors.iaf import _Step
 from vaekit.objectives.elbo import elbo
 
 DATA_DIM, LATENT_DIM = 5, 3
@@ -220,3 +221,27 @@ def test_iaf_trains_evaluates_and_reports_through_the_cli(
         assert vaekit.load(tmp_path / gradient[1]).posterior.steps[1].hidden == 16
     with pytest.raises(ConfigError, match="use --posterior diagonal-gaussian with --prior vamp"):
         vaekit.VAE((4,), 2, posterior="iaf", prior="vamp")
+
+
+@pytest.mark.parametrize(("dim", "hidden"), [(10, 37), (3, 8), (1, 4), (6, 0)])
+def test_a_step_s_jacobian_is_autograd_s(dim: int, hidden: int) -> None:
+    """The flow's Jacobian ∂z_t/∂z_{t−1} that the stopped log q solves with, built from the
+    MADE's masked weights, equals autograd's Jacobian of the step and is lower triangular
+    (float64, weights randomised so that every mask matters; affine and with hidden units)."""
+    torch.manual_seed(0)
+    step = _Step(dim, hidden, 2).double()
+    with torch.no_grad():
+        for weight in step.parameters():
+            weight.normal_()
+    z, context = torch.randn(5, dim, dtype=torch.float64), torch.randn(5, 2, dtype=torch.float64)
+
+    def forward(z: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        shift, gate = step(z, context)
+        return torch.sigmoid(gate) * z + torch.sigmoid(-gate) * shift
+
+    jacobian = torch.autograd.functional.jacobian
+    expected = torch.stack([jacobian(forward, (z[i], context[i]))[0] for i in range(5)])
+    shift, gate = step(z, context)
+    actual = step.flow_jacobian(z, shift, gate, context)
+    torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
+    assert torch.equal(actual.triu(1), torch.zeros_like(actual))
