@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
@@ -58,14 +58,23 @@ def start(array_data: Path, run: Path, *options: str) -> subprocess.Popen:
     )
 
 
-def wait_for_epochs(run: Path, n: int, process: subprocess.Popen) -> None:
+def wait_until(ready: Callable[[], bool], process: subprocess.Popen, what: str) -> None:
+    """Poll ``ready`` until it holds, while ``process`` runs (2 minutes at most)."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
-        metrics = run / "metrics.jsonl"
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= n:
+        if ready():
             return
         time.sleep(0.01)
-    raise AssertionError("training did not reach the expected epoch")
+    raise AssertionError(f"training did not reach {what}")
+
+
+def wait_for_epochs(run: Path, n: int, process: subprocess.Popen) -> None:
+    metrics = run / "metrics.jsonl"
+    wait_until(
+        lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= n,
+        process,
+        f"epoch {n}",
+    )
 
 
 def signal_during_epoch_2(
@@ -73,6 +82,9 @@ def signal_during_epoch_2(
 ) -> subprocess.Popen:
     process = start(array_data, run, *options)
     wait_for_epochs(run, 1, process)
+    # epoch 1's checkpoint ends with model.safetensors, written after its metrics line: on a
+    # busy machine 50 ms after that line may still be before it (CI at 725e768, kill -9)
+    wait_until((run / WEIGHTS).exists, process, "epoch 1's checkpoint")
     time.sleep(0.05)  # somewhere inside epoch 2 (or its checkpoint)
     process.send_signal(signum)
     return process
