@@ -62,9 +62,9 @@ def main() -> None:
     seconds: dict[str, list[float]] = {name: [] for name in models}
     for _ in range(args.rounds):
         for name, model in models.items():
+            gradient = VARIANTS[name][1]
             start = time.perf_counter()
             for _ in range(args.steps):
-                gradient = VARIANTS[name][1]
                 loss = -elbo(model, x, check=False, gradient=gradient).elbo.sum()
                 optimizers[name].zero_grad()
                 loss.backward()

@@ -101,6 +101,11 @@ class _Step(nn.Module):
             out = out + self.out(F.elu(self.into(z) + self.context(context)))
         return out.chunk(2, dim=-1)
 
+    @staticmethod
+    def update(z: torch.Tensor, shift: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        """The step's map given its outputs: z_t = s ⊙ z + (1 − s) ⊙ m, s = sigmoid(gate)."""
+        return torch.sigmoid(gate) * z + torch.sigmoid(-gate) * shift
+
     @torch.no_grad()
     def flow_jacobian(
         self, z: torch.Tensor, shift: torch.Tensor, gate: torch.Tensor, context: torch.Tensor
@@ -172,7 +177,7 @@ class IAFPosterior(Posterior):
             z = _reorder(z, t)
             shift, gate = step(z, context)
             inputs.append((z, shift, gate))
-            z = torch.sigmoid(gate) * z + torch.sigmoid(-gate) * shift
+            z = step.update(z, shift, gate)
             log_q = log_q - F.logsigmoid(gate).sum(-1)
             z = _reorder(z, t)
         return z, log_q, inputs
