@@ -19,6 +19,7 @@ from torch import nn
 
 from vaekit.evaluation import linear_gaussian as lg
 from vaekit.model import MODELS, VAE
+from vaekit.objectives.elbo import elbo
 from vaekit.training.run_dir import WEIGHTS
 
 TRAIN = [
@@ -175,3 +176,37 @@ def flat_grads(output: torch.Tensor, weights: Iterable[torch.Tensor]) -> torch.T
             for w, g in zip(weights, grads, strict=True)
         ]
     )
+
+
+def whitened_noise(draws: int, batch: int, dim: int) -> torch.Tensor:
+    """Standard-normal noise ``(draws, batch, dim)`` made to have, for each example, zero mean
+    and identity covariance over its draws exactly (the exact expectation of a quadratic in
+    it, for a q affine in the noise)."""
+    noise = torch.randn(draws, batch, dim, dtype=torch.float64)
+    noise = noise - noise.mean(0)
+    covariance = torch.einsum("sbi,sbj->bij", noise, noise) / draws
+    factor = torch.linalg.cholesky(covariance)
+    return torch.linalg.solve_triangular(factor, noise.permute(1, 2, 0), upper=False).permute(
+        2, 0, 1
+    )
+
+
+def fit_by_lbfgs(model: nn.Module, x: torch.Tensor, noise: torch.Tensor) -> None:
+    """Maximise Σ ELBO(x) with the fixed ``noise`` over the model's parameters that take a
+    gradient, by L-BFGS to convergence (float64 round-off)."""
+    optimizer = torch.optim.LBFGS(
+        [p for p in model.parameters() if p.requires_grad],
+        max_iter=2000,
+        tolerance_grad=1e-12,
+        tolerance_change=1e-15,
+        history_size=50,
+        line_search_fn="strong_wolfe",
+    )
+
+    def negative_elbo() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = -elbo(model, x, noise=noise).elbo.sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(negative_elbo)

@@ -225,7 +225,11 @@ def test_sampling_goes_down_the_layers_at_each_temperature() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"posterior": "iaf"}, "--posterior iaf is not available with --model hierarchy"),
+        ({"posterior": "iaf"}, "--posterior iaf needs --inference bottom-up or x-and-above"),
+        (
+            {"posterior": "iaf", "inference": "x-and-above", "prior": "vamp"},
+            "the VampPrior needs a posterior whose density is cheap",
+        ),
         ({"prior": "vamp", "inference": "bottom-up"}, "bottom-up inference does not have"),
         ({"upper_layers": []}, "at least one upper layer"),
         ({"inference": "sideways"}, "inference must be one of"),

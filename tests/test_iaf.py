@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import flat_grads
+from helpers import fit_by_lbfgs, flat_grads, whitened_noise
 from torch import nn
 from torch.distributions import MultivariateNormal
 
@@ -80,16 +80,6 @@ def test_an_affine_flow_is_the_gaussian_it_maps_to() -> None:
     torch.testing.assert_close(log_q[:, 0], gaussian.log_prob(z[:, 0]), rtol=0, atol=1e-10)
 
 
-def _whitened_noise(draws: int, batch: int) -> torch.Tensor:
-    noise = torch.randn(draws, batch, LATENT_DIM, dtype=torch.float64)
-    noise = noise - noise.mean(0)
-    covariance = torch.einsum("sbi,sbj->bij", noise, noise) / draws
-    factor = torch.linalg.cholesky(covariance)
-    return torch.linalg.solve_triangular(factor, noise.permute(1, 2, 0), upper=False).permute(
-        2, 0, 1
-    )
-
-
 def test_one_affine_autoregressive_step_closes_the_mean_field_gap() -> None:
     """The decoder held fixed: the best diagonal q leaves KL(q || p(z|x)) ≈ 0.07 nats here; the
     IAF step fitted by maximising the (exact) ELBO leaves under 1e-8."""
@@ -99,25 +89,9 @@ def test_one_affine_autoregressive_step_closes_the_mean_field_gap() -> None:
     diagonal.decoder.load_state_dict(model.decoder.state_dict())
     lg.set_optimal_encoder(diagonal)
     assert lg.posterior_kl(diagonal, x).mean() > 0.01
-    noise = _whitened_noise(64, len(x))
+    noise = whitened_noise(64, len(x), LATENT_DIM)
     model.decoder.requires_grad_(False)
-    fitted = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.LBFGS(
-        fitted,
-        max_iter=1000,
-        tolerance_grad=1e-12,
-        tolerance_change=1e-15,
-        history_size=50,
-        line_search_fn="strong_wolfe",
-    )
-
-    def negative_elbo() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = -elbo(model, x, noise=noise).elbo.sum()
-        loss.backward()
-        return loss
-
-    optimizer.step(negative_elbo)
+    fit_by_lbfgs(model, x, noise)
     with torch.no_grad():
         gap = lg.log_px(model, x) - elbo(model, x, noise=noise).elbo
     assert gap.abs().max() < 1e-8

@@ -190,12 +190,15 @@ def _least_reliable(evaluation: dict[str, Any], batch: Batch, shown: int = 16) -
     return [_section("reliability", title, table + note + images)]
 
 
+NO_KL_SPLIT = (
+    "the rate has no per-dimension split here: the prior or q(z|x) does not factorise over the "
+    "latent dimensions (a mixture or a VampPrior, a flow)"
+)
+
+
 def _kl_section(evaluation: dict[str, Any]) -> str:
     if not evaluation["kl_per_dim"]:
-        return (
-            '<p class="note">The prior does not factorise over the latent dimensions, so '
-            "the rate has no per-dimension split.</p>"
-        )
+        return f'<p class="note">{NO_KL_SPLIT[0].upper()}{NO_KL_SPLIT[1:]}.</p>'
     return _img(_kl_figure(evaluation), "KL per dimension")
 
 
@@ -414,10 +417,7 @@ def _evaluation_of(run: RunDirectory) -> dict[str, Any]:
 def _kl_png(run: RunDirectory, source: DataSource) -> bytes:
     evaluation = _evaluation_of(run)
     if not evaluation["kl_per_dim"]:
-        raise ConfigError(
-            f"{run}: the prior does not factorise over the latent dimensions, so the rate has "
-            "no per-dimension split"
-        )
+        raise ConfigError(f"{run}: {NO_KL_SPLIT}")
     return _kl_figure(evaluation)
 
 

@@ -201,7 +201,9 @@ class Evaluation:
             for level, layer in enumerate(self.layers, start=1)
         ]
         if self.kl_per_dim:
-            rows.append("  KL per dimension (Monte Carlo, the same draws; –: prior not factorised)")
+            rows.append(
+                "  KL per dimension (Monte Carlo, the same draws; –: prior or q not factorised)"
+            )
             sizes = [layer["size"] for layer in self.layers]
             starts = layer_starts(sizes)
             rows += [

@@ -20,6 +20,8 @@ only its deterministic bottom-up estimates (q(z_1|x)'s parameters, or every laye
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -27,7 +29,7 @@ from torch.distributions import MultivariateNormal, kl_divergence
 
 from vaekit.evaluation.layers import layer_starts
 from vaekit.evaluation.linear_gaussian import linear_decoder
-from vaekit.model.hierarchy import GaussianLayer, HierarchicalVAE
+from vaekit.model.hierarchy import HierarchicalVAE, LayerNetwork
 from vaekit.model.posteriors.diagonal_gaussian import MIN_SCALE
 from vaekit.objectives.elbo import ELBOTerms
 
@@ -41,11 +43,15 @@ def linear_gaussian_hierarchy(
     inference: str = "top-down",
     sigma: float = 1.0,
     decoder_reads: str = "bottom",
+    **options: Any,
 ) -> HierarchicalVAE:
-    """A hierarchy with a linear encoder and decoder, linear networks between the layers with
-    constant scales (their scale rows zeroed, and kept at zero in training by a gradient
-    mask), and a Gaussian likelihood of fixed standard deviation ``sigma``."""
+    """A hierarchy with a linear encoder and decoder, linear networks between the layers whose
+    outputs beyond each layer's mean are constant (scale rows, and an IAF's context rows,
+    zeroed and kept at zero in training by a gradient mask), and a Gaussian likelihood of
+    fixed standard deviation ``sigma``. ``options``: the posterior's (with ``posterior="iaf"``
+    bottom-up, give ``flow_context``: the encoder outputs it beside z_1's mean and scale)."""
     read = sizes[0] if decoder_reads == "bottom" else sum(sizes)
+    context = options.get("flow_context", 0) if inference == "bottom-up" else 0
     model = HierarchicalVAE(
         (data_dim,),
         sizes[0],
@@ -56,27 +62,32 @@ def linear_gaussian_hierarchy(
         decoder_reads=decoder_reads,
         likelihood="gaussian",
         gaussian_scale=sigma,
-        encoder=nn.Linear(data_dim, 2 * sizes[0]),
+        encoder=nn.Linear(data_dim, 2 * sizes[0] + context),
         decoder=nn.Linear(read, data_dim),
+        **options,
     )
-    for layer in _layers(model):
+    for layer, size in _layers(model):
         linear = layer.net.layers[0]
         mask = torch.ones_like(linear.weight)
-        mask[len(mask) // 2 :] = 0
+        mask[size:] = 0
         with torch.no_grad():
             linear.weight.mul_(mask)
         linear.weight.register_hook(lambda grad, mask=mask: grad * mask)
     return model
 
 
-def _layers(model: HierarchicalVAE) -> list[GaussianLayer]:
-    posterior = model.posterior
+def _layers(model: HierarchicalVAE) -> list[tuple[LayerNetwork, int]]:
+    """Each network between the layers, with the size of the layer whose parameters it
+    computes (its first outputs are that layer's mean)."""
+    posterior, sizes = model.posterior, model.layer_sizes
+    below = list(zip(model.prior.conditionals, sizes[:-1], strict=True))
     if posterior.inference == "x-and-above":
-        return [*model.prior.conditionals, posterior.top, *posterior.given_above]
-    return [*model.prior.conditionals, *posterior.upward]
+        given_above = zip(posterior.given_above, sizes[:-1], strict=True)
+        return [*below, (posterior.top, sizes[-1]), *given_above]
+    return [*below, *zip(posterior.upward, sizes[1:], strict=True)]
 
 
-def _linear(layer: GaussianLayer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _linear(layer: LayerNetwork) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(M, m, s)``: the layer's N(M h + m, diag s²), from a linear network whose scale rows
     are zero."""
     linear = layer.net.layers[0]
@@ -125,7 +136,9 @@ def prior(model: HierarchicalVAE) -> MultivariateNormal:
 
 @torch.no_grad()
 def posterior_approximation(model: HierarchicalVAE, x: torch.Tensor) -> MultivariateNormal:
-    """q(z|x) as a full-covariance Gaussian, batch ``(B,)``."""
+    """q(z|x) as a full-covariance Gaussian, batch ``(B,)`` (for diagonal Gaussian layers)."""
+    if model.config.posterior.name != "diagonal-gaussian":
+        raise TypeError("closed forms need diagonal Gaussian layers")
     params = [p.double() for p in model.posterior_parameters(x.to(_dtype(model)))]
     sizes, batch = model.layer_sizes, len(x)
     spans, total = _offsets(sizes), sum(sizes)

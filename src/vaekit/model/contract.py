@@ -76,15 +76,26 @@ class Posterior(nn.Module):
         """``(z, log q(z|x))`` as :meth:`sample_and_log_prob` (the same values), but with
         log q evaluated at stopped (detached) parameters: its gradient reaches the encoder
         only through z, the path derivative of "sticking the landing" (Roeder et al. 2017) and
-        of DReG (Tucker et al. 2018). This default detaches ``params``; a posterior with
-        learned parameters of its own (a flow) must override it, and is refused here."""
+        of DReG (Tucker et al. 2018): :meth:`stopped_log_prob` at the detached ``params``."""
+        z = self.rsample(params, noise)
+        return z, self.stopped_log_prob(tuple(p.detach() for p in params), z, noise)
+
+    def stopped_log_prob(
+        self, params: PosteriorParameters, z: torch.Tensor, noise: torch.Tensor
+    ) -> torch.Tensor:
+        """log q(z | ``params``) ``(S, B)`` with the posterior's own weights stopped and
+        ``params`` as given: detached ones (one layer: the encoder's output) take no gradient,
+        live ones pass it on (a hierarchy's layer: functions of the layers it reads, computed
+        by networks with stopped weights). ``z (S, B, D)`` is the draw that ``noise`` gave at
+        these parameters' values. This default is :meth:`log_prob`, for a posterior without
+        learned parameters of its own; one with them (a flow) must override it, and is
+        refused here."""
         if not self.has_stopped_log_prob:
             raise ConfigError(
                 f"the {type(self).__name__} has parameters of its own, and no stopped log q "
                 "for --gradient stl/dreg: train it with --gradient reparam"
             )
-        z = self.rsample(params, noise)
-        return z, self.log_prob(tuple(p.detach() for p in params), z)
+        return self.log_prob(params, z)
 
     def log_prob_each(self, params: PosteriorParameters, z: torch.Tensor) -> torch.Tensor:
         """log q(z | each of C parameter sets) for ``params`` ``(C, ·)`` and ``z (..., D)``;

@@ -7,7 +7,7 @@ diag σ_l(z_{l+1})²), a network of ``layer_hidden`` units computing its paramet
 inference model is one of:
 
 - ``bottom-up`` (the stacked VAE of Burda et al. 2015, §5): q(z|x) = q(z_1|x) q(z_2|z_1) ...
-  q(z_L|z_{L−1}), each a diagonal Gaussian computed from the layer below;
+  q(z_L|z_{L−1}), each computed from the layer below;
 - ``top-down`` (the ladder VAE, Sønderby et al. 2016): a deterministic bottom-up pass gives
   each layer an estimate N(μ̂_l(x), σ̂_l(x)²); q(z_L|x) is the top one, and going down
   q(z_l|z_{l+1}, x) merges the estimate with the generative path's p(z_l|z_{l+1}) = N(μ_p,
@@ -16,6 +16,13 @@ inference model is one of:
 - ``x-and-above`` (Tomczak & Welling 2018's HVAE): q(z_L|x), then going down q(z_l|x,
   z_{l+1}), each a network of its own reading the encoder's features of x (and the layer
   above).
+
+Bottom-up and x-and-above, each layer's q(z_l|its parents) is the configured posterior of
+d_l dimensions (``--posterior``): a diagonal Gaussian, or an inverse autoregressive flow on
+one (Kingma et al. 2016 put IAF layers in a hierarchy), its context computed with the
+Gaussian's parameters by the network that reads the parents. log q(z|x) = Σ_l log q(z_l|its
+parents) stays exact. Top-down inference merges Gaussian estimates, so its layers are
+Gaussian.
 
 The decoder reads z_1 (``decoder_reads`` bottom) or every layer (all: p(x|z_1, ..., z_L), as
 in Tomczak & Welling's HVAE).
@@ -44,7 +51,7 @@ from torch.distributions import Distribution
 
 from vaekit.checks import choice, option, sizes
 from vaekit.errors import ConfigError
-from vaekit.model.config import COMPONENTS, ModelConfig
+from vaekit.model.config import COMPONENTS, Component, ModelConfig
 from vaekit.model.contract import (
     MODELS,
     Posterior,
@@ -53,7 +60,7 @@ from vaekit.model.contract import (
     call_stopped,
 )
 from vaekit.model.draws import random_like
-from vaekit.model.gaussian import log_density_dims, reparameterised_log_density
+from vaekit.model.gaussian import log_density_dims
 from vaekit.model.posteriors.as_distribution import PosteriorDistribution
 from vaekit.model.posteriors.diagonal_gaussian import DiagonalGaussianPosterior, gaussian_parameters
 from vaekit.model.vae import VAE
@@ -104,18 +111,29 @@ class HierarchyOptions:
         choice("decoder_reads", self.decoder_reads, DECODER_READS)
 
 
-class GaussianLayer(nn.Module):
+class LayerNetwork(nn.Module):
+    """A network between latent layers: ``(..., n_in) -> (..., width)`` features (of a layer's
+    posterior, see :class:`HierarchicalPosterior`)."""
+
+    def __init__(self, n_in: int, width: int, hidden: list[int], activation: str) -> None:
+        super().__init__()
+        self.net = MLP((n_in,), hidden, (width,), activation)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.net(h)
+
+
+class GaussianLayer(LayerNetwork):
     """A diagonal Gaussian computed by a network: ``(..., n_in) -> (μ, σ)``, each ``(..., d)``."""
 
     def __init__(self, n_in: int, d: int, hidden: list[int], activation: str) -> None:
-        super().__init__()
-        self.net = MLP((n_in,), hidden, (2 * d,), activation)
+        super().__init__(n_in, 2 * d, hidden, activation)
 
-    def forward(self, h: torch.Tensor) -> Gaussian:
+    def forward(self, h: torch.Tensor) -> Gaussian:  # type: ignore[override]
         return gaussian_parameters(self.net(h))
 
 
-def _apply(network: nn.Module, inputs: torch.Tensor, stopped: bool) -> Gaussian:
+def _apply(network: nn.Module, inputs: torch.Tensor, stopped: bool) -> Any:
     """``network(inputs)``; ``stopped``: with the network's weights detached, so that the
     gradient reaches them only through ``inputs`` (log q at stopped parameters)."""
     return call_stopped(network, inputs) if stopped else network(inputs)
@@ -196,66 +214,82 @@ class HierarchicalPrior(Prior):
 
 class TopLayer:
     """The top layer z_L of a hierarchy inferred top-down or x-and-above, seen as a one-layer
-    model: its inputs, its posterior (a diagonal Gaussian of d_L dimensions) and q(z_L|x)'s
+    model: its inputs, its posterior (the top layer's, of d_L dimensions) and q(z_L|x)'s
     parameters. What a prior that reads the model needs (``bind``); it keeps the model as a
     plain reference."""
 
     def __init__(self, model: nn.Module) -> None:
         self.input_shape = model.input_shape
         self.config = model.config
-        self.posterior = DiagonalGaussianPosterior(model.posterior.sizes[-1])
+        self.posterior = model.posterior.layer_posteriors[-1]
         self._model = model
 
     def posterior_parameters(self, x: torch.Tensor) -> PosteriorParameters:
-        """q(z_L|x)'s ``(μ_L, σ_L)``, each ``(B, d_L)``."""
+        """q(z_L|x)'s parameters (for a diagonal Gaussian ``(μ_L, σ_L)``, each ``(B, d_L)``)."""
         return self._model.posterior.top_parameters(self._model.posterior_parameters(x))
 
 
 class HierarchicalPosterior(Posterior):
-    """q(z|x) of a hierarchy, inferred bottom-up or top-down (see the module's docstring).
+    """q(z|x) of a hierarchy, inferred bottom-up, top-down or x-and-above (see the module's
+    docstring), one layer at a time: each layer's q(z_l|its parents) is the configured
+    posterior of d_l dimensions (``layer_posteriors``; a diagonal Gaussian, or bottom-up and
+    x-and-above an IAF on top of one), its parameters computed by a network from the parents.
 
-    Its parameters: bottom-up, q(z_1|x)'s ``(μ_1, σ_1)``; top-down, every layer's estimate
-    ``(μ̂_1, σ̂_1, ..., μ̂_L, σ̂_L)``. Both come from the encoder's ``2 d_1`` features and, going
-    up, networks of their own; top-down inference also runs the prior's generative networks
-    (kept as a plain reference: they belong to the prior)."""
+    Its parameters: bottom-up, q(z_1|x)'s (e.g. ``(μ_1, σ_1)``); top-down, every layer's
+    Gaussian estimate ``(μ̂_1, σ̂_1, ..., μ̂_L, σ̂_L)``; x-and-above, the encoder's features of
+    x. All come from the encoder's output and, top-down, networks of their own going up;
+    top-down inference also runs the prior's generative networks (kept as a plain reference:
+    they belong to the prior)."""
 
     def __init__(
         self,
         sizes: Sequence[int],
         inference: str,
-        hidden: list[int],
-        activation: str,
+        networks: tuple[list[int], str],
         prior: HierarchicalPrior,
+        layer: Component,
     ) -> None:
         super().__init__()
         self.sizes, self.inference = tuple(sizes), inference
         self.noise_dim = sum(self.sizes)
+        builder = COMPONENTS["posterior"][layer.name].builder
+        self.layer_posteriors = nn.ModuleList(builder(d, layer.options) for d in self.sizes)
+        widths = [builder.encoder_width(d, layer.options) for d in self.sizes]
+        self.feature_width = widths[0] if inference == "bottom-up" else 2 * self.sizes[0]
         pairs = list(zip(self.sizes[:-1], self.sizes[1:], strict=True))
         if inference == "x-and-above":
-            width = self.encoder_width(self.sizes[0])  # the encoder's features of x
-            self.top = GaussianLayer(width, self.sizes[-1], hidden, activation)
+            self.top = LayerNetwork(self.feature_width, widths[-1], *networks)
             self.given_above = nn.ModuleList(
-                GaussianLayer(width + above, below, hidden, activation) for below, above in pairs
+                LayerNetwork(self.feature_width + above, width, *networks)
+                for (_, above), width in zip(pairs, widths[:-1], strict=True)
             )
-        else:
-            widen = 2 if inference == "top-down" else 1  # estimates (μ̂, σ̂) go up, or draws
+        elif inference == "bottom-up":
             self.upward = nn.ModuleList(
-                GaussianLayer(widen * below, above, hidden, activation) for below, above in pairs
+                LayerNetwork(below, width, *networks)
+                for (below, _), width in zip(pairs, widths[1:], strict=True)
+            )
+        else:  # top-down: Gaussian estimates (μ̂, σ̂) go up
+            self.upward = nn.ModuleList(
+                GaussianLayer(2 * below, above, *networks) for below, above in pairs
             )
         object.__setattr__(self, "_prior", prior)  # not a submodule of the posterior
         self._prior: HierarchicalPrior
 
-    @staticmethod
-    def encoder_width(latent_dim: int, options: Any = None) -> int:
-        return 2 * latent_dim
+    def encoder_width(self, latent_dim: int, options: Any = None) -> int:  # type: ignore[override]
+        """Bottom-up, q(z_1|x)'s features; top-down, z_1's estimate; x-and-above, 2 d_1
+        features of x that every layer's network reads."""
+        return self.feature_width
+
+    @property
+    def log_prob_is_cheap(self) -> bool:  # type: ignore[override]
+        return all(layer.log_prob_is_cheap for layer in self.layer_posteriors)
 
     def parameters_from(self, features: torch.Tensor) -> PosteriorParameters:
         if self.inference == "x-and-above":
             return (features,)  # every layer's network reads them
-        first = gaussian_parameters(features)
         if self.inference == "bottom-up":
-            return first
-        estimates = [first]
+            return self.layer_posteriors[0].parameters_from(features)
+        estimates = [gaussian_parameters(features)]
         for network in self.upward:
             estimates.append(network(torch.cat(estimates[-1], dim=-1)))
         return tuple(part for estimate in estimates for part in estimate)
@@ -269,29 +303,36 @@ class HierarchicalPosterior(Posterior):
         layers: list[torch.Tensor] = [torch.empty(0)] * len(self.sizes)
         log_q: list[torch.Tensor] = [torch.empty(0)] * len(self.sizes)
         for level in self._order():
-            loc, scale = self._layer(params, layers, level)
-            layers[level] = loc + scale * noises[level]
-            log_q[level] = reparameterised_log_density(noises[level], scale)
+            layers[level], log_q[level] = self.layer_posteriors[level].sample_and_log_prob(
+                self._layer(params, layers, level), noises[level]
+            )
         return torch.cat(layers, dim=-1), torch.stack(log_q, dim=-1)
 
-    def log_prob_layers(
-        self, params: PosteriorParameters, z: torch.Tensor, stopped: bool = False
-    ) -> torch.Tensor:
-        """log q of each layer of ``z (..., B, D)`` given its parents; ``(..., B, L)``
-        (``stopped``: with every network's weights detached)."""
-        terms = self.conditional_log_prob_dims(params, z, stopped).split(self.sizes, dim=-1)
-        return torch.stack([layer.sum(-1) for layer in terms], dim=-1)
+    def log_prob_layers(self, params: PosteriorParameters, z: torch.Tensor) -> torch.Tensor:
+        """log q of each layer of ``z (..., B, D)`` given its parents; ``(..., B, L)``."""
+        layers = self._prior.split(z)
+        return torch.stack(
+            [
+                posterior.log_prob(self._layer(params, layers, level), layers[level])
+                for level, posterior in enumerate(self.layer_posteriors)
+            ],
+            dim=-1,
+        )
 
     def conditional_log_prob_dims(
-        self, params: PosteriorParameters, z: torch.Tensor, stopped: bool = False
+        self, params: PosteriorParameters, z: torch.Tensor
     ) -> torch.Tensor:
-        """log q(z_{l,d}|the parents of z_l) of each dimension (q is a diagonal Gaussian given
-        them); ``(..., B, D)`` (``stopped``: with every network's weights detached)."""
+        """log q(z_{l,d}|the parents of z_l) of each dimension of each layer that is a diagonal
+        Gaussian given them, NaN for those of a layer that is not (an IAF's); ``(..., B, D)``."""
         layers = self._prior.split(z)
-        terms = [
-            log_density_dims(layers[level], *self._layer(params, layers, level, stopped))
-            for level in range(len(self.sizes))
-        ]
+        terms = []
+        for level, posterior in enumerate(self.layer_posteriors):
+            gaussian = posterior.gaussian_layers(self._layer(params, layers, level))
+            terms.append(
+                torch.full_like(layers[level], float("nan"))
+                if gaussian is None
+                else log_density_dims(layers[level], *gaussian[0])
+            )
         return torch.cat(terms, dim=-1)
 
     def _order(self) -> range:
@@ -306,39 +347,49 @@ class HierarchicalPosterior(Posterior):
         layers: list[torch.Tensor],
         level: int,
         stopped: bool = False,
-    ) -> Gaussian:
-        """q(z_level | its parents) given the layers drawn before it (``stopped``: with every
-        network's weights detached, the generative ones that top-down inference shares too)."""
+    ) -> PosteriorParameters:
+        """q(z_level | its parents)'s parameters given the layers drawn before it
+        (``stopped``: with every network's weights detached, the generative ones that top-down
+        inference shares too)."""
         if self.inference == "bottom-up":
             if level == 0:
-                return params[0], params[1]
-            return _apply(self.upward[level - 1], layers[level - 1], stopped)
+                return params
+            features = _apply(self.upward[level - 1], layers[level - 1], stopped)
+            return self.layer_posteriors[level].parameters_from(features)
         if level == len(self.sizes) - 1:
             return self.top_parameters(params, stopped)
         above = layers[level + 1]
         if self.inference == "x-and-above":
             features = params[0].expand(*above.shape[:-1], params[0].shape[-1])
-            return _apply(self.given_above[level], torch.cat([features, above], dim=-1), stopped)
+            inputs = torch.cat([features, above], dim=-1)
+            return self.layer_posteriors[level].parameters_from(
+                _apply(self.given_above[level], inputs, stopped)
+            )
         estimate = (params[2 * level], params[2 * level + 1])
         return _precision_weighted(
             estimate, _apply(self._prior.conditionals[level], above, stopped)
         )
 
-    def top_parameters(self, params: PosteriorParameters, stopped: bool = False) -> Gaussian:
-        """q(z_L|x) of top-down or x-and-above inference (bottom-up has none: z_L depends on
+    def top_parameters(
+        self, params: PosteriorParameters, stopped: bool = False
+    ) -> PosteriorParameters:
+        """q(z_L|x)'s parameters, top-down or x-and-above (bottom-up has none: z_L depends on
         the layers below it); ``stopped``: with the network's weights detached."""
         if self.inference == "x-and-above":
-            return _apply(self.top, params[0], stopped)
+            return self.layer_posteriors[-1].parameters_from(_apply(self.top, params[0], stopped))
         if self.inference == "top-down":
             return params[-2], params[-1]
         raise ConfigError("bottom-up inference has no q(z_L|x): z_L depends on the layers below")
 
     def layer_given_x(self, params: PosteriorParameters, level: int) -> Gaussian | None:
-        """z_1 of bottom-up inference and z_L of top-down or x-and-above inference: the
-        layer q draws first, given x alone (every other layer depends on a draw of another)."""
-        if self.inference == "bottom-up":
-            return (params[0], params[1]) if level == 0 else None
-        return self.top_parameters(params) if level == len(self.sizes) - 1 else None
+        """z_1 of bottom-up inference and z_L of top-down or x-and-above inference, where that
+        layer is a diagonal Gaussian: the layer q draws first, given x alone (every other layer
+        depends on a draw of another)."""
+        first = 0 if self.inference == "bottom-up" else len(self.sizes) - 1
+        if level != first:
+            return None
+        own = params if self.inference == "bottom-up" else self.top_parameters(params)
+        return self.layer_posteriors[level].layer_given_x(own, 0)
 
     def sample_and_log_prob(
         self, params: PosteriorParameters, noise: torch.Tensor
@@ -358,16 +409,25 @@ class HierarchicalPosterior(Posterior):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """z drawn layer by layer as :meth:`sample_and_log_prob` draws it, and log q(z|x) =
         Σ_l log q(z_l|its parents) at stopped parameters: the encoder's output and every
-        network's weights detached, the layers that a layer's density reads left live. Its
-        gradient reaches the parameters only through z; the score term that STL and DReG drop
-        is E_q of each layer's ∂ log q(z_l|parents)/∂φ at fixed z, zero in expectation."""
+        network's weights detached (each layer's posterior's own too), the layers that a
+        layer's density reads left live. Its gradient reaches the parameters only through z;
+        the score term that STL and DReG drop is E_q of each layer's ∂ log q(z_l|parents)/∂φ
+        at fixed z, zero in expectation."""
         z, _ = self.draw_layers(params, noise)
         stopped = tuple(p.detach() for p in params)
-        return z, self.log_prob_layers(stopped, z, stopped=True).sum(-1)
+        layers, noises = self._prior.split(z), noise.split(self.sizes, dim=-1)
+        log_q = [
+            posterior.stopped_log_prob(
+                self._layer(stopped, layers, level, stopped=True), layers[level], noises[level]
+            )
+            for level, posterior in enumerate(self.layer_posteriors)
+        ]
+        return z, torch.stack(log_q, dim=-1).sum(-1)
 
     def representative(self, params: PosteriorParameters) -> torch.Tensor:
-        """The means along the chain: each layer's mean given its parents at their means (the
-        exact E_q[z] for the top layer drawn first; a point estimate below it)."""
+        """The means along the chain: each layer's representative given its parents at theirs
+        (for a diagonal Gaussian its mean: the exact E_q[z] for the top layer drawn first; a
+        point estimate below it)."""
         like = params[0]
         return self.draw_layers(params, like.new_zeros(*like.shape[:-1], self.noise_dim))[0]
 
@@ -384,12 +444,16 @@ class HierarchicalVAE(VAE):
     upper_layers=[32, 16])``, or from a ``ModelConfig`` whose model is ``hierarchy``."""
 
     def _latent_parts(self, config: ModelConfig) -> tuple[Posterior, Prior]:
-        if COMPONENTS["posterior"][config.posterior.name].builder is not DiagonalGaussianPosterior:
-            raise ConfigError(
-                f"the layers of a hierarchy are diagonal Gaussians: --posterior "
-                f"{config.posterior.name} is not available with --model hierarchy"
-            )
         options: HierarchyOptions = config.model.options
+        gaussian = (
+            COMPONENTS["posterior"][config.posterior.name].builder is DiagonalGaussianPosterior
+        )
+        if options.inference == "top-down" and not gaussian:
+            raise ConfigError(
+                f"top-down inference merges Gaussian estimates of each layer by precision "
+                f"weighting: --posterior {config.posterior.name} needs --inference bottom-up or "
+                "x-and-above"
+            )
         sizes = (config.latent_dim, *options.upper_layers)
         top = COMPONENTS["prior"][config.prior.name].builder(sizes[-1], config.prior.options)
         if top.reads_the_model and options.inference == "bottom-up":
@@ -401,7 +465,7 @@ class HierarchicalVAE(VAE):
         activation = config.network.options.activation
         prior = HierarchicalPrior(sizes, top, options.layer_hidden, activation)
         posterior = HierarchicalPosterior(
-            sizes, options.inference, options.layer_hidden, activation, prior
+            sizes, options.inference, (options.layer_hidden, activation), prior, config.posterior
         )
         return posterior, prior
 
@@ -436,10 +500,10 @@ class HierarchicalVAE(VAE):
     def kl_per_dimension(self, params: PosteriorParameters, noise: torch.Tensor) -> torch.Tensor:
         """Each latent dimension's share of the rate in nats,
         E_q[log q(z_{l,d}|·) − log p(z_{l,d}|z_{l+1})], the Monte Carlo mean over the draws of
-        ``noise (S, B, D)``: ``(B, D)``. Both densities are diagonal Gaussians given their
-        parents, so a layer's dimensions sum to its rate of :meth:`sample_and_rate_per_layer`
-        with the same noise. NaN on the top layer's dimensions where its prior does not
-        factorise over them."""
+        ``noise (S, B, D)``: ``(B, D)``. Where both densities are diagonal Gaussians given
+        their parents, a layer's dimensions sum to its rate of
+        :meth:`sample_and_rate_per_layer` with the same noise. NaN where one does not
+        factorise over them: the top layer's under a mixture or VampPrior, an IAF layer's."""
         z, _ = self.posterior.draw_layers(params, noise)
         log_q = self.posterior.conditional_log_prob_dims(params, z)
         return (log_q - self.prior.conditional_log_prob_dims(z)).mean(0)

@@ -104,7 +104,7 @@ def kl_per_dimension_png(
 ) -> bytes:
     """Bars of each dimension's KL, active units in colour; whole-numbered ticks. With a
     hierarchy's ``layer_sizes``, each layer named and fenced off; a dimension whose KL is not
-    defined (None: a top prior that does not factorise) is marked on the axis."""
+    defined (None: a top prior, or a layer's q, that does not factorise) is marked on the axis."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 

@@ -189,24 +189,44 @@ class IAFPosterior(Posterior):
     def sample_and_stopped_log_prob(
         self, params: PosteriorParameters, noise: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """z_T and log q(z_T|x) at stopped parameters (μ, σ, h and every step's weights):
-        z_{t−1} = z̄_{t−1} + J_t⁻¹ (z_t − z̄_t), with z̄ the draw's detached values, has the
-        inverse flow's value and first derivative in z_t, so log q's gradient reaches the
-        encoder and the steps through z_T only (tested against the flow inverted dimension
-        by dimension on a frozen copy, in float64)."""
-        z, _, inputs = self._flow(params, noise)
-        loc, scale, context = (p.detach() for p in params)
+        """z_T and log q(z_T|x) at stopped parameters (μ, σ, h and every step's weights; see
+        :meth:`stopped_log_prob`), reusing the draw's path."""
+        z, _, path = self._flow(params, noise)
+        return z, self._stopped_log_prob(tuple(p.detach() for p in params), z, path)
+
+    def stopped_log_prob(
+        self, params: PosteriorParameters, z: torch.Tensor, noise: torch.Tensor
+    ) -> torch.Tensor:
+        """log q(z_T | μ, σ, h) with every step's weights stopped and ``params`` as given:
+        z_{t−1} = z̄_{t−1} + J_t⁻¹ (z_t − z̄_t − (f_t(z̄_{t−1}, h) − z̄_t)), with z̄ the draw's
+        detached values (its path, found again from ``noise``), has the inverse flow's value
+        and first derivatives in z_t and in a live context h (the second term, ∂z_{t−1}/∂h =
+        −J_t⁻¹ ∂f_t/∂h, is left out when h is detached). So log q's gradient reaches the
+        encoder and the steps through z_T (and live parameters) only; tested against the flow
+        inverted dimension by dimension on a frozen copy, in float64."""
+        with torch.no_grad():
+            _, _, path = self._flow(tuple(p.detach() for p in params), noise)
+        return self._stopped_log_prob(params, z, path)
+
+    def _stopped_log_prob(
+        self, params: PosteriorParameters, z: torch.Tensor, path: list[tuple[torch.Tensor, ...]]
+    ) -> torch.Tensor:
+        loc, scale, context = params
         context = context.expand(*z.shape[:-1], context.shape[-1])
         current, log_det = z, torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)
         for t in reversed(range(len(self.steps))):
-            output = _reorder(current, t)
-            drawn, shift, gate = (value.detach() for value in inputs[t])
-            jacobian = self.steps[t].flow_jacobian(drawn, shift, gate, context)
-            previous = drawn + _solve_lower(jacobian, output - output.detach())
-            _, gate = call_stopped(self.steps[t], previous, context)
+            step, output = self.steps[t], _reorder(current, t)
+            drawn, shift, gate = (value.detach() for value in path[t])
+            moved = output - output.detach()
+            if context.requires_grad:
+                mapped = step.update(drawn, *call_stopped(step, drawn, context))
+                moved = moved - (mapped - mapped.detach())
+            jacobian = step.flow_jacobian(drawn, shift, gate, context)
+            previous = drawn + _solve_lower(jacobian, moved)
+            _, gate = call_stopped(step, previous, context)
             log_det = log_det + F.logsigmoid(gate).sum(-1)
             current = _reorder(previous, t)
-        return z, log_density(current, loc, scale) - log_det
+        return log_density(current, loc, scale) - log_det
 
     def log_prob(self, params: PosteriorParameters, z: torch.Tensor) -> torch.Tensor:
         """log q(z|x) at any ``z (..., B, D)``: the flow inverted dimension by dimension (each
