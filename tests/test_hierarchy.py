@@ -265,7 +265,8 @@ def test_train_evaluate_report_and_resume_through_the_cli(
 ) -> None:
     """``vaekit train --model hierarchy``: each epoch's line shows every layer's rate and
     active units; evaluate gives them per layer (saved); the run loads, samples (a temperature
-    per layer), reports, plots traversals and resumes; trains with --gradient dreg too."""
+    per layer), reports, plots traversals and resumes; trains with --gradient dreg too, and with
+    IAF layers and --gradient stl (evaluated and reported: no KL per dimension)."""
     run = tmp_path / "ladder"
     argv = ["train", "--model", "hierarchy", "--upper-layers", "3", "--latent-dim", "4"]
     argv += ["--hidden", "32", "--layer-hidden", "16", "--epochs", "2", "--run-dir", str(run)]
@@ -295,6 +296,13 @@ def test_train_evaluate_report_and_resume_through_the_cli(
     assert (
         json.loads((tmp_path / "dreg" / "config.json").read_text())["train"]["gradient"] == "dreg"
     )
+    flow = ["train", "--model", "hierarchy", "--inference", "x-and-above", "--posterior", "iaf"]
+    flow += ["--flow-hidden", "8", "--gradient", "stl", "--run-dir", str(tmp_path / "iaf")]
+    assert main([*flow, "--epochs", "1", "--no-progress"]) == 0
+    assert main(["evaluate", str(tmp_path / "iaf"), "-k", "20", "--no-progress"]) == 0
+    assert "KL per dimension" not in capsys.readouterr().out  # an IAF layer's is not defined
+    assert main(["report", str(tmp_path / "iaf")]) == 0
+    assert "no per-dimension split" in (tmp_path / "iaf" / "report.html").read_text()
 
 
 def test_free_bits_leave_each_layer_its_first_nats() -> None:

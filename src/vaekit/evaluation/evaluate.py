@@ -620,7 +620,7 @@ def _evaluation(
             }
             for size, bound in sorted((size, Mean.of(values)) for size, values in sweep.items())
         ],
-        kl_per_dim=[] if per_dim is None else _known(per_dim.mean(0)),
+        kl_per_dim=[] if per_dim is None or per_dim.isnan().all() else _known(per_dim.mean(0)),
         active=active_mask.tolist(),
         active_units=active,
         mutual_information=None if marginal_kl is None else mean_rate - marginal_kl,
