@@ -172,15 +172,15 @@ class IAFPosterior(Posterior):
         loc, scale, context = params
         z = loc + scale * noise
         log_q = reparameterised_log_density(noise, scale)
-        inputs = []
+        path = []
         for t, step in enumerate(self.steps):
             z = _reorder(z, t)
             shift, gate = step(z, context)
-            inputs.append((z, shift, gate))
+            path.append((z, shift, gate))
             z = step.update(z, shift, gate)
             log_q = log_q - F.logsigmoid(gate).sum(-1)
             z = _reorder(z, t)
-        return z, log_q, inputs
+        return z, log_q, path
 
     @property
     def has_stopped_log_prob(self) -> bool:
