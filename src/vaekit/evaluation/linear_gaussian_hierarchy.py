@@ -29,7 +29,8 @@ from torch.distributions import MultivariateNormal, kl_divergence
 
 from vaekit.evaluation.layers import layer_starts
 from vaekit.evaluation.linear_gaussian import linear_decoder
-from vaekit.model.hierarchy import HierarchicalVAE, LayerNetwork
+from vaekit.model import ModelConfig
+from vaekit.model.hierarchy import HierarchicalVAE, LayerNetwork, encoder_features
 from vaekit.model.posteriors.diagonal_gaussian import MIN_SCALE
 from vaekit.objectives.elbo import ELBOTerms
 
@@ -48,11 +49,9 @@ def linear_gaussian_hierarchy(
     """A hierarchy with a linear encoder and decoder, linear networks between the layers whose
     outputs beyond each layer's mean are constant (scale rows, and an IAF's context rows,
     zeroed and kept at zero in training by a gradient mask), and a Gaussian likelihood of
-    fixed standard deviation ``sigma``. ``options``: the posterior's (with ``posterior="iaf"``
-    bottom-up, give ``flow_context``: the encoder outputs it beside z_1's mean and scale)."""
+    fixed standard deviation ``sigma``. ``options``: the posterior's (e.g. ``posterior="iaf"``)."""
     read = sizes[0] if decoder_reads == "bottom" else sum(sizes)
-    context = options.get("flow_context", 0) if inference == "bottom-up" else 0
-    model = HierarchicalVAE(
+    config = ModelConfig.from_options(
         (data_dim,),
         sizes[0],
         model="hierarchy",
@@ -62,9 +61,11 @@ def linear_gaussian_hierarchy(
         decoder_reads=decoder_reads,
         likelihood="gaussian",
         gaussian_scale=sigma,
-        encoder=nn.Linear(data_dim, 2 * sizes[0] + context),
-        decoder=nn.Linear(read, data_dim),
         **options,
+    )
+    features = encoder_features(sizes[0], inference, config.posterior)
+    model = HierarchicalVAE.from_config(
+        config, encoder=nn.Linear(data_dim, features), decoder=nn.Linear(read, data_dim)
     )
     for layer, size in _layers(model):
         linear = layer.net.layers[0]

@@ -133,6 +133,15 @@ class GaussianLayer(LayerNetwork):
         return gaussian_parameters(self.net(h))
 
 
+def encoder_features(latent_dim: int, inference: str, layer: Component) -> int:
+    """What a hierarchy's encoder outputs per example: bottom-up, q(z_1|x)'s features (those of
+    the layer's posterior, ``layer``); top-down, z_1's Gaussian estimate; x-and-above, 2 d_1
+    features of x that every layer's network reads."""
+    if inference == "bottom-up":
+        return COMPONENTS["posterior"][layer.name].builder.encoder_width(latent_dim, layer.options)
+    return 2 * latent_dim
+
+
 def _apply(network: nn.Module, inputs: torch.Tensor, stopped: bool) -> Any:
     """``network(inputs)``; ``stopped``: with the network's weights detached, so that the
     gradient reaches them only through ``inputs`` (log q at stopped parameters)."""
@@ -255,7 +264,7 @@ class HierarchicalPosterior(Posterior):
         builder = COMPONENTS["posterior"][layer.name].builder
         self.layer_posteriors = nn.ModuleList(builder(d, layer.options) for d in self.sizes)
         widths = [builder.encoder_width(d, layer.options) for d in self.sizes]
-        self.feature_width = widths[0] if inference == "bottom-up" else 2 * self.sizes[0]
+        self.feature_width = encoder_features(self.sizes[0], inference, layer)
         pairs = list(zip(self.sizes[:-1], self.sizes[1:], strict=True))
         if inference == "x-and-above":
             self.top = LayerNetwork(self.feature_width, widths[-1], *networks)
@@ -276,8 +285,7 @@ class HierarchicalPosterior(Posterior):
         self._prior: HierarchicalPrior
 
     def encoder_width(self, latent_dim: int, options: Any = None) -> int:  # type: ignore[override]
-        """Bottom-up, q(z_1|x)'s features; top-down, z_1's estimate; x-and-above, 2 d_1
-        features of x that every layer's network reads."""
+        """See :func:`encoder_features`."""
         return self.feature_width
 
     @property
