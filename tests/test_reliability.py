@@ -136,14 +136,19 @@ def test_newer_format_and_mismatched_checkpoints(tmp_path: Path, trained_run: Pa
     (newer / CONFIG).write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="newer vaekit"):
         vaekit.load(newer)
-    tensors.pop(next(iter(tensors)))
-    save_file(
-        tensors,
-        tmp_path / "missing.safetensors",
-        {"vaekit_format": "1", "model": json.dumps(config["model"])},
-    )
-    with pytest.raises(CheckpointError, match="do not match"):
-        vaekit.load(tmp_path / "missing.safetensors")
+    metadata = {"vaekit_format": "1", "model": json.dumps(config["model"])}
+    first, second, *_ = tensors
+    tensors[second] = tensors[second][..., :1].contiguous()
+    tensors["stray"] = tensors.pop(first)
+    save_file(tensors, tmp_path / "mismatched.safetensors", metadata)
+    with pytest.raises(CheckpointError) as refused:
+        vaekit.load(tmp_path / "mismatched.safetensors")
+    message = str(refused.value)
+    assert "do not match the model configuration" in message
+    assert f"1 missing, e.g. {first};" in message
+    assert "1 not in the model, e.g. stray;" in message
+    assert f"1 of another shape, e.g. {second} [" in message
+    assert "\n" not in message and len(message) < 400
 
 
 def test_debug_shows_the_traceback() -> None:

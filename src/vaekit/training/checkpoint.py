@@ -63,11 +63,26 @@ def _load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], where: Pat
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as err:
-        first = str(err).strip().splitlines()
-        detail = " ".join(line.strip() for line in first[:3])
+        detail = _weights_mismatch(model.state_dict(), tensors) or str(err).strip().splitlines()[0]
         raise CheckpointError(
-            f"{where}: the weights do not match the model configuration ({detail})"
+            f"{where}: the weights do not match the model configuration ({detail}); "
+            "was config.json edited, or the file taken from another run?"
         ) from err
+
+
+def _weights_mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> str:
+    """How a file's tensors differ from a model's, counted, with the first name of each kind
+    (torch's own message lists every name: hundreds for a model with flows)."""
+    kinds = {
+        "missing": [k for k in expected if k not in found],
+        "not in the model": [k for k in found if k not in expected],
+        "of another shape": [
+            f"{k} {list(found[k].shape)} where the model has {list(v.shape)}"
+            for k, v in expected.items()
+            if k in found and found[k].shape != v.shape
+        ],
+    }
+    return "; ".join(f"{len(keys)} {kind}, e.g. {keys[0]}" for kind, keys in kinds.items() if keys)
 
 
 def save_weights(path: Path, model: nn.Module) -> None:
