@@ -26,8 +26,6 @@ plain step (``benchmarks/model_parts.py``).
 
 from __future__ import annotations
 
-import itertools
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,9 +75,7 @@ class _Step(nn.Module):
     and, with ``hidden`` units, a masked hidden layer fed with both. Without hidden units the
     gate depends on h alone, so the step is an affine map of z (given x)."""
 
-    def __init__(self, dim: int, hidden: int, context: int, blocks: int | None = None) -> None:
-        """``blocks``: how many blocks :meth:`solve_jacobian` solves by (default about √D / 2;
-        ``benchmarks/iaf_solve.py`` varies it)."""
+    def __init__(self, dim: int, hidden: int, context: int) -> None:
         super().__init__()
         order = torch.arange(1, dim + 1)
         earlier = order[:, None] > order[None, :]
@@ -98,10 +94,6 @@ class _Step(nn.Module):
             self.out = _MaskedLinear((order[:, None] > degree[None, :]).repeat(2, 1))
             nn.init.normal_(self.out.weight, std=0.01)
             nn.init.zeros_(self.out.bias)
-        self.blocks = _blocks(dim, blocks or max(1, round(math.sqrt(dim) / 2)))
-        units = [_units_within(start, end, dim, hidden) for start, end in self.blocks]
-        self.block_unit_offsets = [0, *itertools.accumulate(len(u) for u in units)]
-        self.register_buffer("block_units", torch.cat(units), persistent=False)
 
     def forward(self, z: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.direct(z) + self.from_context(context)
@@ -114,73 +106,38 @@ class _Step(nn.Module):
         """The step's map given its outputs: z_t = s ⊙ z + (1 − s) ⊙ m, s = sigmoid(gate)."""
         return torch.sigmoid(gate) * z + torch.sigmoid(-gate) * shift
 
-    def solve_jacobian(
-        self,
-        z: torch.Tensor,
-        shift: torch.Tensor,
-        gate: torch.Tensor,
-        context: torch.Tensor,
-        vector: torch.Tensor,
-    ) -> torch.Tensor:
-        """J⁻¹ ``vector`` ``(…, D)``, with J = ∂z_t/∂z_{t−1} of z_t = s ⊙ z + (1 − s) ⊙ m at the
-        step's input ``z`` and outputs ``(shift, gate)`` = (m, logit s), held constant (the
-        result is linear in ``vector``, and gradients reach ``vector`` only).
-
-        J = diag(s) + L, L strictly lower triangular: L = Σ_half diag(c_half) W_half diag(e) V
-        over the step's units (the hidden ones, and the direct path as D units of identity
-        input and slope 1), with V ``(U, D)`` their masked input weights, e ``(…, U)`` their
-        slopes, W_half ``(D, U)`` their masked output weights to m and to the gate, and c the
-        coefficients (1 − s) and s(1 − s)(z − m). Forward substitution by blocks of
-        dimensions: a block's right-hand side subtracts, through the units' inputs seen so far
-        ``(…, U)``, the columns of L already solved, and only its own diagonal block of J is
-        formed, from the units whose inputs and outputs both fall in it. That is about
-        B·D·(3U + b·U_b) multiplications (b the block's size, U_b its units) where forming J
-        took B·D²·H: at D = 50 and H = 320, in 4 blocks, 1/10."""
-        with torch.no_grad():
-            keep, forget = torch.sigmoid(gate), torch.sigmoid(-gate)
-            coefficients = torch.stack([forget, keep * forget * (z - shift)], -2)  # (…, 2, D)
-            inputs, outputs, slopes = self._units(z, context)
-            outputs = outputs.unflatten(0, (2, -1))  # (2, D, U): to m, to the gate
-        solved: list[torch.Tensor] = []
-        seen = vector.new_zeros(*vector.shape[:-1], inputs.shape[0])  # V y, y solved so far
-        for (start, end), units in zip(self.blocks, self._block_units(), strict=True):
-            right = vector[..., start:end]
-            block_outputs = outputs[:, start:end]  # (2, b, U)
-            if solved:
-                through_units = (slopes * seen) @ block_outputs.flatten(0, 1).T  # (…, 2b)
-                right = right - (
-                    coefficients[..., start:end] * through_units.unflatten(-1, (2, -1))
-                ).sum(-2)
-            with torch.no_grad():
-                own = coefficients[..., start:end, None] * block_outputs[..., units]
-                diagonal = own.sum(-3) * slopes[..., None, units] @ inputs[units, start:end]
-                diagonal = diagonal + torch.diag_embed(keep[..., start:end])
-            solved.append(_solve_lower(diagonal, right))
-            seen = seen + solved[-1] @ inputs[:, start:end].T
-        return torch.cat(solved, -1)
-
     @torch.no_grad()
-    def _units(
-        self, z: torch.Tensor, context: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The step's units, hidden then direct: their masked input weights ``(U, D)``, masked
-        output weights ``(2D, U)`` (to m, then to the gate) and slopes ``(…, U)`` at ``z``."""
-        dim = z.shape[-1]
-        identity = torch.eye(dim, dtype=z.dtype, device=z.device)
-        direct = self.direct.weight * self.direct.mask
-        ones = torch.ones_like(z)
-        if not self.hidden:
-            return identity, direct, ones
-        pre = self.into(z) + self.context(context)
-        slope = torch.where(pre > 0, 1.0, pre.exp())  # elu′
-        inputs = torch.cat([self.into.weight * self.into.mask, identity])
-        outputs = torch.cat([self.out.weight * self.out.mask, direct], -1)
-        return inputs, outputs, torch.cat([slope, ones], -1)
-
-    def _block_units(self) -> list[torch.Tensor]:
-        """Each block's units: those whose inputs and outputs both meet the block."""
-        offsets = self.block_unit_offsets
-        return [self.block_units[a:b] for a, b in itertools.pairwise(offsets)]
+    def flow_jacobian(
+        self, z: torch.Tensor, shift: torch.Tensor, gate: torch.Tensor, context: torch.Tensor
+    ) -> torch.Tensor:
+        """J = ∂z_t/∂z_{t−1} ``(…, D, D)`` of z_t = s ⊙ z + (1 − s) ⊙ m at the step's input
+        ``z`` and outputs ``(shift, gate)`` = (m, logit s): diag(s) + diag(1 − s) ∂m/∂z +
+        diag(s(1 − s)(z − m)) ∂gate/∂z, lower triangular. The two halves' output weights are
+        combined row by row before the product with the hidden layer's, one (…·D, H) × (H, D)
+        matrix product: half the multiplications of forming the MADE's whole Jacobian first
+        (``fast`` + IAF's STL step 2.07× the plain VAE's step against 2.64×, medians of 3
+        alternated runs of ``benchmarks/model_parts.py``: ``iaf-stl-jacobian-ab.log``). Tried
+        and left: the hidden units in 4 groups by degree, each product over its nonzero block
+        only (0.30 of the multiplications at D = 50), was ~10% faster eager and 2–3× slower
+        compiled (``iaf-stl-jacobian-groups-ab.log``, ``gradients-iaf-degree-groups.log``);
+        solving by blocked forward substitution, forming only J's diagonal blocks (4 at
+        D = 50, 1/10 of the multiplications; commit 057062c), was no faster eager and slower
+        compiled (STL 0.59 of the plain step against 0.73, DReG 0.41 against 0.64): on a
+        machine whose matrix products run at 200–290 GFLOP/s, one large product costs less
+        than a loop of small ones (``gradients-iaf-blocked-ab.log``,
+        ``iaf-stl-blocked-ab.log``)."""
+        keep, forget = torch.sigmoid(gate), torch.sigmoid(-gate)
+        by_shift = forget.unsqueeze(-1)
+        by_gate = (keep * forget * (z - shift)).unsqueeze(-1)
+        direct_shift, direct_gate = (self.direct.weight * self.direct.mask).chunk(2)
+        jacobian = torch.diag_embed(keep) + by_shift * direct_shift + by_gate * direct_gate
+        if self.hidden:
+            pre = self.into(z) + self.context(context)
+            slope = torch.where(pre > 0, 1.0, pre.exp()).unsqueeze(-2)  # elu′
+            out_shift, out_gate = (self.out.weight * self.out.mask).chunk(2)
+            rows = (by_shift * out_shift).addcmul_(by_gate, out_gate).mul_(slope)  # one (…, D, H)
+            jacobian = jacobian + rows @ (self.into.weight * self.into.mask)
+        return jacobian
 
 
 @POSTERIORS.register("iaf", IAFOptions)
@@ -270,7 +227,8 @@ class IAFPosterior(Posterior):
             if context.requires_grad:
                 mapped = step.update(drawn, *call_stopped(step, drawn, context))
                 moved = moved - (mapped - mapped.detach())
-            previous = drawn + step.solve_jacobian(drawn, shift, gate, context, moved)
+            jacobian = step.flow_jacobian(drawn, shift, gate, context)
+            previous = drawn + _solve_lower(jacobian, moved)
             _, gate = call_stopped(step, previous, context)
             log_det = log_det + F.logsigmoid(gate).sum(-1)
             current = _reorder(previous, t)
@@ -318,24 +276,6 @@ class IAFPosterior(Posterior):
 def _reorder(z: torch.Tensor, step: int) -> torch.Tensor:
     """The dimensions reversed on odd steps (its own inverse)."""
     return z.flip(-1) if step % 2 else z
-
-
-def _blocks(dim: int, count: int) -> list[tuple[int, int]]:
-    """The dimensions in ``count`` blocks or fewer, of equal size but the last: the solve's
-    sequential passes. Fewer passes cost less Python and kernel overhead, larger blocks more
-    multiplications in their diagonal blocks; about √D / 2 (4 blocks of 13 at D = 50) was the
-    fastest (``benchmarks/iaf_solve.py``)."""
-    size = math.ceil(dim / count)
-    return [(start, min(start + size, dim)) for start in range(0, dim, size)]
-
-
-def _units_within(start: int, end: int, dim: int, hidden: int) -> torch.Tensor:
-    """The units (hidden ones first, then the direct path's) that read a dimension of the
-    block [start, end) and feed another: hidden units of degree start+1 … end−1 (degree d
-    reads z_{<d} and feeds outputs d and later) and direct inputs start … end−2."""
-    degree = torch.arange(hidden) % dim
-    within = torch.nonzero((degree > start) & (degree < end)).flatten()
-    return torch.cat([within, hidden + torch.arange(start, end - 1)])
 
 
 def _solve_lower(matrix: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
