@@ -25,6 +25,7 @@ achieved GFLOP/s against a measured matmul peak.
     python benchmarks/train_throughput.py --device cuda   # on a GPU, the data on it
     python benchmarks/train_throughput.py --gradients     # STL and DReG against reparam
     python benchmarks/train_throughput.py --gradients --rows 5 6   # only the IAF's rows
+    python benchmarks/train_throughput.py --gradients --rows 7 8   # IAF layers in a hierarchy
 """
 
 from __future__ import annotations
@@ -284,11 +285,31 @@ GRADIENT_ROWS = [
     ),
     ("784-400-20 relu", "one, IAF 2×320", 128, "elbo", 1, ("reparam", "stl"), IAF),
     ("784-200-200-50 tanh", "one, IAF 2×320", 20, "iwae", 5, ("reparam", "dreg"), IAF),
+    (
+        "784-400-20 relu",
+        "two, bottom-up, IAF 2×320 on each",
+        128,
+        "elbo",
+        1,
+        ("reparam", "stl"),
+        {**TWO_LAYERS, "inference": "bottom-up", **IAF},
+    ),
+    (
+        "784-200-200-50 tanh",
+        "two, x-and-above, IAF 2×320 on each",
+        20,
+        "iwae",
+        5,
+        ("reparam", "dreg"),
+        {**TWO_LAYERS, "inference": "x-and-above", **IAF},
+    ),
 ]
 """The gradient estimators' rows: ``fast``'s ELBO and ``burda-iwae-k5``'s IWAE setting; each
 with a second latent layer (a ladder, and a stacked VAE), where log q at stopped parameters runs
 the layers' networks a second time; and each with ``fast`` + IAF's flow (2 steps of 320 hidden
-units), where it runs the flow backwards: one triangular solve and one MADE pass per step."""
+units), where it runs the flow backwards: one triangular solve and one MADE pass per step; and
+with that flow on each of two layers (the hierarchy's stopped log q runs each layer's flow
+again to find its path)."""
 
 
 def gradient_rows(
