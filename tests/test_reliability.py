@@ -19,6 +19,7 @@ import torch
 from helpers import FullDisk, same_run, signal_during_epoch_2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import vaekit
@@ -149,6 +150,27 @@ def test_newer_format_and_mismatched_checkpoints(tmp_path: Path, trained_run: Pa
     assert "1 not in the model, e.g. stray;" in message
     assert f"1 of another shape, e.g. {second} [" in message
     assert "\n" not in message and len(message) < 400
+
+
+def test_optimizer_moments_of_another_shape_are_refused(tmp_path: Path, trained_run: Path) -> None:
+    """A moment that broadcasts against its parameter (here one number for a bias) would load
+    and make the resumed run diverge; it is refused, naming the tensor."""
+    run = tmp_path / "forged"
+    run.mkdir()
+    for name in (CONFIG, WEIGHTS, CHECKPOINT):
+        (run / name).write_bytes((trained_run / name).read_bytes())
+    with safe_open(str(run / CHECKPOINT), framework="pt") as f:
+        metadata = f.metadata()
+    tensors = load_file(run / CHECKPOINT)
+    moment = tensors["optimizer.0.exp_avg"]
+    tensors["optimizer.0.exp_avg"] = moment.flatten()[:1].clone()
+    save_file(tensors, run / CHECKPOINT, metadata)
+    with pytest.raises(CheckpointError) as refused:
+        vaekit.resume(run, epochs=4, progress=False)
+    assert str(refused.value).endswith(
+        f"optimizer state does not fit this model (optimizer.0.exp_avg has shape [1] where "
+        f"its parameter has {list(moment.shape)})"
+    )
 
 
 def test_debug_shows_the_traceback() -> None:

@@ -162,8 +162,30 @@ def load_checkpoint(
             name = name.removeprefix("optimizer.")
             index, key = name.split(".", 1)
             optimizer_state.setdefault(int(index), {})[key] = value
+        _check_optimizer_state(optimizer_state, optimizer)
         params = optimizer.state_dict()["param_groups"]
         optimizer.load_state_dict({"state": optimizer_state, "param_groups": params})
     except (KeyError, ValueError, TypeError, RuntimeError, json.JSONDecodeError) as err:
         raise CheckpointError(f"{path}: optimizer state does not fit this model ({err})") from err
     return state, extra
+
+
+def _check_optimizer_state(
+    optimizer_state: dict[int, dict[str, Any]], optimizer: torch.optim.Optimizer
+) -> None:
+    """Refuse a parameter's optimizer tensors (Adam's moments) of another shape than the
+    parameter: torch would load them, broadcast them in its update, and the resumed run
+    would diverge with no word of the file (a parameter with no state, as one that has had
+    no gradient yet, is left to start afresh)."""
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    for index, param_state in optimizer_state.items():
+        if not 0 <= index < len(parameters):
+            raise ValueError(
+                f"optimizer.{index}: no such parameter (the model has {len(parameters)})"
+            )
+        for key, value in param_state.items():
+            if key != "step" and torch.is_tensor(value) and value.shape != parameters[index].shape:
+                raise ValueError(
+                    f"optimizer.{index}.{key} has shape {list(value.shape)} where its parameter "
+                    f"has {list(parameters[index].shape)}"
+                )
