@@ -12,6 +12,7 @@ ever unpickled. The run directory that holds them is :mod:`vaekit.training.run_d
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +158,8 @@ def load_checkpoint(
     try:
         state = json.loads(metadata["state"])
         scalars = json.loads(metadata.get("optimizer_scalars", "{}"))
+        if not isinstance(scalars, dict):
+            raise ValueError("optimizer_scalars is not a JSON object")
         optimizer_state: dict[int, dict[str, Any]] = {}
         for name, value in [*groups["optimizer"].items(), *scalars.items()]:
             name = name.removeprefix("optimizer.")
@@ -173,10 +176,11 @@ def load_checkpoint(
 def _check_optimizer_state(
     optimizer_state: dict[int, dict[str, Any]], optimizer: torch.optim.Optimizer
 ) -> None:
-    """Refuse a parameter's optimizer tensors (Adam's moments) of another shape than the
-    parameter: torch would load them, broadcast them in its update, and the resumed run
-    would diverge with no word of the file (a parameter with no state, as one that has had
-    no gradient yet, is left to start afresh)."""
+    """Refuse what torch would load and then train with wrongly: a parameter's moments of
+    another shape than the parameter (they broadcast in the update), or a step count that is
+    not a count (Adam's bias correction with a negative step is NaN); either way the resumed
+    run would diverge with no word of the file. A parameter with no state, as one that has
+    had no gradient yet, is left to start afresh."""
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
     for index, param_state in optimizer_state.items():
         if not 0 <= index < len(parameters):
@@ -184,8 +188,22 @@ def _check_optimizer_state(
                 f"optimizer.{index}: no such parameter (the model has {len(parameters)})"
             )
         for key, value in param_state.items():
-            if key != "step" and torch.is_tensor(value) and value.shape != parameters[index].shape:
+            name = f"optimizer.{index}.{key}"
+            if key == "step":
+                if not 0 <= _as_number(value, name) < math.inf:
+                    raise ValueError(f"{name} is {_as_number(value, name)}, not a count of steps")
+            elif not torch.is_tensor(value):
+                raise ValueError(f"{name} is not a tensor")
+            elif value.shape != parameters[index].shape:
                 raise ValueError(
-                    f"optimizer.{index}.{key} has shape {list(value.shape)} where its parameter "
-                    f"has {list(parameters[index].shape)}"
+                    f"{name} has shape {list(value.shape)} where its parameter has "
+                    f"{list(parameters[index].shape)}"
                 )
+
+
+def _as_number(value: Any, name: str) -> float:
+    if torch.is_tensor(value) and value.numel() == 1:
+        return float(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    raise ValueError(f"{name} is not a number")

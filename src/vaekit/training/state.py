@@ -6,6 +6,7 @@ is kept in the checkpoint (JSON scalars and tensors), so a resumed run continues
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +75,7 @@ class TrainingState:
             self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
             self.elapsed_s = float(state["elapsed_s"])
             self.lr_scale = float(state.get("lr_scale", 1.0))
+            self._check_counters()
             moved = self.set_generators(tensors)
             self.partial = None
             if "epoch.order" in tensors:
@@ -86,6 +88,18 @@ class TrainingState:
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             raise CheckpointError(f"{where}: incomplete training state ({err})") from err
         return moved
+
+    def _check_counters(self) -> None:
+        """Counters and seconds are ≥ 0, the learning-rate scale > 0 (a negative epoch would
+        train more epochs than asked; a negative scale, uphill)."""
+        for name, value, least in (
+            ("epoch", self.epoch, 0),
+            ("global_step", self.global_step, 0),
+            ("elapsed_s", self.elapsed_s, 0),
+            ("lr_scale", self.lr_scale, math.ulp(0)),
+        ):
+            if not least <= value < math.inf:
+                raise ValueError(f"{name} is {value}")
 
     def check_position(self, n: int, batch_size: int, where: Any) -> None:
         """Refuse a position inside an epoch that does not fit ``n`` examples (a damaged or
