@@ -40,6 +40,7 @@ from vaekit import files
 from vaekit.cli import main
 from vaekit.errors import CheckpointError, DataError, TrainingDiverged
 from vaekit.files import run_lock
+from vaekit.model import ModelConfig, build_model
 from vaekit.training.config import TrainConfig
 from vaekit.training.run_dir import CHECKPOINT, METRICS, WEIGHTS
 from vaekit.training.trainer import Trainer
@@ -409,6 +410,14 @@ def test_full_disk_in_evaluate_is_one_line(
         (["train", "--seed", str(2**64)], "seed must be an integer from 0"),
         (["train", "--latent-dim", "100000000", "--epochs", "1"], "more than this machine's"),
         (["train", "--hidden", "3000000000", "--epochs", "1"], "more than this machine's"),
+        (
+            ["train", "--model", "hierarchy", "--layer-hidden", "3000000000", "--epochs", "1"],
+            "vaekit: error: a network of ",
+        ),
+        (
+            ["train", "--posterior", "iaf", "--flow-steps", "10000000", "--epochs", "1"],
+            "IAF steps of ",
+        ),
         (["sample", "{run}", "-o", "{tmp}/a_folder.png"], "is a folder"),
         (["identity", "--dataset", "{tmp}/two.npy", "--latent-dim", "1"], "at least 2 held-out"),
     ],
@@ -424,6 +433,24 @@ def test_impossible_requests_are_one_line(
     np.save(tmp_path / "two.npy", np.random.default_rng(0).random((2, 3)).astype(np.float32))
     argv = [a.format(run=trained_run, tmp=tmp_path) for a in argv]
     one_line_error(capsys, main(argv), message)
+
+
+def test_weights_torch_cannot_allocate_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sizes no estimate refused (a VampPrior's pseudo-inputs, a mixture's components) that
+    torch's allocator refuses become one line with the size asked for, not a traceback."""
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+            "memory: you tried to allocate 3221225472 bytes. Error code 12"
+        )
+
+    config = ModelConfig.from_options((4,), 2)
+    monkeypatch.setattr(torch.nn.Linear, "__init__", refused)
+    with pytest.raises(
+        vaekit.VaekitError, match=r"torch asked for 3\.0 GiB at once and was refused"
+    ):
+        build_model(config)
 
 
 def test_damaged_run_files_are_one_line(

@@ -15,6 +15,7 @@ with these methods, registered with ``POSTERIORS.register(name, Options)`` or
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
@@ -179,5 +180,17 @@ a configuration names."""
 
 
 def build_model(config: Any, **networks: nn.Module) -> nn.Module:
-    """The registered model that ``config`` (a ``ModelConfig``) names, built from it."""
-    return MODELS[config.model.name].builder.from_config(config, **networks)
+    """The registered model that ``config`` (a ``ModelConfig``) names, built from it. Sizes
+    whose weights could not be allocated are one line (the networks' and the flow's are
+    refused before allocating: ``fits_in_memory``)."""
+    try:
+        return MODELS[config.model.name].builder.from_config(config, **networks)
+    except RuntimeError as err:  # torch's allocators: "can't allocate memory", out of memory
+        if "allocate" not in str(err) and not isinstance(err, torch.OutOfMemoryError):
+            raise
+        asked = re.search(r"allocate (\d+) bytes", str(err))
+        size = f" {int(asked[1]) / 2**30:,.1f} GiB at once" if asked else ""
+        raise ConfigError(
+            f"the model's weights could not be allocated (torch asked for{size or ' memory'} "
+            "and was refused); make it smaller"
+        ) from err

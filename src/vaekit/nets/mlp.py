@@ -7,6 +7,8 @@ import itertools
 import torch
 from torch import nn
 
+from vaekit.checks import fits_in_memory
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
@@ -43,6 +45,11 @@ class MLP(nn.Module):
         sizes = [_numel(self.in_shape), *hidden]
         layers: list[nn.Module] = []
         widen = 2 if activation == GATED else 1
+        weights = widen * sum(
+            a * b for a, b in itertools.pairwise([*sizes, _numel(self.out_shape)])
+        )
+        # float32 weights, their gradients and Adam's two moments; refused before allocating
+        fits_in_memory(f"a network of {weights:,} weights", 16 * weights)
         for width_in, width_out in itertools.pairwise(sizes):
             layers += [nn.Linear(width_in, widen * width_out), activation_layer(activation)]
         layers.append(nn.Linear(sizes[-1], _numel(self.out_shape)))

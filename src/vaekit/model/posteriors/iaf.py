@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Distribution
 
-from vaekit.checks import option, positive_int
+from vaekit.checks import fits_in_memory, option, positive_int
 from vaekit.model.contract import POSTERIORS, Posterior, PosteriorParameters, call_stopped
 from vaekit.model.gaussian import log_density, reparameterised_log_density
 from vaekit.model.posteriors.as_distribution import PosteriorDistribution
@@ -150,6 +150,12 @@ class IAFPosterior(Posterior):
     def __init__(self, latent_dim: int, options: IAFOptions) -> None:
         super().__init__()
         self.noise_dim = latent_dim
+        dim, hidden, context = latent_dim, options.flow_hidden, options.flow_context
+        weights = options.flow_steps * (
+            2 * dim * (dim + context + hidden) + hidden * (dim + context)
+        )
+        # float32 weights, their gradients, Adam's two moments, and masks of at most one each
+        fits_in_memory(f"IAF steps of {weights:,} weights", 20 * weights)
         self.steps = nn.ModuleList(
             _Step(latent_dim, options.flow_hidden, options.flow_context)
             for _ in range(options.flow_steps)
