@@ -9,6 +9,7 @@ import json
 import math
 import os
 import pickle
+import shutil
 import signal
 import zipfile
 from pathlib import Path
@@ -27,7 +28,7 @@ from vaekit import files as io
 from vaekit.cli import main
 from vaekit.data import read_idx
 from vaekit.errors import CheckpointError, DataError, TrainingDiverged
-from vaekit.training.run_dir import CHECKPOINT, CONFIG, WEIGHTS
+from vaekit.training.run_dir import CHECKPOINT, CONFIG, EVALUATION, WEIGHTS, RunDirectory
 
 
 def test_kill_9_then_resume_ends_as_the_uninterrupted_run(
@@ -194,6 +195,58 @@ def test_forged_training_state_is_refused(tmp_path: Path, trained_run: Path, for
         vaekit.resume(run, epochs=4, progress=False)
     assert expected in str(refused.value)
     assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "family",
+    [
+        [
+            "--model",
+            "hierarchy",
+            "--upper-layers",
+            "2",
+            "--inference",
+            "x-and-above",
+            "--posterior",
+            "iaf",
+        ],
+        ["--model", "semi-supervised", "--labelled", "100"],
+        ["--prior", "vamp", "--pseudo-inputs", "5"],
+    ],
+)
+def test_every_family_s_evaluation_is_read_back(tmp_path: Path, family: list[str]) -> None:
+    """What ``evaluate`` writes passes the check that refuses damaged evaluation files, for
+    the families whose evaluations have the most fields (layers, a classifier's error, no
+    KL per dimension): a check too strict would have the report evaluate again, silently."""
+    run = tmp_path / "run"
+    assert main(["train", *family, "--epochs", "1", "--run-dir", str(run), "--no-progress"]) == 0
+    assert main(["evaluate", str(run), "-k", "3", "--no-progress"]) == 0
+    assert RunDirectory(run).read_evaluation() is not None
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda saved: saved.update(elbo="abc"),
+        lambda saved: saved["log_px"].update(value="abc"),
+        lambda saved: saved.update(layers=[1, 2]),
+        lambda saved: saved.update(weights=None),
+        lambda saved: saved.update(kl_per_dim="x"),
+        lambda saved: saved.update(active=5),
+        lambda saved: saved.update(per_example=7),
+        lambda saved: saved.update(n=-1),
+    ],
+)
+def test_a_damaged_evaluation_is_not_read(tmp_path: Path, trained_run: Path, damage) -> None:
+    """Each of these made the report, ``compare`` or ``export`` end in a traceback; such a
+    file is now no evaluation ("run vaekit evaluate"), and the report evaluates anew."""
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    assert main(["evaluate", str(run), "-k", "2", "--no-progress"]) == 0
+    saved = json.loads((run / EVALUATION).read_text())
+    damage(saved)
+    (run / EVALUATION).write_text(json.dumps(saved))
+    assert RunDirectory(run).read_evaluation() is None
 
 
 def test_debug_shows_the_traceback() -> None:

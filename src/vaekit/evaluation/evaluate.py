@@ -488,6 +488,66 @@ def mismatch(saved: dict[str, Any], model: torch.nn.Module, n_test: int) -> str 
     return None
 
 
+REQUIRED = ("per_example", "active", "n", "k", "log_px", "elbo")
+"""The fields without which a saved evaluation is not read (older ones lack some others)."""
+
+
+def well_formed(saved: Any) -> bool:
+    """Whether ``saved`` (a parsed ``evaluation.json``) has the fields and types that the
+    report, ``compare`` and ``export`` read: a damaged or forged file is then one line
+    ("no readable evaluation"), not a traceback. Fields that older evaluations lack may be
+    absent."""
+    if not isinstance(saved, dict) or not all(key in saved for key in REQUIRED):
+        return False
+    optional = (float, type(None))
+    checks = {
+        "n": lambda v: _is(v, int) and v > 0,
+        "k": lambda v: _is(v, int) and v > 0,
+        "active_units": lambda v: _is(v, int),
+        "active": lambda v: isinstance(v, list) and all(_is(a, bool) for a in v),
+        "kl_per_dim": lambda v: isinstance(v, list) and all(_is(a, *optional) for a in v),
+        "per_example": lambda v: (
+            isinstance(v, dict)
+            and all(isinstance(a, list) and all(_is(b, *optional) for b in a) for a in v.values())
+        ),
+        "weights": lambda v: isinstance(v, dict) and all(_is(a, *optional) for a in v.values()),
+        "layers": lambda v: isinstance(v, list) and all(_is_layer(a) for a in v),
+        "warnings": lambda v: isinstance(v, list) and all(isinstance(a, str) for a in v),
+        "info": lambda v: isinstance(v, dict),
+        "conditional": lambda v: _is(v, bool),
+        **{name: _is_mean for name in ("elbo", "reconstruction", "rate", "log_px", "gap")},
+        **{
+            name: lambda v: _is(v, *optional)
+            for name in ("bits_per_dim", "mutual_information", "marginal_kl", "classifier_error")
+        },
+    }
+    return all(check(saved[key]) for key, check in checks.items() if key in saved)
+
+
+def _is(value: Any, *types: type) -> bool:
+    """``value`` of one of ``types``, where an int counts as a float and a bool as neither."""
+    if isinstance(value, bool):
+        return bool in types
+    return isinstance(value, types) or (float in types and isinstance(value, int))
+
+
+def _is_mean(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and _is(value.get("value"), float)
+        and _is(value.get("stderr"), float)
+    )
+
+
+def _is_layer(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and _is(value.get("size"), int)
+        and _is_mean(value.get("rate"))
+        and _is(value.get("active_units"), int)
+    )
+
+
 def fuller(new: dict[str, Any], old: dict[str, Any]) -> bool:
     """Whether evaluation ``new`` may replace ``old`` as a run's evaluation: ``old`` is of other
     weights or split, or ``new`` has at least its examples and K (a partial evaluation never

@@ -25,7 +25,7 @@ from torch import nn
 
 from vaekit.data import STANDARD_DATASETS, Dataset, load_dataset
 from vaekit.errors import CheckpointError, ConfigError, DataError
-from vaekit.evaluation.evaluate import fuller, mismatch
+from vaekit.evaluation.evaluate import fuller, mismatch, well_formed
 from vaekit.files import atomic_write_bytes, atomic_write_json, run_lock
 from vaekit.hub import hub_folder, is_hub_id
 from vaekit.model import ModelConfig
@@ -241,8 +241,7 @@ class RunDirectory:
             saved = json.loads((self.path / EVALUATION).read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             return None
-        required = ("per_example", "active", "n", "k", "log_px", "elbo")
-        return saved if isinstance(saved, dict) and all(k in saved for k in required) else None
+        return saved if well_formed(saved) else None
 
     def evaluation_of(self, model: nn.Module) -> tuple[dict[str, Any] | None, str | None]:
         """``(evaluation.json, why it is not of model)``: the reason is None where it is of
