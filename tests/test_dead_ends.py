@@ -469,6 +469,26 @@ def test_damaged_run_files_are_one_line(
     one_line_error(capsys, main(["sample", str(run)]), "unreadable or corrupt")
 
 
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda record: record.update(test_elbo="abc"),  # a TypeError in the curves
+        lambda record: record.pop("train_elbo"),  # a KeyError in the curves
+        lambda record: record.update(lr=[1e-3]),
+    ],
+)
+def test_forged_epoch_records_are_one_line(
+    tmp_path: Path, trained_run: Path, capsys: pytest.CaptureFixture[str], edit
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    records = [json.loads(line) for line in (run / METRICS).read_text().splitlines()]
+    edit(records[-1])
+    (run / METRICS).write_text("".join(json.dumps(record) + "\n" for record in records))
+    for argv in (["plot", str(run), "--what", "curves"], ["train", "--resume", str(run)]):
+        one_line_error(capsys, main(argv), "not vaekit's per-epoch records; remove it")
+
+
 def test_a_checkpoint_position_that_does_not_fit_is_one_line(
     tmp_path: Path, array_data: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -206,7 +206,7 @@ class RunDirectory:
                 f"{metrics}: damaged ({err}); remove it (its epochs' records are lost; the "
                 "checkpoint is not)"
             ) from None
-        if not all(isinstance(r, dict) and isinstance(r.get("epoch"), int) for r in records):
+        if not all(_is_epoch_record(r) for r in records):
             raise CheckpointError(f"{metrics}: not vaekit's per-epoch records; remove it")
         return records
 
@@ -292,6 +292,27 @@ def _with_absolute_paths(train: TrainConfig) -> TrainConfig:
         dataset = str(Path(dataset).resolve())
     data_dir = None if train.data_dir is None else str(Path(train.data_dir).resolve())
     return replace(train, dataset=dataset, data_dir=data_dir)
+
+
+EPOCH_TERMS = tuple(
+    f"{split}_{term}" for split in ("train", "test") for term in ("elbo", "reconstruction", "rate")
+)
+"""What every epoch's record holds (nats per example), beside its number and learning rate:
+the curves, the report and a sweep read them."""
+
+
+def _is_epoch_record(record: Any) -> bool:
+    """An epoch's record as the trainer writes it: an integer ``epoch``, the terms and ``lr``,
+    and numbers (or null) as every value."""
+    return (
+        isinstance(record, dict)
+        and isinstance(record.get("epoch"), int)
+        and all(key in record for key in (*EPOCH_TERMS, "lr"))
+        and all(
+            value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+            for value in record.values()
+        )
+    )
 
 
 def _left_by_vaekit(path: Path) -> bool:
