@@ -46,6 +46,11 @@ def choice(name: str, value: Any, choices: Iterable[str]) -> None:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
 
 
+def is_number(value: Any) -> bool:
+    """An int or a float as JSON gives them (a bool is neither): a saved file's number."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def memory_bytes() -> int:
     """This machine's physical memory in bytes (POSIX; 2**63 where it cannot be read)."""
     try:

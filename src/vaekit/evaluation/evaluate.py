@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from vaekit.checks import positive_int
+from vaekit.checks import is_number, positive_int
 from vaekit.data.batch import Batch, as_batch
 from vaekit.data.dataset import Dataset
 from vaekit.errors import ConfigError, first_line
@@ -499,52 +499,54 @@ def well_formed(saved: Any) -> bool:
     absent."""
     if not isinstance(saved, dict) or not all(key in saved for key in REQUIRED):
         return False
-    optional = (float, type(None))
     checks = {
-        "n": lambda v: _is(v, int) and v > 0,
-        "k": lambda v: _is(v, int) and v > 0,
-        "active_units": lambda v: _is(v, int),
-        "active": lambda v: isinstance(v, list) and all(_is(a, bool) for a in v),
-        "kl_per_dim": lambda v: isinstance(v, list) and all(_is(a, *optional) for a in v),
+        "n": _positive_count,
+        "k": _positive_count,
+        "active_units": _count,
+        "active": lambda v: isinstance(v, list) and all(isinstance(a, bool) for a in v),
+        "kl_per_dim": lambda v: isinstance(v, list) and all(map(_number_or_none, v)),
         "per_example": lambda v: (
             isinstance(v, dict)
-            and all(isinstance(a, list) and all(_is(b, *optional) for b in a) for a in v.values())
+            and all(isinstance(a, list) and all(map(_number_or_none, a)) for a in v.values())
         ),
-        "weights": lambda v: isinstance(v, dict) and all(_is(a, *optional) for a in v.values()),
-        "layers": lambda v: isinstance(v, list) and all(_is_layer(a) for a in v),
+        "weights": lambda v: isinstance(v, dict) and all(map(_number_or_none, v.values())),
+        "layers": lambda v: isinstance(v, list) and all(map(_is_layer, v)),
         "warnings": lambda v: isinstance(v, list) and all(isinstance(a, str) for a in v),
         "info": lambda v: isinstance(v, dict),
-        "conditional": lambda v: _is(v, bool),
+        "conditional": lambda v: isinstance(v, bool),
         **{name: _is_mean for name in ("elbo", "reconstruction", "rate", "log_px", "gap")},
         **{
-            name: lambda v: _is(v, *optional)
+            name: _number_or_none
             for name in ("bits_per_dim", "mutual_information", "marginal_kl", "classifier_error")
         },
     }
     return all(check(saved[key]) for key, check in checks.items() if key in saved)
 
 
-def _is(value: Any, *types: type) -> bool:
-    """``value`` of one of ``types``, where an int counts as a float and a bool as neither."""
-    if isinstance(value, bool):
-        return bool in types
-    return isinstance(value, types) or (float in types and isinstance(value, int))
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive_count(value: Any) -> bool:
+    return _count(value) and value > 0
+
+
+def _number_or_none(value: Any) -> bool:
+    return value is None or is_number(value)
 
 
 def _is_mean(value: Any) -> bool:
     return (
-        isinstance(value, dict)
-        and _is(value.get("value"), float)
-        and _is(value.get("stderr"), float)
+        isinstance(value, dict) and is_number(value.get("value")) and is_number(value.get("stderr"))
     )
 
 
 def _is_layer(value: Any) -> bool:
     return (
         isinstance(value, dict)
-        and _is(value.get("size"), int)
+        and _count(value.get("size"))
         and _is_mean(value.get("rate"))
-        and _is(value.get("active_units"), int)
+        and _count(value.get("active_units"))
     )
 
 

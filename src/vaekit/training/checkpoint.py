@@ -21,6 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
+from vaekit.checks import is_number
 from vaekit.errors import CheckpointError, ConfigError
 from vaekit.files import atomic_write_bytes
 from vaekit.model import ModelConfig, build_model
@@ -190,8 +191,9 @@ def _check_optimizer_state(
         for key, value in param_state.items():
             name = f"optimizer.{index}.{key}"
             if key == "step":
-                if not 0 <= _as_number(value, name) < math.inf:
-                    raise ValueError(f"{name} is {_as_number(value, name)}, not a count of steps")
+                steps = float(value) if torch.is_tensor(value) and value.numel() == 1 else value
+                if not is_number(steps) or not 0 <= steps < math.inf:
+                    raise ValueError(f"{name} is {steps!r}, not a count of steps")
             elif not torch.is_tensor(value):
                 raise ValueError(f"{name} is not a tensor")
             elif value.shape != parameters[index].shape:
@@ -199,11 +201,3 @@ def _check_optimizer_state(
                     f"{name} has shape {list(value.shape)} where its parameter has "
                     f"{list(parameters[index].shape)}"
                 )
-
-
-def _as_number(value: Any, name: str) -> float:
-    if torch.is_tensor(value) and value.numel() == 1:
-        return float(value)
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    raise ValueError(f"{name} is not a number")

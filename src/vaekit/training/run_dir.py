@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vaekit.checks import is_number
 from vaekit.data import STANDARD_DATASETS, Dataset, load_dataset
 from vaekit.errors import CheckpointError, ConfigError, DataError
 from vaekit.evaluation.evaluate import fuller, mismatch, well_formed
@@ -308,10 +309,7 @@ def _is_epoch_record(record: Any) -> bool:
         isinstance(record, dict)
         and isinstance(record.get("epoch"), int)
         and all(key in record for key in (*EPOCH_TERMS, "lr"))
-        and all(
-            value is None or (isinstance(value, int | float) and not isinstance(value, bool))
-            for value in record.values()
-        )
+        and all(value is None or is_number(value) for value in record.values())
     )
 
 
