@@ -619,6 +619,17 @@ def test_a_read_only_run_is_refused_before_minutes_of_work(
     sweep = ["sweep", "--resume", str(run), "--epochs", "5"]  # refused before reading a plan
     for command in (["evaluate", str(run)], ["report", str(run)], resume, sweep):
         one_line_error(capsys, main(command), "cannot be written")
+    for command, fix in (
+        (["sample", str(run)], "-o"),
+        (["reconstruct", str(run)], "-o"),
+        (["plot", str(run), "--what", "curves"], "-o"),
+        (["evaluate", str(run), "--per-example", str(tmp_path / "x.csv")], "--per-example"),
+    ):
+        one_line_error(
+            capsys,
+            main(command),
+            f"cannot be written (Read-only file system); name another file with {fix}",
+        )
     assert files() == before
 
 

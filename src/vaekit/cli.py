@@ -800,7 +800,9 @@ def _model_and_data(args: argparse.Namespace) -> tuple[torch.nn.Module, Dataset]
     return model, data
 
 
-def _check_output(path: str, suffixes: tuple[str, ...]) -> Path:
+def _check_output(path: str, suffixes: tuple[str, ...], option: str = "-o") -> Path:
+    """``path`` as an output file: its suffix one of ``suffixes``, its folder there and
+    writable (else one line, naming ``option`` to choose another)."""
     out = Path(path)
     if out.suffix.lower() not in suffixes:
         raise ConfigError(f"output {path!r} must end in {' or '.join(suffixes)}")
@@ -808,6 +810,10 @@ def _check_output(path: str, suffixes: tuple[str, ...]) -> Path:
         raise ConfigError(f"output folder {out.parent} does not exist; create it first")
     if out.is_dir():
         raise ConfigError(f"output {path!r} is a folder; name a file")
+    if why := _unwritable(out.parent):
+        raise ConfigError(
+            f"{out.parent} cannot be written ({why}); name another file with {option}"
+        )
     return out
 
 
@@ -820,16 +826,21 @@ def _npy_bytes(array: np.ndarray) -> bytes:
 def _check_writable(path: str) -> None:
     """Refuse, before minutes of work, a run directory whose results could not be saved."""
     run = Path(path)
-    if not run.is_dir():
-        return
+    if run.is_dir() and (why := _unwritable(run)):
+        raise ConfigError(
+            f"{run} cannot be written ({why}), so the results could not be saved there; copy "
+            "the run somewhere writable"
+        )
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why nothing can be written in ``folder`` (read-only, full, no permission), or None."""
     try:
-        with tempfile.TemporaryFile(dir=run):
+        with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as err:
-        raise ConfigError(
-            f"{run} cannot be written ({err.strerror or err}), so the results could not be "
-            "saved there; copy the run somewhere writable"
-        ) from None
+        return str(err.strerror or err)
+    return None
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -938,7 +949,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     seed("--seed", args.seed)
     if args.limit is not None and args.limit <= 0:
         raise ConfigError("--limit must be positive")
-    csv_path = _check_output(args.per_example, (".csv",)) if args.per_example else None
+    csv_path = (
+        _check_output(args.per_example, (".csv",), "--per-example") if args.per_example else None
+    )
     if args.output:
         _check_output(args.output, (".json",))
     saves_into_run = RunDirectory(args.run).is_run() and args.hub_id is None  # not the cache
