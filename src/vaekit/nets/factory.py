@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from itertools import pairwise
 
 import torch
 from torch import nn
@@ -12,7 +11,7 @@ from torch import nn
 from vaekit.checks import choice, fits_in_memory, option, sizes
 from vaekit.errors import ConfigError
 from vaekit.nets.conv import ConvDecoder, ConvEncoder
-from vaekit.nets.mlp import ACTIVATIONS, GATED, MLP
+from vaekit.nets.mlp import ACTIVATIONS, GATED, MLP, mlp_weights
 from vaekit.registry import Registry
 
 INITS = ("default", "glorot")
@@ -55,11 +54,10 @@ class NetworkOptions:
 def mlp_networks(options: NetworkOptions, shapes: NetworkShapes) -> tuple[nn.Module, nn.Module]:
     """Multi-layer perceptrons (any data shape)."""
     hidden, activation = options.hidden, options.activation
-    encoder_sizes = [math.prod(shapes.input_shape), *hidden, shapes.encoder_width]
-    decoder_sizes = [shapes.latent_dim, *reversed(hidden), math.prod(shapes.param_shape)]
-    widen = 2 if activation == GATED else 1  # an upper bound: the output layers are not gated
+    n_in, n_out = math.prod(shapes.input_shape), math.prod(shapes.param_shape)
     _fits(
-        widen * sum(a * b for sizes in (encoder_sizes, decoder_sizes) for a, b in pairwise(sizes))
+        mlp_weights(n_in, hidden, shapes.encoder_width, activation)
+        + mlp_weights(shapes.latent_dim, list(reversed(hidden)), n_out, activation)
     )
     return _initialised(
         options,

@@ -28,6 +28,13 @@ def activation_layer(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
+def mlp_weights(n_in: int, hidden: list[int], n_out: int, activation: str) -> int:
+    """The weights of an :class:`MLP` (biases aside; a gated one counted as if its output
+    layer were gated too: an upper bound)."""
+    widen = 2 if activation == GATED else 1
+    return widen * sum(a * b for a, b in itertools.pairwise([n_in, *hidden, n_out]))
+
+
 class MLP(nn.Module):
     """``x -> Linear -> act -> ... -> Linear``, flattening ``(B, *in_shape)`` and reshaping
     the output to ``(B, *out_shape)``."""
@@ -45,9 +52,7 @@ class MLP(nn.Module):
         sizes = [_numel(self.in_shape), *hidden]
         layers: list[nn.Module] = []
         widen = 2 if activation == GATED else 1
-        weights = widen * sum(
-            a * b for a, b in itertools.pairwise([*sizes, _numel(self.out_shape)])
-        )
+        weights = mlp_weights(sizes[0], hidden, _numel(self.out_shape), activation)
         # float32 weights, their gradients and Adam's two moments; refused before allocating
         fits_in_memory(f"a network of {weights:,} weights", 16 * weights)
         for width_in, width_out in itertools.pairwise(sizes):
